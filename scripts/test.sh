@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# hb402's test suite, as a newcomer runs it: `./scripts/test.sh`.
+#
+# Installs the pinned JavaScript reference packages the tests drive (npm ci, only when missing or
+# out of date), then runs every Rust test in the workspace with cargo-nextest, then the doc tests.
+# Extra arguments go to nextest (e.g. `./scripts/test.sh -p hb402-ans104`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for dir in crates/ans104/tests/vectors; do
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] \
+    || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "installing the JavaScript packages of $dir" >&2
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  fi
+done
+
+cargo nextest run --workspace --no-fail-fast "$@"
+cargo test --workspace --doc --quiet
