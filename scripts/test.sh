@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for dir in crates/ans104/tests/vectors; do
+for dir in crates/ans104/tests/vectors crates/testkit/js; do
   if [ ! -f "$dir/node_modules/.package-lock.json" ] \
     || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     echo "installing the JavaScript packages of $dir" >&2

@@ -1,0 +1,232 @@
+//! The TOML file model: serde structs that mirror the file exactly. Unknown keys are errors;
+//! defaults live here; nothing is validated beyond types (see `internal.rs`).
+
+use serde::Deserialize;
+
+fn default_public() -> String {
+    "127.0.0.1:8402".into()
+}
+fn default_admin() -> String {
+    "127.0.0.1:9402".into()
+}
+fn default_upstream_url() -> String {
+    "http://127.0.0.1:8734".into()
+}
+fn default_access_key_id() -> String {
+    "hb402-dev".into()
+}
+fn default_public_bucket() -> String {
+    "offchain-dataitems".into()
+}
+fn default_private_bucket() -> String {
+    "hb402-private".into()
+}
+fn default_key_prefix() -> String {
+    "dataitems/".into()
+}
+fn default_state_dir() -> String {
+    "hb402-state".into()
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) version: u32,
+    #[serde(default)]
+    pub(crate) server: ServerFile,
+    #[serde(default)]
+    pub(crate) listen: ListenFile,
+    #[serde(default)]
+    pub(crate) upstream: UpstreamFile,
+    #[serde(default)]
+    pub(crate) limits: LimitsFile,
+    #[serde(default)]
+    pub(crate) store: StoreFile,
+    #[serde(default)]
+    pub(crate) cache: CacheFile,
+    #[serde(default)]
+    pub(crate) expiry: ExpiryFile,
+    #[serde(default)]
+    pub(crate) share_links: ShareLinksFile,
+    #[serde(default)]
+    pub(crate) admin: AdminFile,
+    #[serde(default)]
+    pub(crate) passthrough: PassthroughFile,
+}
+
+/// `[server]`: process and Pingora settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServerFile {
+    pub(crate) threads: usize,
+    pub(crate) grace_period_seconds: u64,
+    pub(crate) graceful_shutdown_timeout_seconds: u64,
+    pub(crate) log_format: String,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            threads: 2,
+            grace_period_seconds: 10,
+            graceful_shutdown_timeout_seconds: 5,
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// `[listen]`: the public and admin listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ListenFile {
+    pub(crate) public: String,
+    pub(crate) admin: String,
+    pub(crate) public_base_url: Option<String>,
+}
+
+impl Default for ListenFile {
+    fn default() -> Self {
+        ListenFile {
+            public: default_public(),
+            admin: default_admin(),
+            public_base_url: None,
+        }
+    }
+}
+
+/// `[upstream]`: the HyperBEAM node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct UpstreamFile {
+    pub(crate) url: String,
+    pub(crate) access_key_id: String,
+    pub(crate) public_bucket: String,
+    pub(crate) private_bucket: String,
+    pub(crate) key_prefix: String,
+    pub(crate) connect_timeout_seconds: u64,
+    pub(crate) read_timeout_seconds: u64,
+    pub(crate) write_timeout_seconds: u64,
+}
+
+impl Default for UpstreamFile {
+    fn default() -> Self {
+        UpstreamFile {
+            url: default_upstream_url(),
+            access_key_id: default_access_key_id(),
+            public_bucket: default_public_bucket(),
+            private_bucket: default_private_bucket(),
+            key_prefix: default_key_prefix(),
+            connect_timeout_seconds: 5,
+            read_timeout_seconds: 30,
+            write_timeout_seconds: 30,
+        }
+    }
+}
+
+/// `[limits]`: bounds on every size.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitsFile {
+    pub(crate) max_upload_bytes: u64,
+    pub(crate) max_header_bytes: u64,
+    pub(crate) max_payment_header_bytes: u64,
+    pub(crate) max_admin_body_bytes: u64,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        LimitsFile {
+            max_upload_bytes: 256 * 1024 * 1024,
+            max_header_bytes: 640 * 1024,
+            max_payment_header_bytes: 16 * 1024,
+            max_admin_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[store]`: where state lives.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StoreFile {
+    pub(crate) kind: String,
+    pub(crate) state_dir: String,
+    pub(crate) redis_url: Option<String>,
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        StoreFile {
+            kind: "redb".into(),
+            state_dir: default_state_dir(),
+            redis_url: None,
+        }
+    }
+}
+
+/// `[cache]`: the in-memory metadata cache.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CacheFile {
+    pub(crate) metadata_entries: u64,
+    pub(crate) metadata_ttl_seconds: u64,
+}
+
+impl Default for CacheFile {
+    fn default() -> Self {
+        CacheFile {
+            metadata_entries: 100_000,
+            metadata_ttl_seconds: 3600,
+        }
+    }
+}
+
+/// `[expiry]`: item lifetimes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ExpiryFile {
+    pub(crate) default_days: u32,
+    pub(crate) max_days: u32,
+}
+
+impl Default for ExpiryFile {
+    fn default() -> Self {
+        ExpiryFile {
+            default_days: 0,
+            max_days: 365,
+        }
+    }
+}
+
+/// `[share_links]`: private links (HS256 JWTs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ShareLinksFile {
+    pub(crate) secret: Option<String>,
+    pub(crate) default_minutes: u64,
+    pub(crate) max_minutes: u64,
+}
+
+impl Default for ShareLinksFile {
+    fn default() -> Self {
+        ShareLinksFile {
+            secret: None,
+            default_minutes: 60,
+            max_minutes: 60 * 24 * 30,
+        }
+    }
+}
+
+/// `[admin]`: the admin API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AdminFile {
+    pub(crate) bearer_key: Option<String>,
+}
+
+/// `[passthrough]`: routes forwarded to the node unchanged.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PassthroughFile {
+    pub(crate) deny: Vec<String>,
+}

@@ -1,0 +1,719 @@
+//! The validated configuration and the validation from the file model.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::FileConfig;
+
+/// Why a configuration is refused. Every variant names the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape (the message names the key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `upstream.url`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A secret read from the environment. Never printed; compared in constant time.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's bytes.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// Constant-time comparison with a candidate (the length may leak, the content does not).
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let secret = self.0.as_bytes();
+        if secret.len() != candidate.len() {
+            return false;
+        }
+        secret
+            .iter()
+            .zip(candidate)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
+    /// A secret from a value (for tests and tools).
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// SIGTERM: time given to in-flight requests.
+    pub grace_period: Duration,
+    /// Then: time given to runtimes to stop.
+    pub graceful_shutdown_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// `[listen]`.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// The public listener (DataItem routes and pass-through).
+    pub public: SocketAddr,
+    /// The admin listener (metrics, health, link minting): never the same as `public`.
+    pub admin: SocketAddr,
+    /// The public base URL (no trailing slash) used in share links and x402 resource URLs.
+    pub public_base_url: String,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `host:port` of the node.
+    pub authority: String,
+    /// The node's base URL, as configured.
+    pub url: String,
+    /// The `~s3@1.0` access key id.
+    pub access_key_id: String,
+    /// Bucket of public DataItems.
+    pub public_bucket: String,
+    /// Bucket of private DataItems.
+    pub private_bucket: String,
+    /// Key prefix of DataItems (`dataitems/`).
+    pub key_prefix: String,
+    /// Connect bound.
+    pub connect_timeout: Duration,
+    /// Read bound (per read).
+    pub read_timeout: Duration,
+    /// Write bound (per write).
+    pub write_timeout: Duration,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest upload accepted.
+    pub max_upload_bytes: u64,
+    /// Largest DataItem header read.
+    pub max_header_bytes: usize,
+    /// Largest payment header decoded.
+    pub max_payment_header_bytes: usize,
+    /// Largest admin request body.
+    pub max_admin_body_bytes: usize,
+}
+
+/// Which store implementation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// An embedded redb file in the state directory.
+    Redb,
+    /// A shared Redis server.
+    Redis {
+        /// `redis://…` URL.
+        url: String,
+    },
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Implementation.
+    pub kind: StoreKind,
+    /// Directory for local state.
+    pub state_dir: PathBuf,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Metadata entries kept in memory.
+    pub metadata_entries: u64,
+    /// How long an entry is kept.
+    pub metadata_ttl: Duration,
+}
+
+/// `[expiry]`.
+#[derive(Debug, Clone)]
+pub struct ExpiryConfig {
+    /// Days applied to uploads that set none (0: never expire).
+    pub default_days: u32,
+    /// Largest accepted `x-expiry-days`.
+    pub max_days: u32,
+}
+
+/// `[share_links]`.
+#[derive(Debug, Clone)]
+pub struct ShareLinkConfig {
+    /// HS256 key.
+    pub secret: Secret,
+    /// Lifetime when the minting call sets none.
+    pub default_minutes: u64,
+    /// Longest lifetime.
+    pub max_minutes: u64,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Bearer key of the admin API; without it, the admin API refuses every call.
+    pub bearer_key: Option<Secret>,
+}
+
+/// `[passthrough]`.
+#[derive(Debug, Clone, Default)]
+pub struct PassthroughConfig {
+    /// Path prefixes answered 403 instead of forwarded.
+    pub deny: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[listen]`.
+    pub listen: ListenConfig,
+    /// `[upstream]`.
+    pub upstream: UpstreamConfig,
+    /// `[limits]`.
+    pub limits: Limits,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[cache]`.
+    pub cache: CacheConfig,
+    /// `[expiry]`.
+    pub expiry: ExpiryConfig,
+    /// `[share_links]`, if private links are enabled.
+    pub share_links: Option<ShareLinkConfig>,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[passthrough]`.
+    pub passthrough: PassthroughConfig,
+}
+
+/// Values from the command line, which win over the environment and the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<String>,
+    /// `--upstream`.
+    pub upstream: Option<String>,
+    /// `--state-dir`.
+    pub state_dir: Option<String>,
+}
+
+fn socket(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{value:?} is not an address such as 127.0.0.1:8402"),
+        )
+    })
+}
+
+fn secret(
+    key: &str,
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, ConfigError> {
+    let name = value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .ok_or_else(|| {
+            invalid(
+                key,
+                "secrets are read from the environment: write \"${ENV_VAR}\", not the secret",
+            )
+        })?;
+    let value = env(name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| invalid(key, format!("environment variable {name} is not set")))?;
+    if value.len() < 16 {
+        return Err(invalid(
+            key,
+            format!("environment variable {name} holds fewer than 16 bytes; use a longer secret"),
+        ));
+    }
+    Ok(Secret(value))
+}
+
+fn bucket(key: &str, value: &str) -> Result<String, ConfigError> {
+    let ok = (3..=63).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid(
+            key,
+            format!("{value:?} is not an S3 bucket name (3-63 of a-z, 0-9, '-', '.')"),
+        ))
+    }
+}
+
+fn seconds(key: &str, value: u64) -> Result<Duration, ConfigError> {
+    if value == 0 || value > 3600 {
+        return Err(invalid(key, "must be between 1 and 3600 seconds"));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+impl Config {
+    /// Reads, overrides and validates a configuration file. `env` reads an environment variable
+    /// (`|k| std::env::var(k).ok()` in the binary).
+    pub fn load(
+        path: &Path,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path, overrides, env)
+    }
+
+    /// Validates configuration text (`origin` names it in errors).
+    pub fn from_toml(
+        text: &str,
+        origin: &Path,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        if file.version != 1 {
+            return Err(invalid(
+                "version",
+                format!("version {} is not supported; use 1", file.version),
+            ));
+        }
+        // Command line > environment > file.
+        let pick = |cli: &Option<String>, var: &str| cli.clone().or_else(|| env(var));
+        if let Some(v) = pick(&overrides.listen, "HB402_LISTEN") {
+            file.listen.public = v;
+        }
+        if let Some(v) = pick(&overrides.admin_listen, "HB402_ADMIN_LISTEN") {
+            file.listen.admin = v;
+        }
+        if let Some(v) = pick(&overrides.upstream, "HB402_UPSTREAM") {
+            file.upstream.url = v;
+        }
+        if let Some(v) = pick(&overrides.state_dir, "HB402_STATE_DIR") {
+            file.store.state_dir = v;
+        }
+        Self::validate(file, env)
+    }
+
+    fn validate(
+        f: FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let s = &f.server;
+        if !(1..=256).contains(&s.threads) {
+            return Err(invalid("server.threads", "must be between 1 and 256"));
+        }
+        let log_format = match s.log_format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "server.log_format",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                ));
+            }
+        };
+        let server = ServerConfig {
+            threads: s.threads,
+            grace_period: Duration::from_secs(s.grace_period_seconds.min(3600)),
+            graceful_shutdown_timeout: Duration::from_secs(
+                s.graceful_shutdown_timeout_seconds.min(3600),
+            ),
+            log_format,
+        };
+
+        let public = socket("listen.public", &f.listen.public)?;
+        let admin = socket("listen.admin", &f.listen.admin)?;
+        if public == admin {
+            return Err(invalid(
+                "listen.admin",
+                "the admin listener must differ from the public one",
+            ));
+        }
+        let public_base_url = match &f.listen.public_base_url {
+            Some(url) => {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| invalid("listen.public_base_url", format!("{url:?}: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                    return Err(invalid(
+                        "listen.public_base_url",
+                        "must be an absolute http(s) URL",
+                    ));
+                }
+                url.trim_end_matches('/').to_owned()
+            }
+            None => format!("http://{public}"),
+        };
+
+        let u = &f.upstream;
+        let url = reqwest::Url::parse(&u.url)
+            .map_err(|e| invalid("upstream.url", format!("{:?}: {e}", u.url)))?;
+        if url.scheme() != "http" {
+            return Err(invalid(
+                "upstream.url",
+                "only http:// is supported: hb402 runs beside the node, on a private network",
+            ));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| invalid("upstream.url", "has no host"))?;
+        if url.path() != "/" && !url.path().is_empty() {
+            return Err(invalid("upstream.url", "must not have a path"));
+        }
+        let port = url.port_or_known_default().unwrap_or(80);
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        if u.access_key_id.is_empty() || u.access_key_id.contains('/') {
+            return Err(invalid(
+                "upstream.access_key_id",
+                "must be non-empty and contain no '/'",
+            ));
+        }
+        let key_prefix = u.key_prefix.clone();
+        if key_prefix.starts_with('/')
+            || key_prefix.contains("..")
+            || (!key_prefix.is_empty() && !key_prefix.ends_with('/'))
+        {
+            return Err(invalid(
+                "upstream.key_prefix",
+                "must be relative and end with '/' (e.g. \"dataitems/\")",
+            ));
+        }
+        let upstream = UpstreamConfig {
+            authority,
+            url: u.url.trim_end_matches('/').to_owned(),
+            access_key_id: u.access_key_id.clone(),
+            public_bucket: bucket("upstream.public_bucket", &u.public_bucket)?,
+            private_bucket: bucket("upstream.private_bucket", &u.private_bucket)?,
+            key_prefix,
+            connect_timeout: seconds(
+                "upstream.connect_timeout_seconds",
+                u.connect_timeout_seconds,
+            )?,
+            read_timeout: seconds("upstream.read_timeout_seconds", u.read_timeout_seconds)?,
+            write_timeout: seconds("upstream.write_timeout_seconds", u.write_timeout_seconds)?,
+        };
+        if upstream.public_bucket == upstream.private_bucket {
+            return Err(invalid(
+                "upstream.private_bucket",
+                "must differ from upstream.public_bucket",
+            ));
+        }
+
+        let l = &f.limits;
+        if l.max_upload_bytes == 0 || l.max_upload_bytes > 64 * 1024 * 1024 * 1024 {
+            return Err(invalid(
+                "limits.max_upload_bytes",
+                "must be between 1 byte and 64 GiB",
+            ));
+        }
+        if !(hb402_ans104::MIN_MAX_HEADER_BYTES as u64..=16 * 1024 * 1024)
+            .contains(&l.max_header_bytes)
+        {
+            return Err(invalid(
+                "limits.max_header_bytes",
+                format!(
+                    "must be between {} and 16 MiB",
+                    hb402_ans104::MIN_MAX_HEADER_BYTES
+                ),
+            ));
+        }
+        if !(1024..=1024 * 1024).contains(&l.max_payment_header_bytes) {
+            return Err(invalid(
+                "limits.max_payment_header_bytes",
+                "must be between 1 KiB and 1 MiB",
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&l.max_admin_body_bytes) {
+            return Err(invalid(
+                "limits.max_admin_body_bytes",
+                "must be between 1 KiB and 16 MiB",
+            ));
+        }
+        let limits = Limits {
+            max_upload_bytes: l.max_upload_bytes,
+            max_header_bytes: l.max_header_bytes as usize,
+            max_payment_header_bytes: l.max_payment_header_bytes as usize,
+            max_admin_body_bytes: l.max_admin_body_bytes as usize,
+        };
+
+        if f.store.state_dir.is_empty() {
+            return Err(invalid("store.state_dir", "must not be empty"));
+        }
+        let kind = match (f.store.kind.as_str(), &f.store.redis_url) {
+            ("redb", None) => StoreKind::Redb,
+            ("redb", Some(_)) => {
+                return Err(invalid(
+                    "store.redis_url",
+                    "only used with kind = \"redis\"",
+                ));
+            }
+            ("redis", Some(url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                StoreKind::Redis { url: url.clone() }
+            }
+            ("redis", _) => {
+                return Err(invalid(
+                    "store.redis_url",
+                    "kind = \"redis\" needs a redis:// URL",
+                ));
+            }
+            (other, _) => {
+                return Err(invalid(
+                    "store.kind",
+                    format!("{other:?} is not \"redb\" or \"redis\""),
+                ));
+            }
+        };
+        let store = StoreConfig {
+            kind,
+            state_dir: PathBuf::from(&f.store.state_dir),
+        };
+
+        if f.cache.metadata_entries == 0 {
+            return Err(invalid("cache.metadata_entries", "must be at least 1"));
+        }
+        let cache = CacheConfig {
+            metadata_entries: f.cache.metadata_entries,
+            metadata_ttl: Duration::from_secs(f.cache.metadata_ttl_seconds.max(1)),
+        };
+
+        if !(1..=365).contains(&f.expiry.max_days) {
+            return Err(invalid(
+                "expiry.max_days",
+                "must be between 1 and 365 (the node's lifecycle bound)",
+            ));
+        }
+        if f.expiry.default_days > f.expiry.max_days {
+            return Err(invalid(
+                "expiry.default_days",
+                "must not exceed expiry.max_days",
+            ));
+        }
+        let expiry = ExpiryConfig {
+            default_days: f.expiry.default_days,
+            max_days: f.expiry.max_days,
+        };
+
+        let share_links = match &f.share_links.secret {
+            Some(value) => {
+                if f.share_links.default_minutes == 0
+                    || f.share_links.default_minutes > f.share_links.max_minutes
+                {
+                    return Err(invalid(
+                        "share_links.default_minutes",
+                        "must be at least 1 and at most share_links.max_minutes",
+                    ));
+                }
+                Some(ShareLinkConfig {
+                    secret: secret("share_links.secret", value, env)?,
+                    default_minutes: f.share_links.default_minutes,
+                    max_minutes: f.share_links.max_minutes,
+                })
+            }
+            None => None,
+        };
+        let admin_config = AdminConfig {
+            bearer_key: f
+                .admin
+                .bearer_key
+                .as_deref()
+                .map(|v| secret("admin.bearer_key", v, env))
+                .transpose()?,
+        };
+        for (i, prefix) in f.passthrough.deny.iter().enumerate() {
+            if !prefix.starts_with('/') {
+                return Err(invalid(
+                    &format!("passthrough.deny[{i}]"),
+                    "a path prefix starts with '/'",
+                ));
+            }
+        }
+        Ok(Config {
+            server,
+            listen: ListenConfig {
+                public,
+                admin,
+                public_base_url,
+            },
+            upstream,
+            limits,
+            store,
+            cache,
+            expiry,
+            share_links,
+            admin: admin_config,
+            passthrough: PassthroughConfig {
+                deny: f.passthrough.deny.clone(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "SHARE" => Some("0123456789abcdef0123".into()),
+            "ADMIN" => Some("admin-key-0123456789".into()),
+            "SHORT" => Some("short".into()),
+            _ => None,
+        }
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"), &Overrides::default(), &env)
+    }
+
+    fn err(text: &str) -> String {
+        load(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_file_gets_the_documented_defaults() {
+        let c = load("version = 1").unwrap();
+        assert_eq!(c.listen.public.to_string(), "127.0.0.1:8402");
+        assert_eq!(c.listen.admin.to_string(), "127.0.0.1:9402");
+        assert_eq!(c.listen.public_base_url, "http://127.0.0.1:8402");
+        assert_eq!(c.upstream.authority, "127.0.0.1:8734");
+        assert_eq!(c.upstream.public_bucket, "offchain-dataitems");
+        assert_eq!(c.upstream.key_prefix, "dataitems/");
+        assert_eq!(c.store.kind, StoreKind::Redb);
+        assert!(c.share_links.is_none());
+        assert!(c.admin.bearer_key.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("version = 2").starts_with("version:"));
+        let unknown = err("version = 1\n[upstream]\nurll = \"x\"");
+        assert!(unknown.contains("unknown field `urll`"), "{unknown}");
+        let typed = err("version = 1\n[limits]\nmax_upload_bytes = \"big\"");
+        assert!(typed.contains("max_upload_bytes"), "{typed}");
+        assert!(err("version = 1\n[listen]\npublic = \"nowhere\"").starts_with("listen.public:"));
+        assert!(
+            err("version = 1\n[listen]\nadmin = \"127.0.0.1:8402\"").starts_with("listen.admin:")
+        );
+        assert!(
+            err("version = 1\n[upstream]\nurl = \"https://node\"").starts_with("upstream.url:")
+        );
+        assert!(
+            err("version = 1\n[upstream]\npublic_bucket = \"UP\"")
+                .starts_with("upstream.public_bucket:")
+        );
+        assert!(err("version = 1\n[store]\nkind = \"redis\"").starts_with("store.redis_url:"));
+        assert!(err("version = 1\n[expiry]\nmax_days = 400").starts_with("expiry.max_days:"));
+        assert!(
+            err("version = 1\n[passthrough]\ndeny = [\"x\"]").starts_with("passthrough.deny[0]:")
+        );
+    }
+
+    #[test]
+    fn secrets_come_only_from_the_environment() {
+        let literal = err("version = 1\n[admin]\nbearer_key = \"hunter2hunter2hunter2\"");
+        assert!(
+            literal.starts_with("admin.bearer_key:") && literal.contains("${ENV_VAR}"),
+            "{literal}"
+        );
+        let unset = err("version = 1\n[share_links]\nsecret = \"${NOPE}\"");
+        assert!(unset.contains("NOPE is not set"), "{unset}");
+        assert!(err("version = 1\n[admin]\nbearer_key = \"${SHORT}\"").contains("fewer than 16"));
+        let c = load(
+            "version = 1\n[admin]\nbearer_key = \"${ADMIN}\"\n[share_links]\nsecret = \"${SHARE}\"",
+        )
+        .unwrap();
+        let key = c.admin.bearer_key.unwrap();
+        assert!(key.matches(b"admin-key-0123456789"));
+        assert!(!key.matches(b"admin-key-0123456780"));
+        assert!(!key.matches(b"admin"));
+        assert_eq!(format!("{key:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn command_line_beats_environment_beats_file() {
+        let text = "version = 1\n[listen]\npublic = \"127.0.0.1:1000\"\n[upstream]\nurl = \"http://127.0.0.1:2000\"";
+        let env = |k: &str| match k {
+            "HB402_LISTEN" => Some("127.0.0.1:1001".to_owned()),
+            "HB402_UPSTREAM" => Some("http://127.0.0.1:2001".to_owned()),
+            "HB402_STATE_DIR" => Some("/var/lib/hb402".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_toml(text, Path::new("t"), &Overrides::default(), &env).unwrap();
+        assert_eq!(c.listen.public.to_string(), "127.0.0.1:1001");
+        assert_eq!(c.upstream.authority, "127.0.0.1:2001");
+        assert_eq!(c.store.state_dir, PathBuf::from("/var/lib/hb402"));
+        let cli = Overrides {
+            listen: Some("127.0.0.1:1002".into()),
+            upstream: Some("http://127.0.0.1:2002".into()),
+            ..Overrides::default()
+        };
+        let c = Config::from_toml(text, Path::new("t"), &cli, &env).unwrap();
+        assert_eq!(c.listen.public.to_string(), "127.0.0.1:1002");
+        assert_eq!(c.upstream.authority, "127.0.0.1:2002");
+    }
+}

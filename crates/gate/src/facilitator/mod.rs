@@ -1,0 +1,12 @@
+//! Settlement backends implementing [`hb402_x402::Facilitator`].
+//!
+//! - [`HttpFacilitator`]: a remote facilitator (`/verify`, `/settle`, `/supported`), read
+//!   strictly: anything that is not a clear verdict is a refusal (x402.md §3.1).
+//! - [`LocalSettlement`]: verifies and settles EIP-3009 payments itself with an operator key over
+//!   an EVM JSON-RPC, for operators who want no third party.
+
+mod http;
+mod local;
+
+pub use http::{HttpFacilitator, HttpFacilitatorConfig};
+pub use local::{LocalSettlement, LocalSettlementConfig};

@@ -1,0 +1,201 @@
+//! Both settlement backends against a real chain: anvil with Circle's USDC at the Base Sepolia
+//! address, paid by the unmodified reference clients. The HTTP client talks to the reference
+//! TypeScript facilitator; local settlement sends `transferWithAuthorization` itself.
+
+use std::time::Duration;
+
+use hb402_gate::facilitator::{
+    HttpFacilitator, HttpFacilitatorConfig, LocalSettlement, LocalSettlementConfig,
+};
+use hb402_testkit::{
+    FACILITATOR_ACCOUNT, Facilitator as ReferenceFacilitator, LocalChain, OPERATOR_ACCOUNT,
+    PAYEE_ACCOUNT, payments_at,
+};
+use hb402_x402::{Facilitator, FacilitatorError, Registry, VerifyRequest};
+use serde_json::Value;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn request(payments: &Value, version: &str) -> VerifyRequest {
+    VerifyRequest {
+        x402_version: payments[version]["payload"]["x402Version"]
+            .as_u64()
+            .unwrap() as u32,
+        payment_payload: payments[version]["payload"].clone(),
+        payment_requirements: payments[version]["requirements"].clone(),
+    }
+}
+
+async fn local(chain: &LocalChain) -> LocalSettlement {
+    LocalSettlement::connect(LocalSettlementConfig {
+        rpc_url: chain.rpc_url().to_owned(),
+        operator_key: OPERATOR_ACCOUNT.key_hex(),
+        chain_id: chain.chain_id(),
+        registry: Registry::builtin(),
+        rpc_timeout: Duration::from_secs(10),
+        receipt_timeout: Duration::from_secs(20),
+        skew_seconds: 30,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_client_with_the_reference_facilitator() {
+    let chain = LocalChain::start().await;
+    let mut reference = ReferenceFacilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let client = HttpFacilitator::new(HttpFacilitatorConfig::new(reference.url())).unwrap();
+
+    let supported = client.supported().await.unwrap();
+    assert!(
+        supported.supports(2, "exact", "eip155:84532"),
+        "{supported:?}"
+    );
+
+    let payments = payments_at(now()).await;
+    let payee = PAYEE_ACCOUNT.address;
+    for version in ["v2", "v1"] {
+        let before = chain.usdc_balance(payee).await;
+        let req = request(&payments, version);
+        let verdict = client.verify(&req).await.unwrap();
+        assert!(verdict.is_valid, "{version}: {verdict:?}");
+        let settled = client.settle(&req).await.unwrap();
+        assert!(settled.success, "{version}: {settled:?}");
+        assert!(settled.transaction.starts_with("0x"));
+        assert_eq!(
+            chain.usdc_balance(payee).await,
+            before + 10_000,
+            "{version}"
+        );
+
+        // The same authorization again: a clean refusal and no second transfer.
+        let replay = client.settle(&req).await.unwrap();
+        assert!(!replay.success);
+        assert!(replay.error_reason.is_some());
+        assert_eq!(
+            chain.usdc_balance(payee).await,
+            before + 10_000,
+            "{version}"
+        );
+    }
+
+    // A facilitator that is gone is a failure, never a verdict.
+    reference.kill();
+    let fresh = payments_at(now()).await;
+    assert!(matches!(
+        client.verify(&request(&fresh, "v2")).await,
+        Err(FacilitatorError::Unreachable(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_settlement_settles_once_and_refuses_what_it_must() {
+    let chain = LocalChain::start().await;
+    let local = local(&chain).await;
+    assert_eq!(local.operator(), OPERATOR_ACCOUNT.address);
+    let supported = local.supported().await.unwrap();
+    assert!(supported.supports(2, "exact", "eip155:84532"));
+    assert!(supported.supports(1, "exact", "base-sepolia"));
+
+    let payee = PAYEE_ACCOUNT.address;
+    let payments = payments_at(now()).await;
+    for version in ["v2", "v1", "v1core"] {
+        let before = chain.usdc_balance(payee).await;
+        let req = request(&payments, version);
+        let verdict = local.verify(&req).await.unwrap();
+        assert!(verdict.is_valid, "{version}: {verdict:?}");
+        let settled = local.settle(&req).await.unwrap();
+        assert!(settled.success, "{version}: {settled:?}");
+        assert_eq!(
+            chain.usdc_balance(payee).await,
+            before + 10_000,
+            "{version}"
+        );
+
+        // A used nonce: refused on verify and on settle, no second transfer.
+        let again = local.verify(&req).await.unwrap();
+        assert_eq!(
+            again.invalid_reason.as_deref(),
+            Some("invalid_exact_evm_nonce_already_used")
+        );
+        let resettle = local.settle(&req).await.unwrap();
+        assert!(!resettle.success);
+        assert_eq!(
+            chain.usdc_balance(payee).await,
+            before + 10_000,
+            "{version}"
+        );
+    }
+
+    // An expired authorization (signed 1000 s ago with a 300 s window).
+    let old = payments_at(now() - 1000).await;
+    let before = chain.usdc_balance(payee).await;
+    let req = request(&old, "v2");
+    let verdict = local.verify(&req).await.unwrap();
+    assert_eq!(
+        verdict.invalid_reason.as_deref(),
+        Some("invalid_exact_evm_payload_authorization_valid_before")
+    );
+    let settled = local.settle(&req).await.unwrap();
+    assert!(!settled.success);
+    assert_eq!(chain.usdc_balance(payee).await, before);
+
+    // A tampered value is refused before anything is sent.
+    let mut tampered = request(&payments_at(now()).await, "v2");
+    tampered.payment_payload["payload"]["authorization"]["value"] = "20000".into();
+    let verdict = local.verify(&tampered).await.unwrap();
+    assert!(!verdict.is_valid);
+    assert!(!local.settle(&tampered).await.unwrap().success);
+    assert_eq!(chain.usdc_balance(payee).await, before);
+}
+
+/// A transaction broadcast but not mined in time is reported pending with its hash, and a later
+/// settle of the same authorization resolves that transaction instead of sending another.
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_settlement_is_resolved_never_resent() {
+    let chain = LocalChain::start().await;
+    let config = LocalSettlementConfig {
+        rpc_url: chain.rpc_url().to_owned(),
+        operator_key: OPERATOR_ACCOUNT.key_hex(),
+        chain_id: chain.chain_id(),
+        registry: Registry::builtin(),
+        rpc_timeout: Duration::from_secs(10),
+        receipt_timeout: Duration::from_millis(500),
+        skew_seconds: 30,
+    };
+    let local = LocalSettlement::connect(config).await.unwrap();
+    let payee = PAYEE_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+    let req = request(&payments_at(now()).await, "v2");
+
+    chain
+        .rpc("evm_setAutomine", serde_json::json!([false]))
+        .await;
+    let first = local.settle(&req).await.unwrap();
+    assert!(!first.success);
+    assert_eq!(first.error_reason.as_deref(), Some("settlement_pending"));
+    assert!(first.transaction.starts_with("0x"), "{first:?}");
+    let second = local.settle(&req).await.unwrap();
+    assert_eq!(second.error_reason.as_deref(), Some("settlement_pending"));
+    assert_eq!(
+        second.transaction, first.transaction,
+        "the same transaction, not a new one"
+    );
+
+    chain.rpc("evm_mine", serde_json::json!([])).await;
+    let done = local.settle(&req).await.unwrap();
+    assert!(done.success, "{done:?}");
+    assert_eq!(done.transaction, first.transaction);
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+    // Only one transfer happened: a new settle now finds the nonce used.
+    chain
+        .rpc("evm_setAutomine", serde_json::json!([true]))
+        .await;
+    assert!(!local.settle(&req).await.unwrap().success);
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+}
