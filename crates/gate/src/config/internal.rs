@@ -717,3 +717,18 @@ mod tests {
         assert_eq!(c.upstream.authority, "127.0.0.1:2002");
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    /// The shipped example is valid as is and documents exactly the defaults.
+    #[test]
+    fn deploy_example_loads_with_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config.example.toml");
+        let example = Config::load(&path, &Overrides::default(), &|_| None).unwrap();
+        let defaults =
+            Config::from_toml("version = 1", &path, &Overrides::default(), &|_| None).unwrap();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+}

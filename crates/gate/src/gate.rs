@@ -1,0 +1,24 @@
+//! The state shared by every request of a running hb402.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::items::Items;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::upstream::Upstream;
+
+/// Everything a request may need.
+#[derive(Debug)]
+pub struct Gate {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The node's S3 API.
+    pub upstream: Arc<Upstream>,
+    /// Item metadata.
+    pub items: Items,
+    /// State.
+    pub store: Arc<dyn Store>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}

@@ -1,0 +1,581 @@
+//! Prometheus metrics, served in the text format on the admin listener.
+//!
+//! [`Metrics`] owns its own [`Registry`] (not the process-wide default one), so several hb402
+//! servers can run in one process. Every label value comes from an enum of this module (or, for
+//! networks and assets, from the configured registry), so series stay bounded: never ids,
+//! addresses or raw paths. `docs/metrics.md` lists every metric; a test keeps it complete.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $value:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in documentation order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The label value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $value,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// `route`: which kind of route a request took.
+    RouteLabel {
+        /// `/<id>`, `/resolve/<id>`: the data field.
+        Data => "data",
+        /// `/binary/<id>`: the whole item.
+        Binary => "binary",
+        /// `/~s3@1.0/<bucket>/<key>.ans104`.
+        Raw => "raw",
+        /// `/protected/resolve/…`: a paywalled share link.
+        Protected => "protected",
+        /// The upload routes.
+        Upload => "upload",
+        /// Forwarded to the node unchanged (or denied by the pass-through list).
+        Passthrough => "passthrough",
+        /// CORS preflight answered at the edge.
+        Preflight => "preflight",
+        /// Anything else hb402 answered itself (unknown DataItem paths).
+        Other => "other",
+    }
+}
+
+label_enum! {
+    /// `outcome`: how a request ended.
+    Outcome {
+        /// 2xx (but 206) or 3xx (but 304).
+        Ok => "ok",
+        /// 206.
+        Partial => "partial",
+        /// 304.
+        NotModified => "not_modified",
+        /// 400 and other client errors without their own value.
+        BadRequest => "bad_request",
+        /// 401.
+        Unauthorized => "unauthorized",
+        /// 402.
+        PaymentRequired => "payment_required",
+        /// 403.
+        Forbidden => "forbidden",
+        /// 404.
+        NotFound => "not_found",
+        /// 410.
+        Gone => "gone",
+        /// 413.
+        TooLarge => "too_large",
+        /// 416.
+        RangeNotSatisfiable => "range_not_satisfiable",
+        /// 502, 503, 504: the node failed.
+        UpstreamError => "upstream_error",
+        /// Other 5xx, or no response.
+        Internal => "internal",
+    }
+}
+
+impl Outcome {
+    /// The outcome of a response status.
+    pub fn from_status(status: u16) -> Outcome {
+        match status {
+            206 => Outcome::Partial,
+            304 => Outcome::NotModified,
+            200..=399 => Outcome::Ok,
+            401 => Outcome::Unauthorized,
+            402 => Outcome::PaymentRequired,
+            403 => Outcome::Forbidden,
+            404 => Outcome::NotFound,
+            410 => Outcome::Gone,
+            413 => Outcome::TooLarge,
+            416 => Outcome::RangeNotSatisfiable,
+            400..=499 => Outcome::BadRequest,
+            502..=504 => Outcome::UpstreamError,
+            _ => Outcome::Internal,
+        }
+    }
+}
+
+label_enum! {
+    /// `result` of `hb402_payments_total`: what became of a payment attempt that reached the
+    /// paywall with a payment header.
+    PaymentResult {
+        /// Settled; the content was served.
+        Settled => "settled",
+        /// Refused by hb402's local checks (amount, recipient, time window, signature).
+        Rejected => "rejected",
+        /// The authorization was already used or in use (replay lock).
+        Replayed => "replayed",
+        /// The facilitator refused `/verify`.
+        VerifyFailed => "verify_failed",
+        /// Settlement failed; nothing was served.
+        SettleFailed => "settle_failed",
+        /// The facilitator could not be reached or answered unclearly (fail closed).
+        FacilitatorError => "facilitator_error",
+        /// Verified, then abandoned without settlement because the request could not be served.
+        Released => "released",
+    }
+}
+
+label_enum! {
+    /// `reason` of `hb402_payment_required_total`: why a 402 was answered.
+    PaymentRequiredReason {
+        /// No payment header: the challenge.
+        Missing => "missing",
+        /// The payment header could not be decoded, or is too large.
+        Malformed => "malformed",
+        /// The payment matches no offer (scheme, network, requirements).
+        NoMatchingOffer => "no_matching_offer",
+        /// A local check failed (recipient, amount, time window, signature).
+        Invalid => "invalid",
+        /// The authorization was already used or is in use.
+        Replay => "replay",
+        /// The facilitator refused `/verify`.
+        VerifyFailed => "verify_failed",
+        /// Settlement failed.
+        SettleFailed => "settle_failed",
+        /// The facilitator could not be reached or answered unclearly.
+        FacilitatorUnavailable => "facilitator_unavailable",
+    }
+}
+
+impl From<hb402_x402::Reason> for PaymentRequiredReason {
+    fn from(reason: hb402_x402::Reason) -> Self {
+        use hb402_x402::Reason as R;
+        match reason {
+            R::InvalidX402Version | R::InvalidPayload => PaymentRequiredReason::Malformed,
+            R::InvalidScheme | R::InvalidNetwork | R::InvalidPaymentRequirements => {
+                PaymentRequiredReason::NoMatchingOffer
+            }
+            R::DuplicateSettlement => PaymentRequiredReason::Replay,
+            R::RecipientMismatch
+            | R::ValueMismatch
+            | R::ValueMismatchV1
+            | R::ValidAfter
+            | R::ValidBefore
+            | R::Signature => PaymentRequiredReason::Invalid,
+            // Reasons added later are local refusals until mapped more precisely.
+            _ => PaymentRequiredReason::Invalid,
+        }
+    }
+}
+
+label_enum! {
+    /// `op` of `hb402_facilitator_duration_seconds`.
+    FacilitatorOp {
+        /// `GET /supported`.
+        Supported => "supported",
+        /// `POST /verify` (or the local equivalent).
+        Verify => "verify",
+        /// `POST /settle` (or the local transaction).
+        Settle => "settle",
+    }
+}
+
+label_enum! {
+    /// `cache` of `hb402_cache_requests_total`.
+    CacheLabel {
+        /// The in-memory item metadata cache.
+        Metadata => "metadata",
+        /// The persistent store, asked when the memory cache misses.
+        Store => "store",
+        /// The facilitator's cached `/supported` answer.
+        Supported => "supported",
+    }
+}
+
+label_enum! {
+    /// `result` of `hb402_cache_requests_total`.
+    CacheResult {
+        /// Found.
+        Hit => "hit",
+        /// Not found; the next level was asked.
+        Miss => "miss",
+    }
+}
+
+label_enum! {
+    /// Where item metadata was found (records the two cache levels at once).
+    MetaSource {
+        /// The memory cache.
+        Memory => "memory",
+        /// The store (memory missed).
+        Store => "store",
+        /// Neither: read from the node.
+        Upstream => "upstream",
+    }
+}
+
+label_enum! {
+    /// `result` of `hb402_uploads_total`.
+    UploadResult {
+        /// Verified and stored upstream.
+        Stored => "stored",
+        /// Already stored: answered without a second write.
+        Duplicate => "duplicate",
+        /// Not a valid DataItem (malformed, bad signature, truncated, id mismatch).
+        Invalid => "invalid",
+        /// Larger than `limits.max_upload_bytes`.
+        TooLarge => "too_large",
+        /// Payment required and not (yet) made.
+        Unpaid => "unpaid",
+        /// The node failed to store it.
+        UpstreamError => "upstream_error",
+        /// Refused for another reason (bad headers, bucket, expiry).
+        Rejected => "rejected",
+    }
+}
+
+/// A `network` label value: only built from a registered network, so bounded by configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NetworkLabel(String);
+
+impl NetworkLabel {
+    /// The v1 name (`base-sepolia`), else the CAIP-2 id (`eip155:42161`).
+    pub fn new(network: &hb402_x402::Network) -> Self {
+        NetworkLabel(network.v1_name.clone().unwrap_or_else(|| network.caip2()))
+    }
+
+    /// The label value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An `asset` label value: only built from a registered asset, so bounded by configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AssetLabel(String);
+
+impl AssetLabel {
+    /// The asset's symbol (`USDC`).
+    pub fn new(asset: &hb402_x402::Asset) -> Self {
+        AssetLabel(asset.symbol.clone())
+    }
+
+    /// The label value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Request latencies: from sub-millisecond cache answers to long streamed downloads.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// hb402's metrics and the registry that serves them.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: Histogram,
+    payments: IntCounterVec,
+    paid_atomic: IntCounterVec,
+    facilitator_duration: HistogramVec,
+    cache_requests: IntCounterVec,
+    uploads: IntCounterVec,
+    upload_bytes: IntCounter,
+    payment_required: IntCounterVec,
+    build_info: IntGaugeVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Registers a metric built from this module's fixed definitions. Names, help texts and label
+/// names are constants (checked by the tests) and the registry is fresh, so neither the
+/// constructor nor the registration can fail.
+fn register<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("fixed metric definitions are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once in a fresh registry");
+    metric
+}
+
+impl Metrics {
+    /// A fresh set of metrics in its own registry; `hb402_build_info` is set.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let latency = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+        };
+        let metrics = Metrics {
+            requests: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hb402_requests_total",
+                        "Requests on the public listener, by route and outcome.",
+                    ),
+                    &["route", "outcome"],
+                ),
+            ),
+            request_duration: register(
+                &registry,
+                HistogramVec::new(
+                    latency(
+                        "hb402_request_duration_seconds",
+                        "Time from the request to the end of the response, by route.",
+                    ),
+                    &["route"],
+                ),
+            ),
+            upstream_duration: register(
+                &registry,
+                Histogram::with_opts(latency(
+                    "hb402_upstream_duration_seconds",
+                    "Time of requests hb402 makes to the node.",
+                )),
+            ),
+            payments: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hb402_payments_total",
+                        "Payment attempts, by network and result.",
+                    ),
+                    &["network", "result"],
+                ),
+            ),
+            paid_atomic: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hb402_paid_amount_atomic_total",
+                        "Settled amounts in the asset's atomic units, by network and asset.",
+                    ),
+                    &["network", "asset"],
+                ),
+            ),
+            facilitator_duration: register(
+                &registry,
+                HistogramVec::new(
+                    latency(
+                        "hb402_facilitator_duration_seconds",
+                        "Time of facilitator (or local settlement) operations, by operation.",
+                    ),
+                    &["op"],
+                ),
+            ),
+            cache_requests: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hb402_cache_requests_total",
+                        "Cache lookups, by cache and result.",
+                    ),
+                    &["cache", "result"],
+                ),
+            ),
+            uploads: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("hb402_uploads_total", "Upload requests, by result."),
+                    &["result"],
+                ),
+            ),
+            upload_bytes: register(
+                &registry,
+                IntCounter::new(
+                    "hb402_upload_bytes_total",
+                    "Request-body bytes read on the upload routes.",
+                ),
+            ),
+            payment_required: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("hb402_payment_required_total", "402 answers, by reason."),
+                    &["reason"],
+                ),
+            ),
+            build_info: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("hb402_build_info", "Always 1; the version is the label."),
+                    &["version"],
+                ),
+            ),
+            registry,
+        };
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Small, fixed label sets start at zero, so rates and alerts see them before the first
+        // event.
+        for route in RouteLabel::ALL {
+            metrics
+                .request_duration
+                .with_label_values(&[route.as_str()]);
+        }
+        for op in FacilitatorOp::ALL {
+            metrics
+                .facilitator_duration
+                .with_label_values(&[op.as_str()]);
+        }
+        for cache in CacheLabel::ALL {
+            for result in CacheResult::ALL {
+                metrics
+                    .cache_requests
+                    .with_label_values(&[cache.as_str(), result.as_str()]);
+            }
+        }
+        for result in UploadResult::ALL {
+            metrics.uploads.with_label_values(&[result.as_str()]);
+        }
+        for reason in PaymentRequiredReason::ALL {
+            metrics
+                .payment_required
+                .with_label_values(&[reason.as_str()]);
+        }
+        metrics
+    }
+
+    /// The registry (to add process metrics, or gather in tests).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A finished request on the public listener.
+    pub fn record_request(&self, route: RouteLabel, outcome: Outcome, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[route.as_str(), outcome.as_str()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A request hb402 made to the node.
+    pub fn observe_upstream(&self, elapsed: Duration) {
+        self.upstream_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A payment attempt's result.
+    pub fn record_payment(&self, network: &NetworkLabel, result: PaymentResult) {
+        self.payments
+            .with_label_values(&[network.as_str(), result.as_str()])
+            .inc();
+    }
+
+    /// A settled amount, in atomic units (saturate larger amounts at `u64::MAX`).
+    pub fn record_paid(&self, network: &NetworkLabel, asset: &AssetLabel, atomic: u64) {
+        self.paid_atomic
+            .with_label_values(&[network.as_str(), asset.as_str()])
+            .inc_by(atomic);
+    }
+
+    /// A facilitator (or local settlement) operation's duration.
+    pub fn observe_facilitator(&self, op: FacilitatorOp, elapsed: Duration) {
+        self.facilitator_duration
+            .with_label_values(&[op.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A cache lookup.
+    pub fn record_cache(&self, cache: CacheLabel, result: CacheResult) {
+        self.cache_requests
+            .with_label_values(&[cache.as_str(), result.as_str()])
+            .inc();
+    }
+
+    /// An item metadata lookup that was answered from `source`: a memory hit, or a memory miss
+    /// and a store hit, or two misses.
+    pub fn record_metadata_lookup(&self, source: MetaSource) {
+        match source {
+            MetaSource::Memory => self.record_cache(CacheLabel::Metadata, CacheResult::Hit),
+            MetaSource::Store => {
+                self.record_cache(CacheLabel::Metadata, CacheResult::Miss);
+                self.record_cache(CacheLabel::Store, CacheResult::Hit);
+            }
+            MetaSource::Upstream => {
+                self.record_cache(CacheLabel::Metadata, CacheResult::Miss);
+                self.record_cache(CacheLabel::Store, CacheResult::Miss);
+            }
+        }
+    }
+
+    /// An upload request's result and the body bytes read.
+    pub fn record_upload(&self, result: UploadResult, body_bytes: u64) {
+        self.uploads.with_label_values(&[result.as_str()]).inc();
+        self.upload_bytes.inc_by(body_bytes);
+    }
+
+    /// A 402 answer.
+    pub fn record_payment_required(&self, reason: PaymentRequiredReason) {
+        self.payment_required
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Every metric in the Prometheus text format (version 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_metrics_encode_build_info() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(
+            text.contains(&format!(
+                "hb402_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        assert!(text.contains("hb402_uploads_total{result=\"stored\"} 0"));
+    }
+
+    #[test]
+    fn outcomes_from_status() {
+        assert_eq!(Outcome::from_status(200), Outcome::Ok);
+        assert_eq!(Outcome::from_status(206), Outcome::Partial);
+        assert_eq!(Outcome::from_status(304), Outcome::NotModified);
+        assert_eq!(Outcome::from_status(405), Outcome::BadRequest);
+        assert_eq!(Outcome::from_status(416), Outcome::RangeNotSatisfiable);
+        assert_eq!(Outcome::from_status(503), Outcome::UpstreamError);
+        assert_eq!(Outcome::from_status(500), Outcome::Internal);
+        assert_eq!(Outcome::from_status(0), Outcome::Internal);
+    }
+}

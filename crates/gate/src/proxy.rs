@@ -1,0 +1,536 @@
+//! The Pingora `ProxyHttp` implementation. Each phase reads the session, calls a pure decision
+//! (`route`, `policy`, `range`) and acts on it: refusals are answered in `request_filter` before
+//! any upstream cost; reads are forwarded with the object path and byte range rewritten; the
+//! device's quirks (200 for a ranged read, 500 for a missing key) are normalised on the way back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hb402_ans104::ItemId;
+use pingora::http::{Method, RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::error::ApiError;
+use crate::gate::Gate;
+use crate::items::{Location, now_secs};
+use crate::metrics::{Outcome, RouteLabel, UploadResult};
+use crate::policy::{Access, ReadDecision, decide_read, link_names};
+use crate::range::{RangeReply, evaluate};
+use crate::route::{ReadKind, Route, classify};
+use crate::upload;
+use crate::upstream::Upstream;
+
+/// Headers a browser may read on hb402's routes.
+const EXPOSE_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE, Content-Range, Content-Length, ETag, X-Expires-At";
+/// Request headers a browser may send on hb402's routes.
+const ALLOW_HEADERS: &str = "PAYMENT-SIGNATURE, X-PAYMENT, Range, Content-Type, Authorization, X-Expiry-Days, X-Expires-At, X-Private";
+
+/// The proxy service.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    gate: Arc<Gate>,
+}
+
+impl Proxy {
+    /// A proxy over shared state.
+    pub fn new(gate: Arc<Gate>) -> Self {
+        Proxy { gate }
+    }
+}
+
+/// How a read is forwarded and answered.
+#[derive(Debug)]
+struct ReadPlan {
+    object_path: String,
+    first: u64,
+    last: u64,
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+}
+
+/// A read, as the route named it.
+#[derive(Debug)]
+struct ReadRequest {
+    kind: ReadKind,
+    id: ItemId,
+    head: bool,
+    token: Option<String>,
+    bucket: Option<String>,
+    path_key: Option<String>,
+}
+
+/// Per-request state.
+#[derive(Debug)]
+pub struct Ctx {
+    started: Instant,
+    route: RouteLabel,
+    outcome: Option<Outcome>,
+    plan: Option<ReadPlan>,
+    error: Option<ApiError>,
+}
+
+fn cors(headers: &mut Vec<(&'static str, String)>) {
+    headers.push(("access-control-allow-origin", "*".into()));
+    headers.push(("access-control-expose-headers", EXPOSE_HEADERS.into()));
+}
+
+/// Writes a complete response.
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    headers: &[(&'static str, String)],
+    body: Option<Bytes>,
+) -> Result<()> {
+    let mut head = ResponseHeader::build(status, Some(headers.len() + 2))?;
+    for (name, value) in headers {
+        head.insert_header(*name, value.as_str())?;
+    }
+    let len = body.as_ref().map_or(0, Bytes::len);
+    if !headers.iter().any(|(n, _)| *n == "content-length") {
+        head.insert_header("content-length", len.to_string())?;
+    }
+    let head_only = body.is_none();
+    session
+        .write_response_header(Box::new(head), head_only)
+        .await?;
+    if let Some(body) = body {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Writes hb402's JSON error body.
+async fn respond_error(
+    session: &mut Session,
+    err: &ApiError,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
+    let mut headers = vec![("content-type", "application/json".to_owned())];
+    headers.extend_from_slice(extra);
+    cors(&mut headers);
+    respond(session, err.status, &headers, Some(err.body())).await
+}
+
+impl Proxy {
+    /// Decides a read; `Ok(true)` when the answer was written here.
+    async fn read(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        request: ReadRequest,
+    ) -> std::result::Result<bool, (ApiError, Vec<(&'static str, String)>)> {
+        let ReadRequest {
+            kind,
+            id,
+            head,
+            token,
+            bucket,
+            path_key,
+        } = request;
+        let gate = &self.gate;
+        let config = &gate.config;
+        let now = now_secs();
+        let buckets = [
+            config.upstream.public_bucket.as_str(),
+            config.upstream.private_bucket.as_str(),
+        ];
+        // A share link is checked before anything else: a bad one is refused without any
+        // upstream request.
+        let claims = match token {
+            None => None,
+            Some(token) => {
+                let Some(links) = &config.share_links else {
+                    return Err((
+                        ApiError::unauthorized("share links are not enabled on this gateway"),
+                        vec![],
+                    ));
+                };
+                let claims = crate::share::verify(links.secret.expose(), &token, now as i64)
+                    .map_err(|e| (ApiError::new(401, "invalid_token", e.to_string()), vec![]))?;
+                // A link in Load's form names the full key in the path (`/resolve/<key>`); it must
+                // be the key of the claims.
+                let key_ok = path_key
+                    .as_deref()
+                    .is_none_or(|k| crate::share::key_matches(&claims.dataitem_key, k));
+                if !key_ok || !link_names(&claims, &id.to_string(), buckets) {
+                    return Err((
+                        ApiError::new(401, "invalid_token", "the share link names another item"),
+                        vec![],
+                    ));
+                }
+                Some(claims)
+            }
+        };
+        if bucket.as_deref() == Some(config.upstream.private_bucket.as_str()) && claims.is_none() {
+            return Err((
+                ApiError::unauthorized("this item is private: a share link token is required"),
+                vec![],
+            ));
+        }
+        let location = match &claims {
+            Some(c) => Location::Named {
+                bucket: &c.bucket_name,
+                key: &c.dataitem_key,
+            },
+            None => Location::Public,
+        };
+        let (meta, source) = gate
+            .items
+            .find(&id, location)
+            .await
+            .map_err(|e| (e, vec![]))?
+            .ok_or_else(|| (ApiError::not_found(format!("no item {id}")), vec![]))?;
+        gate.metrics.record_metadata_lookup(source);
+        let access = claims.as_ref().map_or(Access::Public, Access::Link);
+        match decide_read(&meta, access, now) {
+            ReadDecision::Serve => {}
+            ReadDecision::Gone { expired_at } => {
+                return Err((
+                    ApiError::new(410, "expired", format!("item {id} expired at {expired_at}")),
+                    vec![("x-expires-at", expired_at.to_string())],
+                ));
+            }
+            ReadDecision::Unauthorized(reason) => {
+                return Err((ApiError::unauthorized(reason), vec![]));
+            }
+        }
+
+        let (total, base, content_type, etag) = match kind {
+            ReadKind::Data => (
+                meta.data_size(),
+                meta.data_offset,
+                meta.content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                format!("\"{id}\""),
+            ),
+            ReadKind::Binary => (
+                meta.size,
+                0,
+                "application/octet-stream".to_owned(),
+                format!("\"{id}.ans104\""),
+            ),
+        };
+        let range = session
+            .req_header()
+            .headers
+            .get("range")
+            .and_then(|v| v.to_str().ok());
+        let reply = evaluate(range, total);
+        let (status, first, last) = match reply {
+            RangeReply::Full => (200, 0, total.saturating_sub(1)),
+            RangeReply::Partial { start, end, .. } => (206, start, end),
+            RangeReply::Unsatisfiable { .. } => {
+                let content_range = reply.content_range().unwrap_or_default();
+                return Err((
+                    ApiError::range_not_satisfiable(format!(
+                        "no byte of the requested range exists in {total} bytes"
+                    )),
+                    vec![("content-range", content_range)],
+                ));
+            }
+        };
+        let length = if total == 0 { 0 } else { last - first + 1 };
+        let mut headers = vec![
+            ("content-type", content_type),
+            ("content-length", length.to_string()),
+            ("accept-ranges", "bytes".to_owned()),
+            ("etag", etag),
+        ];
+        if let Some(content_range) = reply.content_range() {
+            headers.push(("content-range", content_range));
+        }
+        let cache_control = match (meta.private, meta.expires_at) {
+            (true, _) => "private, no-store".to_owned(),
+            (false, Some(at)) => format!("public, max-age={}", at.saturating_sub(now)),
+            (false, None) => "public, max-age=31536000, immutable".to_owned(),
+        };
+        headers.push(("cache-control", cache_control));
+        if let Some(at) = meta.expires_at {
+            headers.push(("x-expires-at", at.to_string()));
+        }
+        cors(&mut headers);
+        if head || length == 0 {
+            // HEAD and empty bodies are answered from metadata: no upstream request.
+            ctx.outcome = Some(Outcome::from_status(status));
+            respond(session, status, &headers, (!head).then(Bytes::new))
+                .await
+                .map_err(|e| (ApiError::new(500, "write_failed", e.to_string()), vec![]))?;
+            return Ok(true);
+        }
+        ctx.plan = Some(ReadPlan {
+            object_path: Upstream::object_path(&meta.bucket, &meta.key),
+            first: base + first,
+            last: base + last,
+            status,
+            headers,
+        });
+        Ok(false)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            route: RouteLabel::Other,
+            outcome: None,
+            plan: None,
+            error: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let method = req.method.as_str().to_owned();
+        let path = req.uri.path().to_owned();
+        let query = req.uri.query().map(str::to_owned);
+        let route = classify(&self.gate.config, &method, &path, query.as_deref());
+        tracing::debug!(%method, %path, ?route, "request");
+        match route {
+            Route::PassThrough => {
+                ctx.route = RouteLabel::Passthrough;
+                Ok(false)
+            }
+            Route::Preflight => {
+                ctx.route = RouteLabel::Preflight;
+                ctx.outcome = Some(Outcome::Ok);
+                let headers = [
+                    ("access-control-allow-origin", "*".to_owned()),
+                    (
+                        "access-control-allow-methods",
+                        "GET, HEAD, POST, PUT, OPTIONS".to_owned(),
+                    ),
+                    ("access-control-allow-headers", ALLOW_HEADERS.to_owned()),
+                    ("access-control-expose-headers", EXPOSE_HEADERS.to_owned()),
+                    ("access-control-max-age", "600".to_owned()),
+                ];
+                respond(session, 204, &headers, None).await?;
+                Ok(true)
+            }
+            Route::NotFound => {
+                ctx.route = RouteLabel::Other;
+                respond_error(
+                    session,
+                    &ApiError::not_found(format!("nothing is served at {path}")),
+                    &[],
+                )
+                .await?;
+                Ok(true)
+            }
+            Route::MethodNotAllowed => {
+                let err =
+                    ApiError::method_not_allowed(format!("{method} is not allowed on {path}"));
+                respond_error(session, &err, &[("allow", "GET, HEAD, OPTIONS".to_owned())]).await?;
+                Ok(true)
+            }
+            Route::Denied => {
+                ctx.route = RouteLabel::Passthrough;
+                respond_error(
+                    session,
+                    &ApiError::forbidden(format!("{path} is not served by this gateway")),
+                    &[],
+                )
+                .await?;
+                Ok(true)
+            }
+            Route::Upload {
+                route,
+                claimed_id,
+                bucket,
+            } => {
+                ctx.route = RouteLabel::Upload;
+                let result = upload::handle(&self.gate, session, route, claimed_id, bucket).await;
+                let label = match &result {
+                    Ok((201, _)) => UploadResult::Stored,
+                    Ok(_) => UploadResult::Duplicate,
+                    Err(e) if e.status == 413 => UploadResult::TooLarge,
+                    Err(e) if e.status >= 500 => UploadResult::UpstreamError,
+                    Err(e) if e.code == "bad_request" => UploadResult::Rejected,
+                    Err(_) => UploadResult::Invalid,
+                };
+                self.gate
+                    .metrics
+                    .record_upload(label, session.body_bytes_read() as u64);
+                match result {
+                    Ok((status, body)) => {
+                        let mut headers = vec![("content-type", "application/json".to_owned())];
+                        cors(&mut headers);
+                        let body = Bytes::from(body.to_string());
+                        respond(session, status, &headers, Some(body)).await?;
+                    }
+                    Err(err) => {
+                        // Whatever the client still sends is not read: close the connection.
+                        session.set_keepalive(None);
+                        respond_error(session, &err, &[]).await?;
+                    }
+                }
+                Ok(true)
+            }
+            Route::Read {
+                kind,
+                id,
+                head,
+                token,
+                bucket,
+                path_key,
+            } => {
+                ctx.route = match (kind, &bucket) {
+                    (_, Some(_)) => RouteLabel::Raw,
+                    (ReadKind::Data, None) => RouteLabel::Data,
+                    (ReadKind::Binary, None) => RouteLabel::Binary,
+                };
+                let request = ReadRequest {
+                    kind,
+                    id,
+                    head,
+                    token,
+                    bucket,
+                    path_key,
+                };
+                match self.read(session, ctx, request).await {
+                    Ok(done) => Ok(done),
+                    Err((err, extra)) => {
+                        respond_error(session, &err, &extra).await?;
+                        Ok(true)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let up = &self.gate.config.upstream;
+        let mut peer = HttpPeer::new(up.authority.as_str(), false, String::new());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.total_connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        peer.options.write_timeout = Some(up.write_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(plan) = &ctx.plan else {
+            return Ok(());
+        };
+        upstream_request.set_method(Method::GET);
+        let uri = plan
+            .object_path
+            .parse()
+            .map_err(|_| Error::explain(ErrorType::InternalError, "object path is not a URI"))?;
+        upstream_request.set_uri(uri);
+        // Nothing of the client's request goes to the node but what hb402 decides.
+        let names: Vec<_> = upstream_request.headers.keys().cloned().collect();
+        for name in names {
+            upstream_request.remove_header(&name);
+        }
+        upstream_request.insert_header("host", self.gate.config.upstream.authority.as_str())?;
+        upstream_request.insert_header("authorization", self.gate.upstream.authorization())?;
+        upstream_request.insert_header("range", format!("bytes={}-{}", plan.first, plan.last))?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(plan) = &ctx.plan else {
+            return Ok(());
+        };
+        let status = upstream_response.status.as_u16();
+        let expected = plan.last - plan.first + 1;
+        match status {
+            // The device answers a ranged read with 200 and only the requested bytes.
+            200 | 206 => {
+                let length = upstream_response
+                    .headers
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if length.is_some_and(|l| l != expected) {
+                    ctx.error = Some(ApiError::bad_gateway(format!(
+                        "the node returned {} bytes instead of {expected}",
+                        length.unwrap_or_default()
+                    )));
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(502),
+                        "length mismatch",
+                    ));
+                }
+                let mut head = ResponseHeader::build(plan.status, Some(plan.headers.len()))?;
+                for (name, value) in &plan.headers {
+                    head.insert_header(*name, value.as_str())?;
+                }
+                *upstream_response = head;
+                ctx.outcome = Some(Outcome::from_status(plan.status));
+                Ok(())
+            }
+            // A missing key is a 500 from the device (or the node's lifecycle removed it).
+            404 | 500 => {
+                ctx.error = Some(ApiError::not_found(
+                    "the item is no longer stored by the node",
+                ));
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(404),
+                    "object missing upstream",
+                ))
+            }
+            other => {
+                ctx.error = Some(ApiError::bad_gateway(format!("the node answered {other}")));
+                Err(Error::explain(ErrorType::HTTPStatus(502), "upstream error"))
+            }
+        }
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let err = ctx.error.take().unwrap_or_else(|| match code {
+                502..=504 => ApiError::bad_gateway("the node could not be reached"),
+                400 => ApiError::bad_request("the request could not be read"),
+                _ => ApiError::new(code, "internal_error", e.to_string()),
+            });
+            ctx.outcome = Some(Outcome::from_status(err.status));
+            if let Err(write) = respond_error(session, &err, &[]).await {
+                tracing::debug!(error = %write, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let outcome = ctx.outcome.unwrap_or_else(|| Outcome::from_status(status));
+        self.gate
+            .metrics
+            .record_request(ctx.route, outcome, ctx.started.elapsed());
+    }
+}

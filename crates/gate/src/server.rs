@@ -1,0 +1,119 @@
+//! Building and running hb402: one Pingora server with the public proxy service and the admin
+//! service on its own listener.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+
+use crate::config::{Config, StoreKind};
+use crate::gate::Gate;
+use crate::items::Items;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::store::{RedbStore, Store};
+use crate::upstream::Upstream;
+
+/// Why hb402 could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The state store could not be opened.
+    #[error("cannot open the state store: {0}")]
+    Store(String),
+    /// The node client could not be built.
+    #[error("cannot set up the upstream client: {0}")]
+    Upstream(String),
+    /// A configured feature is not available in this build.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A built server and its shared state.
+pub struct Built {
+    /// The Pingora server, ready to run.
+    pub server: Server,
+    /// The state its services share.
+    pub gate: Arc<Gate>,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("gate", &self.gate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds hb402 from a validated configuration: opens the store, creates the proxy service on
+/// `listen.public` and the admin service on `listen.admin`.
+pub fn build(config: Config) -> Result<Built, BuildError> {
+    let config = Arc::new(config);
+    let store: Arc<dyn Store> = match &config.store.kind {
+        StoreKind::Redb => Arc::new(
+            RedbStore::open(&config.store.state_dir.join("hb402.redb"))
+                .map_err(|e| BuildError::Store(e.to_string()))?,
+        ),
+        StoreKind::Redis { .. } => {
+            return Err(BuildError::Unsupported(
+                "store.kind = \"redis\" is not available yet; use \"redb\"".into(),
+            ));
+        }
+    };
+    let upstream =
+        Arc::new(Upstream::new(&config.upstream).map_err(|e| BuildError::Upstream(e.to_string()))?);
+    let metrics = Arc::new(Metrics::new());
+    let gate = Arc::new(Gate {
+        items: Items::new(config.clone(), store.clone(), upstream.clone()),
+        config: config.clone(),
+        upstream,
+        store: store.clone(),
+        metrics: metrics.clone(),
+    });
+
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy::new(gate.clone()),
+        "hb402",
+    );
+    proxy.add_tcp(&config.listen.public.to_string());
+    server.add_service(proxy);
+
+    let admin = crate::admin::AdminApp::new(config.clone(), metrics, store);
+    server.add_service(crate::admin::admin_service(
+        admin,
+        &config.listen.admin.to_string(),
+    ));
+    Ok(Built { server, gate })
+}
+
+/// A shutdown signal driven by a watch channel: `true` asks for a fast shutdown.
+#[derive(Debug)]
+pub struct ChannelShutdown(pub tokio::sync::watch::Receiver<bool>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ChannelShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        // A closed channel also means "stop".
+        let _ = rx.wait_for(|stop| *stop).await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// Runs a built server until `shutdown` says so (for tests and embedding); blocks the thread.
+pub fn run_until(server: Server, shutdown: tokio::sync::watch::Receiver<bool>) {
+    server.run(RunArgs {
+        shutdown_signal: Box::new(ChannelShutdown(shutdown)),
+    });
+}

@@ -1,0 +1,273 @@
+//! The HyperBEAM node's `~s3@1.0` API as hb402 uses it outside the proxy path: object existence
+//! and size, reading an item's header with ranged reads of any length, writing uploads, and
+//! creating buckets. Compensates for the device's quirks (hyperbeam-s3.md §1.5): a ranged `GET`
+//! answers 200 with only the requested bytes, and a missing key answers 500.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hb402_ans104::{Header, HeaderParser};
+use reqwest::StatusCode;
+use tokio::sync::Mutex;
+
+use crate::config::UpstreamConfig;
+
+/// First ranged read of an item's head; grown as the header parser asks for more.
+const FIRST_READ: u64 = 4096;
+
+/// Why the node could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// Could not connect, or the call timed out.
+    #[error("node unreachable: {0}")]
+    Unreachable(String),
+    /// The node answered something unexpected.
+    #[error("node answered {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Body excerpt.
+        message: String,
+    },
+    /// The stored object is not a valid DataItem header, or not the item it should be.
+    #[error("stored object is not a valid item: {0}")]
+    Corrupt(String),
+}
+
+/// A client of the node's S3 API.
+#[derive(Debug)]
+pub struct Upstream {
+    client: reqwest::Client,
+    base: String,
+    authorization: String,
+    config: UpstreamConfig,
+    buckets: Mutex<HashSet<String>>,
+}
+
+impl Upstream {
+    /// A client for `config`.
+    pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        Ok(Upstream {
+            client,
+            base: format!("http://{}", config.authority),
+            authorization: authorization_header(&config.access_key_id),
+            config: config.clone(),
+            buckets: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The `Authorization` header the device needs: only the access key id is checked
+    /// (hyperbeam-s3.md §1.2).
+    pub fn authorization(&self) -> &str {
+        &self.authorization
+    }
+
+    /// The request path of an object.
+    pub fn object_path(bucket: &str, key: &str) -> String {
+        format!("/~s3@1.0/{bucket}/{key}")
+    }
+
+    /// The key of an item under the configured prefix.
+    pub fn item_key(&self, id: &str) -> String {
+        format!("{}{id}.ans104", self.config.key_prefix)
+    }
+
+    fn error(e: reqwest::Error) -> UpstreamError {
+        UpstreamError::Unreachable(e.to_string())
+    }
+
+    /// The object's size, or `None` if it does not exist. The device answers 500 for a missing
+    /// key (and for any other error), so 500 and 404 both mean "absent" here.
+    pub async fn object_size(&self, bucket: &str, key: &str) -> Result<Option<u64>, UpstreamError> {
+        let resp = self
+            .client
+            .head(format!("{}{}", self.base, Self::object_path(bucket, key)))
+            .header("authorization", &self.authorization)
+            .timeout(self.config.read_timeout)
+            .send()
+            .await
+            .map_err(Self::error)?;
+        match resp.status() {
+            StatusCode::OK => resp
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .map(Some)
+                .ok_or_else(|| UpstreamError::Status {
+                    status: 200,
+                    message: "HeadObject without a Content-Length".into(),
+                }),
+            StatusCode::NOT_FOUND | StatusCode::INTERNAL_SERVER_ERROR => Ok(None),
+            status => Err(UpstreamError::Status {
+                status: status.as_u16(),
+                message: "unexpected HeadObject status".into(),
+            }),
+        }
+    }
+
+    /// Reads bytes `start..=end` of an object. The device answers 200 (not 206) with just those
+    /// bytes; the length is checked.
+    async fn read_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let resp = self
+            .client
+            .get(format!("{}{}", self.base, Self::object_path(bucket, key)))
+            .header("authorization", &self.authorization)
+            .header("range", format!("bytes={start}-{end}"))
+            .timeout(self.config.read_timeout)
+            .send()
+            .await
+            .map_err(Self::error)?;
+        let status = resp.status();
+        if !matches!(status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
+            return Err(UpstreamError::Status {
+                status: status.as_u16(),
+                message: "ranged GetObject failed".into(),
+            });
+        }
+        let bytes = resp.bytes().await.map_err(Self::error)?;
+        if bytes.len() as u64 != end - start + 1 {
+            return Err(UpstreamError::Corrupt(format!(
+                "asked for {} bytes at {start}, got {}",
+                end - start + 1,
+                bytes.len()
+            )));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Reads an item's header from the head of its object (`size` bytes long), with as many
+    /// ranged reads as the header needs, up to `max_header_bytes`.
+    pub async fn read_header(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        max_header_bytes: usize,
+    ) -> Result<Header, UpstreamError> {
+        let mut parser = HeaderParser::new(max_header_bytes);
+        let mut offset = 0u64;
+        let mut want = FIRST_READ;
+        loop {
+            if offset >= size {
+                return Err(UpstreamError::Corrupt(parser.truncated().to_string()));
+            }
+            let end = (offset + want).min(size) - 1;
+            let chunk = self.read_range(bucket, key, offset, end).await?;
+            offset = end + 1;
+            match parser.push(&chunk) {
+                Ok(Some(parsed)) => return Ok(parsed.header),
+                Ok(None) => {
+                    // Read exactly what the parser now knows it needs (at least a little).
+                    let needed = parser.needed().unwrap_or(0) as u64;
+                    want = needed.saturating_sub(offset).max(1024);
+                }
+                Err(e) => return Err(UpstreamError::Corrupt(e.to_string())),
+            }
+        }
+    }
+
+    /// Creates `bucket` unless it is known to exist.
+    pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), UpstreamError> {
+        let mut known = self.buckets.lock().await;
+        if known.contains(bucket) {
+            return Ok(());
+        }
+        let url = format!("{}/~s3@1.0/{bucket}", self.base);
+        let head = self
+            .client
+            .head(&url)
+            .header("authorization", &self.authorization)
+            .timeout(self.config.read_timeout)
+            .send()
+            .await
+            .map_err(Self::error)?;
+        if head.status() != StatusCode::OK {
+            let put = self
+                .client
+                .put(&url)
+                .header("authorization", &self.authorization)
+                .timeout(self.config.write_timeout)
+                .send()
+                .await
+                .map_err(Self::error)?;
+            // An existing bucket answers 500 (BucketAlreadyOwnedByYou); check again.
+            if put.status() != StatusCode::OK {
+                let again = self
+                    .client
+                    .head(&url)
+                    .header("authorization", &self.authorization)
+                    .timeout(self.config.read_timeout)
+                    .send()
+                    .await
+                    .map_err(Self::error)?;
+                if again.status() != StatusCode::OK {
+                    return Err(UpstreamError::Status {
+                        status: put.status().as_u16(),
+                        message: format!("cannot create bucket {bucket}"),
+                    });
+                }
+            }
+        }
+        known.insert(bucket.to_owned());
+        Ok(())
+    }
+
+    /// Starts a PutObject whose body arrives through `body`; the returned future completes when
+    /// the node has answered.
+    pub fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: reqwest::Body,
+        content_length: Option<u64>,
+        expiry_days: Option<u32>,
+    ) -> impl std::future::Future<Output = Result<(), UpstreamError>> + Send + 'static {
+        let mut req = self
+            .client
+            .put(format!("{}{}", self.base, Self::object_path(bucket, key)))
+            .header("authorization", &self.authorization)
+            .header("content-type", "application/octet-stream")
+            .timeout(self.config.write_timeout.max(Duration::from_secs(60)));
+        if let Some(len) = content_length {
+            req = req.header("content-length", len);
+        }
+        if let Some(days) = expiry_days {
+            req = req.header("x-amz-meta-expiry-days", days);
+        }
+        let req = req.body(body);
+        async move {
+            let resp = req.send().await.map_err(Self::error)?;
+            let status = resp.status();
+            if status == StatusCode::OK {
+                Ok(())
+            } else {
+                let text = resp.text().await.unwrap_or_default();
+                Err(UpstreamError::Status {
+                    status: status.as_u16(),
+                    message: text.chars().take(200).collect(),
+                })
+            }
+        }
+    }
+}
+
+/// The dummy SigV4 `Authorization` header carrying the access key id.
+pub fn authorization_header(access_key_id: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential={access_key_id}/20250101/us-east-1/s3/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature=hb402"
+    )
+}

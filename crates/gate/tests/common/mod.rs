@@ -1,0 +1,182 @@
+//! The in-process harness: a devnode and hb402 on free loopback ports, torn down on drop.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hb402_devnode::{Devnode, DevnodeConfig, DevnodeHandle};
+use hb402_gate::config::{Config, Overrides};
+
+pub const SHARE_SECRET: &str = "test-share-secret-0123456789";
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+/// A loopback port nobody in this process was given before.
+pub fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(Default::default);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if given.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+pub struct Harness {
+    pub node: Option<DevnodeHandle>,
+    pub url: String,
+    pub admin_url: String,
+    pub client: reqwest::Client,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+pub struct Options {
+    pub extra_toml: String,
+    pub day_seconds: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            extra_toml: String::new(),
+            day_seconds: 86_400,
+        }
+    }
+}
+
+fn wait_for(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Harness {
+        let node_dir = tempfile::tempdir().unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
+        let mut node_config = DevnodeConfig::new(node_dir.path());
+        node_config.listen = "127.0.0.1:0".parse().unwrap();
+        node_config.day_seconds = options.day_seconds;
+        let node = Devnode::start(node_config).await.unwrap();
+        let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let toml = format!(
+            "version = 1\n{}\n[server]\nthreads = 2\ngrace_period_seconds = 0\ngraceful_shutdown_timeout_seconds = 1\n\
+             [listen]\npublic = \"{public}\"\nadmin = \"{admin}\"\n\
+             [upstream]\nurl = \"{}\"\nread_timeout_seconds = 5\n\
+             [store]\nstate_dir = \"{}\"\n\
+             [share_links]\nsecret = \"${{HB402_TEST_SHARE_SECRET}}\"\n\
+             [admin]\nbearer_key = \"${{HB402_TEST_ADMIN_KEY}}\"\n",
+            "",
+            node.url(),
+            state_dir.path().display(),
+        );
+        let toml = merge(&toml, &options.extra_toml);
+        let env = |k: &str| match k {
+            "HB402_TEST_SHARE_SECRET" => Some(SHARE_SECRET.to_owned()),
+            "HB402_TEST_ADMIN_KEY" => Some(ADMIN_KEY.to_owned()),
+            _ => None,
+        };
+        let config = Config::from_toml(&toml, Path::new("test.toml"), &Overrides::default(), &env)
+            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let built = hb402_gate::build(config).unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let thread = std::thread::spawn(move || hb402_gate::run_until(built.server, rx));
+        tokio::task::spawn_blocking(move || {
+            wait_for(public);
+            wait_for(admin);
+        })
+        .await
+        .unwrap();
+        Harness {
+            node: Some(node),
+            url: format!("http://{public}"),
+            admin_url: format!("http://{admin}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            shutdown: tx,
+            thread: Some(thread),
+            _dirs: vec![node_dir, state_dir],
+        }
+    }
+
+    pub fn node(&self) -> &DevnodeHandle {
+        self.node.as_ref().unwrap()
+    }
+
+    pub fn objects_stored(&self) -> u64 {
+        self.node().counters().objects_stored()
+    }
+
+    pub fn node_requests(&self, kind: hb402_devnode::RouteKind) -> u64 {
+        self.node().counters().requests(kind)
+    }
+}
+
+/// Appends `extra` TOML, letting its sections' keys override the base ones of the same section.
+fn merge(base: &str, extra: &str) -> String {
+    let mut value: toml::Table = base.parse().unwrap();
+    let extra: toml::Table = extra.parse().unwrap();
+    for (section, table) in extra {
+        match (value.get_mut(&section), table) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(add)) => existing.extend(add),
+            (_, other) => {
+                value.insert(section, other);
+            }
+        }
+    }
+    toml::to_string(&value).unwrap()
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ans104/tests/vectors/fixtures")
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(name)).unwrap()
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A freshly signed Ed25519 item (unique per `seed`).
+pub fn item(seed: u8, tags: Vec<hb402_ans104::Tag>, data: &[u8]) -> hb402_ans104::DataItem {
+    hb402_ans104::DataItem::sign(
+        &hb402_ans104::SigningKey::ed25519_from_seed(&[seed; 32]),
+        None,
+        None,
+        tags,
+        data.to_vec(),
+    )
+    .unwrap()
+}
