@@ -62,66 +62,73 @@ async fn get(h: &Harness, path: &str, range: Option<&str>) -> reqwest::Response 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_through_every_route_read_back_byte_exact() {
-    let h = Harness::start().await;
-    let routes = ["bundler", "/tx", "/upload", "s3", "/~bundler@1.0/tx"];
-    for (name, route) in FIXTURES.iter().zip(routes) {
-        let bytes = fixture(name);
-        let item = DataItem::parse(&bytes).unwrap();
-        let id = item.id().to_string();
-        let stored_before = h.objects_stored();
-        let (status, body) = upload(&h, route, bytes.clone(), &[]).await;
-        assert_eq!(status, 201, "{name} via {route}: {body}");
-        assert_eq!(body["id"], id.as_str());
-        assert_eq!(body["owner"], item.header().owner_address());
-        assert_eq!(body["size"], bytes.len());
-        assert_eq!(body["private"], false);
-        assert_eq!(body["expires_at"], Value::Null);
-        assert_eq!(h.objects_stored(), stored_before + 1, "{name}");
-
-        for path in [format!("/{id}"), format!("/resolve/{id}")] {
-            let resp = get(&h, &path, None).await;
-            assert_eq!(resp.status(), 200, "{name} {path}");
-            let expected = item
-                .header()
-                .content_type()
-                .unwrap_or("application/octet-stream");
-            assert_eq!(resp.headers()["content-type"], expected, "{name}");
-            assert_eq!(resp.bytes().await.unwrap(), item.data(), "{name} {path}");
+    // Every upload route × every signature type (arbundles-made items), each route on a fresh
+    // node so that no upload is a duplicate of another route's.
+    for route in ["bundler", "/tx", "/upload", "s3", "/~bundler@1.0/tx"] {
+        let h = Harness::start().await;
+        for name in FIXTURES {
+            upload_and_read_back(&h, name, route).await;
         }
-        for path in [
-            format!("/binary/{id}"),
-            format!("/~s3@1.0/offchain-dataitems/dataitems/{id}.ans104"),
-        ] {
-            let resp = get(&h, &path, None).await;
-            assert_eq!(resp.status(), 200, "{name} {path}");
-            assert_eq!(resp.bytes().await.unwrap(), bytes, "{name} {path}");
-        }
-        // HEAD: headers only, from metadata.
-        let gets = h.node_requests(RouteKind::GetObject);
-        let resp = h
-            .client
-            .head(format!("{}/{id}", h.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        assert_eq!(
-            resp.headers()["content-length"],
-            item.data().len().to_string()
-        );
-        assert_eq!(
-            h.node_requests(RouteKind::GetObject),
-            gets,
-            "HEAD never reads the object"
-        );
-
-        // The same item again: 200 with the same answer and no second write.
-        let puts = h.node_requests(RouteKind::PutObject);
-        let (status, again) = upload(&h, route, bytes.clone(), &[]).await;
-        assert_eq!(status, 200, "{name}");
-        assert_eq!(again, body);
-        assert_eq!(h.node_requests(RouteKind::PutObject), puts);
     }
+}
+
+async fn upload_and_read_back(h: &Harness, name: &str, route: &str) {
+    let bytes = fixture(name);
+    let item = DataItem::parse(&bytes).unwrap();
+    let id = item.id().to_string();
+    let stored_before = h.objects_stored();
+    let (status, body) = upload(h, route, bytes.clone(), &[]).await;
+    assert_eq!(status, 201, "{name} via {route}: {body}");
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["owner"], item.header().owner_address());
+    assert_eq!(body["size"], bytes.len());
+    assert_eq!(body["private"], false);
+    assert_eq!(body["expires_at"], Value::Null);
+    assert_eq!(h.objects_stored(), stored_before + 1, "{name}");
+
+    for path in [format!("/{id}"), format!("/resolve/{id}")] {
+        let resp = get(h, &path, None).await;
+        assert_eq!(resp.status(), 200, "{name} {path}");
+        let expected = item
+            .header()
+            .content_type()
+            .unwrap_or("application/octet-stream");
+        assert_eq!(resp.headers()["content-type"], expected, "{name}");
+        assert_eq!(resp.bytes().await.unwrap(), item.data(), "{name} {path}");
+    }
+    for path in [
+        format!("/binary/{id}"),
+        format!("/~s3@1.0/offchain-dataitems/dataitems/{id}.ans104"),
+    ] {
+        let resp = get(h, &path, None).await;
+        assert_eq!(resp.status(), 200, "{name} {path}");
+        assert_eq!(resp.bytes().await.unwrap(), bytes, "{name} {path}");
+    }
+    // HEAD: headers only, from metadata.
+    let gets = h.node_requests(RouteKind::GetObject);
+    let resp = h
+        .client
+        .head(format!("{}/{id}", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-length"],
+        item.data().len().to_string()
+    );
+    assert_eq!(
+        h.node_requests(RouteKind::GetObject),
+        gets,
+        "HEAD never reads the object"
+    );
+
+    // The same item again: 200 with the same answer and no second write.
+    let puts = h.node_requests(RouteKind::PutObject);
+    let (status, again) = upload(h, route, bytes.clone(), &[]).await;
+    assert_eq!(status, 200, "{name}");
+    assert_eq!(again, body);
+    assert_eq!(h.node_requests(RouteKind::PutObject), puts);
 }
 
 #[tokio::test(flavor = "multi_thread")]
