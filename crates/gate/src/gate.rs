@@ -21,4 +21,6 @@ pub struct Gate {
     pub store: Arc<dyn Store>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The settlement backend, when payments are enabled.
+    pub facilitator: Option<Arc<dyn hb402_x402::Facilitator>>,
 }

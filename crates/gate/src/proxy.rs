@@ -18,7 +18,9 @@ use crate::error::ApiError;
 use crate::gate::Gate;
 use crate::items::{Location, now_secs};
 use crate::metrics::{Outcome, RouteLabel, UploadResult};
+use crate::paywall;
 use crate::policy::{Access, ReadDecision, decide_read, link_names};
+use crate::pricing::{self, PriceRoute, ReadFacts};
 use crate::range::{RangeReply, evaluate};
 use crate::route::{ReadKind, Route, classify};
 use crate::upload;
@@ -63,6 +65,14 @@ struct ReadRequest {
     path_key: Option<String>,
 }
 
+/// A verified payment travelling with its request until settlement.
+#[derive(Debug)]
+struct Payment {
+    verified: paywall::Verified,
+    offers: Vec<hb402_x402::Offer>,
+    resource: hb402_x402::ResourceInfo,
+}
+
 /// Per-request state.
 #[derive(Debug)]
 pub struct Ctx {
@@ -71,6 +81,8 @@ pub struct Ctx {
     outcome: Option<Outcome>,
     plan: Option<ReadPlan>,
     error: Option<ApiError>,
+    payment: Option<Payment>,
+    prepared: Option<paywall::Prepared>,
 }
 
 fn cors(headers: &mut Vec<(&'static str, String)>) {
@@ -254,6 +266,89 @@ impl Proxy {
             headers.push(("x-expires-at", at.to_string()));
         }
         cors(&mut headers);
+
+        // The paywall: HEAD is never charged; a priced GET pays before anything is fetched.
+        let payments = &config.payments;
+        if !head && payments.enabled() {
+            let facts = ReadFacts {
+                route: match (kind, &bucket) {
+                    (_, Some(_)) => PriceRoute::Raw,
+                    (ReadKind::Data, None) => PriceRoute::Data,
+                    (ReadKind::Binary, None) => PriceRoute::Binary,
+                },
+                bucket: &meta.bucket,
+                content_type: &headers[0].1,
+                owner: &meta.owner_address,
+                bytes: total,
+            };
+            let resource = hb402_x402::ResourceInfo {
+                url: format!(
+                    "{}{}",
+                    config.listen.public_base_url,
+                    session.req_header().uri.path()
+                ),
+                description: Some(format!("DataItem {id}")),
+                mime_type: Some(headers[0].1.clone()),
+            };
+            let offers = pricing::offers(
+                &payments.registry,
+                &payments.rules,
+                &payments.accept,
+                payments.max_timeout_seconds,
+                &facts,
+                &resource,
+            );
+            if !offers.is_empty() {
+                match paywall::check(gate, session.req_header(), &offers, &resource).await {
+                    Ok(verified) => {
+                        ctx.payment = Some(Payment {
+                            verified,
+                            offers,
+                            resource,
+                        });
+                    }
+                    Err(prepared) => {
+                        ctx.outcome = Some(Outcome::PaymentRequired);
+                        respond(
+                            session,
+                            prepared.status,
+                            &prepared.headers,
+                            Some(prepared.body),
+                        )
+                        .await
+                        .map_err(|e| (ApiError::new(500, "write_failed", e.to_string()), vec![]))?;
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        if let (Some(payment), true) = (ctx.payment.as_mut(), length == 0) {
+            // Nothing to fetch: settle now, then answer.
+            let req = session.req_header().clone();
+            match paywall::settle(
+                gate,
+                &req,
+                &mut payment.verified,
+                &payment.offers,
+                &payment.resource,
+            )
+            .await
+            {
+                Ok((name, value)) => headers.push((name, value)),
+                Err(prepared) => {
+                    ctx.outcome = Some(Outcome::PaymentRequired);
+                    respond(
+                        session,
+                        prepared.status,
+                        &prepared.headers,
+                        Some(prepared.body),
+                    )
+                    .await
+                    .map_err(|e| (ApiError::new(500, "write_failed", e.to_string()), vec![]))?;
+                    return Ok(true);
+                }
+            }
+        }
         if head || length == 0 {
             // HEAD and empty bodies are answered from metadata: no upstream request.
             ctx.outcome = Some(Outcome::from_status(status));
@@ -284,6 +379,8 @@ impl ProxyHttp for Proxy {
             outcome: None,
             plan: None,
             error: None,
+            payment: None,
+            prepared: None,
         }
     }
 
@@ -445,7 +542,7 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -472,9 +569,34 @@ impl ProxyHttp for Proxy {
                         "length mismatch",
                     ));
                 }
-                let mut head = ResponseHeader::build(plan.status, Some(plan.headers.len()))?;
+                let mut head = ResponseHeader::build(plan.status, Some(plan.headers.len() + 1))?;
                 for (name, value) in &plan.headers {
                     head.insert_header(*name, value.as_str())?;
+                }
+                // Settle before the first body byte leaves hb402; on failure the upstream body
+                // is discarded and the client gets the 402.
+                if let Some(payment) = ctx.payment.as_mut() {
+                    let req = session.req_header().clone();
+                    match paywall::settle(
+                        &self.gate,
+                        &req,
+                        &mut payment.verified,
+                        &payment.offers,
+                        &payment.resource,
+                    )
+                    .await
+                    {
+                        Ok((name, value)) => {
+                            head.insert_header(name, value)?;
+                        }
+                        Err(prepared) => {
+                            ctx.prepared = Some(prepared);
+                            return Err(Error::explain(
+                                ErrorType::HTTPStatus(402),
+                                "settlement failed",
+                            ));
+                        }
+                    }
                 }
                 *upstream_response = head;
                 ctx.outcome = Some(Outcome::from_status(plan.status));
@@ -491,6 +613,9 @@ impl ProxyHttp for Proxy {
                 ))
             }
             other => {
+                if let Some(payment) = &ctx.payment {
+                    paywall::release(&self.gate, &payment.verified).await;
+                }
                 ctx.error = Some(ApiError::bad_gateway(format!("the node answered {other}")));
                 Err(Error::explain(ErrorType::HTTPStatus(502), "upstream error"))
             }
@@ -509,6 +634,25 @@ impl ProxyHttp for Proxy {
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
+        if let Some(prepared) = ctx.prepared.take()
+            && session.response_written().is_none()
+        {
+            ctx.outcome = Some(Outcome::PaymentRequired);
+            if let Err(write) = respond(
+                session,
+                prepared.status,
+                &prepared.headers,
+                Some(prepared.body),
+            )
+            .await
+            {
+                tracing::debug!(error = %write, "could not send the 402");
+            }
+            return FailToProxy {
+                error_code: prepared.status,
+                can_reuse_downstream: false,
+            };
+        }
         if code > 0 && session.response_written().is_none() {
             let err = ctx.error.take().unwrap_or_else(|| match code {
                 502..=504 => ApiError::bad_gateway("the node could not be reached"),
@@ -527,6 +671,13 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        // A verified payment that was not settled (upstream failed, client gone before the
+        // response) is released: the authorization is still the payer's.
+        if let Some(payment) = &ctx.payment
+            && !payment.verified.settled
+        {
+            paywall::release(&self.gate, &payment.verified).await;
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let outcome = ctx.outcome.unwrap_or_else(|| Outcome::from_status(status));
         self.gate

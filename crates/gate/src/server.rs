@@ -64,7 +64,9 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
     let upstream =
         Arc::new(Upstream::new(&config.upstream).map_err(|e| BuildError::Upstream(e.to_string()))?);
     let metrics = Arc::new(Metrics::new());
+    let facilitator = facilitator(&config)?;
     let gate = Arc::new(Gate {
+        facilitator,
         items: Items::new(config.clone(), store.clone(), upstream.clone()),
         config: config.clone(),
         upstream,
@@ -95,6 +97,41 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         &config.listen.admin.to_string(),
     ));
     Ok(Built { server, gate })
+}
+
+fn facilitator(config: &Config) -> Result<Option<Arc<dyn hb402_x402::Facilitator>>, BuildError> {
+    use crate::config::PaymentMode;
+    use crate::facilitator::{
+        HttpFacilitator, HttpFacilitatorConfig, LocalSettlement, LocalSettlementConfig,
+    };
+    let p = &config.payments;
+    Ok(match &p.mode {
+        PaymentMode::Off => None,
+        PaymentMode::Facilitator { url } => {
+            let mut c = HttpFacilitatorConfig::new(url.clone());
+            c.verify_timeout = p.verify_timeout;
+            c.settle_timeout = p.settle_timeout;
+            Some(Arc::new(
+                HttpFacilitator::new(c).map_err(|e| BuildError::Unsupported(e.to_string()))?,
+            ))
+        }
+        PaymentMode::Local {
+            rpc_url,
+            operator_key,
+            chain_id,
+        } => Some(Arc::new(
+            LocalSettlement::new(LocalSettlementConfig {
+                rpc_url: rpc_url.clone(),
+                operator_key: String::from_utf8_lossy(operator_key.expose()).into_owned(),
+                chain_id: *chain_id,
+                registry: p.registry.clone(),
+                rpc_timeout: p.verify_timeout,
+                receipt_timeout: p.settle_timeout,
+                skew_seconds: p.skew_seconds,
+            })
+            .map_err(|e| BuildError::Unsupported(e.to_string()))?,
+        )),
+    })
 }
 
 /// A shutdown signal driven by a watch channel: `true` asks for a fast shutdown.

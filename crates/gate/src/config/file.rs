@@ -53,6 +53,10 @@ pub(crate) struct FileConfig {
     pub(crate) admin: AdminFile,
     #[serde(default)]
     pub(crate) passthrough: PassthroughFile,
+    #[serde(default)]
+    pub(crate) payments: PaymentsFile,
+    #[serde(default)]
+    pub(crate) pricing: PricingFile,
 }
 
 /// `[server]`: process and Pingora settings.
@@ -229,4 +233,92 @@ pub(crate) struct AdminFile {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PassthroughFile {
     pub(crate) deny: Vec<String>,
+}
+
+/// `[payments]`: how payments are verified and settled.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PaymentsFile {
+    pub(crate) mode: String,
+    pub(crate) facilitator_url: Option<String>,
+    pub(crate) rpc_url: Option<String>,
+    pub(crate) operator_key: Option<String>,
+    pub(crate) chain_id: Option<u64>,
+    pub(crate) max_timeout_seconds: u64,
+    pub(crate) skew_seconds: u64,
+    pub(crate) verify_timeout_seconds: u64,
+    pub(crate) settle_timeout_seconds: u64,
+    pub(crate) accept: Vec<AcceptFile>,
+    pub(crate) networks: Vec<NetworkFile>,
+}
+
+impl Default for PaymentsFile {
+    fn default() -> Self {
+        PaymentsFile {
+            mode: "off".into(),
+            facilitator_url: None,
+            rpc_url: None,
+            operator_key: None,
+            chain_id: None,
+            max_timeout_seconds: 300,
+            skew_seconds: 30,
+            verify_timeout_seconds: 10,
+            settle_timeout_seconds: 30,
+            accept: Vec::new(),
+            networks: Vec::new(),
+        }
+    }
+}
+
+/// `[[payments.accept]]`: one offer made on every priced request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AcceptFile {
+    pub(crate) network: String,
+    pub(crate) pay_to: String,
+    pub(crate) asset: Option<String>,
+}
+
+/// `[[payments.networks]]`: a network (e.g. a development chain) and its USDC-like asset.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NetworkFile {
+    pub(crate) name: Option<String>,
+    pub(crate) chain_id: u64,
+    pub(crate) asset: String,
+    pub(crate) asset_name: String,
+    pub(crate) asset_version: String,
+    #[serde(default = "six")]
+    pub(crate) decimals: u8,
+}
+
+fn six() -> u8 {
+    6
+}
+
+/// `[pricing]`: what reads cost.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PricingFile {
+    pub(crate) rules: Vec<RuleFile>,
+}
+
+/// `[[pricing.rules]]`: the first rule that matches a read sets its price.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleFile {
+    #[serde(default)]
+    pub(crate) routes: Vec<String>,
+    #[serde(default)]
+    pub(crate) buckets: Vec<String>,
+    #[serde(default)]
+    pub(crate) content_types: Vec<String>,
+    #[serde(default)]
+    pub(crate) owners: Vec<String>,
+    pub(crate) price: Option<String>,
+    pub(crate) per_mib: Option<String>,
+    pub(crate) minimum: Option<String>,
+    #[serde(default)]
+    pub(crate) free: bool,
+    pub(crate) description: Option<String>,
 }

@@ -234,6 +234,57 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[passthrough]`.
     pub passthrough: PassthroughConfig,
+    /// `[payments]` and `[pricing]`.
+    pub payments: PaymentsConfig,
+}
+
+/// How payments are verified and settled.
+#[derive(Debug, Clone)]
+pub enum PaymentMode {
+    /// No paywall: every read is free (pricing rules must then all be free).
+    Off,
+    /// A remote facilitator.
+    Facilitator {
+        /// Its base URL.
+        url: String,
+    },
+    /// hb402 settles itself over an EVM RPC with an operator key that pays the gas.
+    Local {
+        /// JSON-RPC URL.
+        rpc_url: String,
+        /// The operator's private key.
+        operator_key: Secret,
+        /// The chain the RPC serves.
+        chain_id: u64,
+    },
+}
+
+/// `[payments]` and `[pricing]`.
+#[derive(Debug, Clone)]
+pub struct PaymentsConfig {
+    /// Settlement backend.
+    pub mode: PaymentMode,
+    /// Networks and assets, built in and configured.
+    pub registry: hb402_x402::Registry,
+    /// What every priced read offers.
+    pub accept: Vec<crate::pricing::AcceptTarget>,
+    /// Pricing rules, first match wins; no match means free.
+    pub rules: Vec<crate::pricing::PriceRule>,
+    /// The authorization window clients are asked for.
+    pub max_timeout_seconds: u64,
+    /// Clock skew allowed on `validBefore`'s upper bound.
+    pub skew_seconds: u64,
+    /// Bound on the facilitator's `/verify`.
+    pub verify_timeout: Duration,
+    /// Bound on the facilitator's `/settle`.
+    pub settle_timeout: Duration,
+}
+
+impl PaymentsConfig {
+    /// Whether any read may cost something.
+    pub fn enabled(&self) -> bool {
+        !matches!(self.mode, PaymentMode::Off)
+    }
 }
 
 /// Values from the command line, which win over the environment and the file.
@@ -305,6 +356,216 @@ fn seconds(key: &str, value: u64) -> Result<Duration, ConfigError> {
         return Err(invalid(key, "must be between 1 and 3600 seconds"));
     }
     Ok(Duration::from_secs(value))
+}
+
+fn payments(
+    f: &FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PaymentsConfig, ConfigError> {
+    use crate::pricing::{AcceptTarget, PriceRoute, PriceRule, PriceSpec};
+    use hb402_x402::{Asset, Network, Registry};
+    let p = &f.payments;
+    let mode = match p.mode.as_str() {
+        "off" => PaymentMode::Off,
+        "facilitator" => {
+            let url = p.facilitator_url.clone().ok_or_else(|| {
+                invalid(
+                    "payments.facilitator_url",
+                    "mode = \"facilitator\" needs a facilitator URL",
+                )
+            })?;
+            let parsed = reqwest::Url::parse(&url)
+                .map_err(|e| invalid("payments.facilitator_url", e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "payments.facilitator_url",
+                    "must be an http(s) URL",
+                ));
+            }
+            PaymentMode::Facilitator { url }
+        }
+        "local" => {
+            let rpc_url = p.rpc_url.clone().ok_or_else(|| {
+                invalid(
+                    "payments.rpc_url",
+                    "mode = \"local\" needs an EVM JSON-RPC URL",
+                )
+            })?;
+            reqwest::Url::parse(&rpc_url)
+                .map_err(|e| invalid("payments.rpc_url", e.to_string()))?;
+            let key = p.operator_key.as_deref().ok_or_else(|| {
+                invalid(
+                    "payments.operator_key",
+                    "mode = \"local\" needs the operator key",
+                )
+            })?;
+            let operator_key = secret("payments.operator_key", key, env)?;
+            let chain_id = p.chain_id.ok_or_else(|| {
+                invalid("payments.chain_id", "mode = \"local\" needs the chain id")
+            })?;
+            PaymentMode::Local {
+                rpc_url,
+                operator_key,
+                chain_id,
+            }
+        }
+        other => {
+            return Err(invalid(
+                "payments.mode",
+                format!("{other:?} is not \"off\", \"facilitator\" or \"local\""),
+            ));
+        }
+    };
+    let mut registry = Registry::builtin();
+    for (i, n) in p.networks.iter().enumerate() {
+        let key = format!("payments.networks[{i}]");
+        registry
+            .add_network(Network {
+                v1_name: n.name.clone(),
+                chain_id: n.chain_id,
+            })
+            .map_err(|e| invalid(&key, e.to_string()))?;
+        let address = n
+            .asset
+            .parse()
+            .map_err(|_| invalid(&format!("{key}.asset"), "not an address"))?;
+        registry
+            .add_asset(Asset {
+                chain_id: n.chain_id,
+                address,
+                decimals: n.decimals,
+                symbol: "USDC".into(),
+                eip712_name: n.asset_name.clone(),
+                eip712_version: n.asset_version.clone(),
+            })
+            .map_err(|e| invalid(&key, e.to_string()))?;
+    }
+    let mut accept = Vec::new();
+    for (i, a) in p.accept.iter().enumerate() {
+        let key = format!("payments.accept[{i}]");
+        let network = registry.network(&a.network).ok_or_else(|| {
+            invalid(
+                &format!("{key}.network"),
+                format!("unknown network {:?}", a.network),
+            )
+        })?;
+        let asset = match &a.asset {
+            Some(address) => {
+                let address = address
+                    .parse()
+                    .map_err(|_| invalid(&format!("{key}.asset"), "not an address"))?;
+                registry
+                    .asset(network.chain_id, &address)
+                    .cloned()
+                    .ok_or_else(|| {
+                        invalid(
+                            &format!("{key}.asset"),
+                            "not an asset of this network (add it under [[payments.networks]])",
+                        )
+                    })?
+            }
+            None => registry.usdc(network.chain_id).cloned().ok_or_else(|| {
+                invalid(
+                    &format!("{key}.asset"),
+                    "this network has no known USDC: name the asset",
+                )
+            })?,
+        };
+        let pay_to = a
+            .pay_to
+            .parse()
+            .map_err(|_| invalid(&format!("{key}.pay_to"), "not an EVM address"))?;
+        if let PaymentMode::Local { chain_id, .. } = &mode
+            && *chain_id != network.chain_id
+        {
+            return Err(invalid(
+                &format!("{key}.network"),
+                "local settlement serves one chain: payments.chain_id",
+            ));
+        }
+        accept.push(AcceptTarget { asset, pay_to });
+    }
+    if p.max_timeout_seconds == 0 || p.max_timeout_seconds > 3600 {
+        return Err(invalid(
+            "payments.max_timeout_seconds",
+            "must be between 1 and 3600",
+        ));
+    }
+    let mut rules = Vec::new();
+    for (i, r) in f.pricing.rules.iter().enumerate() {
+        let key = format!("pricing.rules[{i}]");
+        let routes = r
+            .routes
+            .iter()
+            .map(|name| {
+                PriceRoute::parse(name).ok_or_else(|| {
+                    invalid(
+                        &format!("{key}.routes"),
+                        format!("{name:?} is not data, binary or raw"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let price = match (r.free, &r.price, &r.per_mib) {
+            (true, None, None) => PriceSpec::Free,
+            (false, Some(price), None) => PriceSpec::Flat(price.clone()),
+            (false, None, Some(per_mib)) => PriceSpec::PerMib {
+                per_mib: per_mib.clone(),
+                minimum: r.minimum.clone(),
+            },
+            _ => {
+                return Err(invalid(
+                    &key,
+                    "set exactly one of price, per_mib or free = true",
+                ));
+            }
+        };
+        for decimal in [
+            r.price.as_deref(),
+            r.per_mib.as_deref(),
+            r.minimum.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for target in &accept {
+                hb402_x402::parse_price(decimal, target.asset.decimals)
+                    .map_err(|e| invalid(&key, e.to_string()))?;
+            }
+        }
+        if price != PriceSpec::Free {
+            if matches!(mode, PaymentMode::Off) {
+                return Err(invalid(
+                    &key,
+                    "a priced rule needs payments.mode = \"facilitator\" or \"local\"",
+                ));
+            }
+            if accept.is_empty() {
+                return Err(invalid(
+                    &key,
+                    "a priced rule needs at least one [[payments.accept]]",
+                ));
+            }
+        }
+        rules.push(PriceRule {
+            routes,
+            buckets: r.buckets.clone(),
+            content_types: r.content_types.clone(),
+            owners: r.owners.clone(),
+            price,
+            description: r.description.clone(),
+        });
+    }
+    Ok(PaymentsConfig {
+        mode,
+        registry,
+        accept,
+        rules,
+        max_timeout_seconds: p.max_timeout_seconds,
+        skew_seconds: p.skew_seconds.min(600),
+        verify_timeout: seconds("payments.verify_timeout_seconds", p.verify_timeout_seconds)?,
+        settle_timeout: seconds("payments.settle_timeout_seconds", p.settle_timeout_seconds)?,
+    })
 }
 
 impl Config {
@@ -592,6 +853,7 @@ impl Config {
                 ));
             }
         }
+        let payments = payments(&f, env)?;
         Ok(Config {
             server,
             listen: ListenConfig {
@@ -609,6 +871,7 @@ impl Config {
             passthrough: PassthroughConfig {
                 deny: f.passthrough.deny.clone(),
             },
+            payments,
         })
     }
 }

@@ -106,6 +106,20 @@ struct Checked {
 impl LocalSettlement {
     /// Connects to the RPC and checks that it serves `config.chain_id`.
     pub async fn connect(config: LocalSettlementConfig) -> Result<Self, FacilitatorError> {
+        let me = Self::new(config)?;
+        let chain = me.rpc(me.provider.get_chain_id()).await?;
+        if chain != me.config.chain_id {
+            return Err(FacilitatorError::Unsupported(format!(
+                "the RPC serves chain {chain}, configured {}",
+                me.config.chain_id
+            )));
+        }
+        Ok(me)
+    }
+
+    /// A backend for `config` without contacting the RPC yet (a wrong chain then shows as
+    /// failed simulations, never as a settlement).
+    pub fn new(config: LocalSettlementConfig) -> Result<Self, FacilitatorError> {
         let signer: PrivateKeySigner = config
             .operator_key
             .trim()
@@ -119,20 +133,12 @@ impl LocalSettlement {
             .wallet(EthereumWallet::from(signer))
             .connect_http(url)
             .erased();
-        let me = LocalSettlement {
+        Ok(LocalSettlement {
             provider,
             operator,
             config,
             pending: Mutex::new(HashMap::new()),
-        };
-        let chain = me.rpc(me.provider.get_chain_id()).await?;
-        if chain != me.config.chain_id {
-            return Err(FacilitatorError::Unsupported(format!(
-                "the RPC serves chain {chain}, configured {}",
-                me.config.chain_id
-            )));
-        }
-        Ok(me)
+        })
     }
 
     /// The operator's address (the gas payer).

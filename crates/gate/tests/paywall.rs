@@ -1,0 +1,278 @@
+//! The paywall end to end: hb402 in front of a devnode, the reference facilitator on anvil with
+//! USDC at the Base Sepolia address, payments made by the unmodified reference clients' code.
+
+mod common;
+
+use base64::Engine as _;
+use common::{Harness, Options, item};
+use hb402_testkit::{
+    FACILITATOR_ACCOUNT, Facilitator, LocalChain, PAYEE_ACCOUNT, PaymentOptions, payments,
+};
+use serde_json::{Value, json};
+
+fn decode(header: &str) -> Value {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(header)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn paid_harness(chain: &LocalChain, facilitator: &Facilitator) -> Harness {
+    let _ = chain;
+    Harness::start_with(Options {
+        extra_toml: format!(
+            "[payments]\nmode = \"facilitator\"\nfacilitator_url = \"{}\"\n\
+             [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{}\"\n\
+             [[pricing.rules]]\ncontent_types = [\"text/*\"]\nprice = \"0.01\"\n",
+            facilitator.url(),
+            PAYEE_ACCOUNT.address_checksummed()
+        ),
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_priced_read_is_challenged_paid_settled_once_and_served() {
+    let chain = LocalChain::start().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let h = paid_harness(&chain, &facilitator).await;
+    let it = item(
+        21,
+        vec![hb402_ans104::Tag::new("Content-Type", "text/plain")],
+        b"premium bytes",
+    );
+    let resp = h
+        .client
+        .post(format!("{}/upload", h.url))
+        .body(it.to_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let url = format!("{}/resolve/{}", h.url, it.id());
+
+    // The challenge: v2 header and v1 body, both complete.
+    let resp = h.client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let v2 = decode(resp.headers()["payment-required"].to_str().unwrap());
+    let v1: Value = resp.json().await.unwrap();
+    assert_eq!(v2["x402Version"], 2);
+    assert_eq!(v2["resource"]["url"], url);
+    let offer = v2["accepts"][0].clone();
+    assert_eq!(offer["amount"], "10000");
+    assert_eq!(offer["network"], "eip155:84532");
+    assert_eq!(offer["asset"], "0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+    assert_eq!(v1["x402Version"], 1);
+    let offer_v1 = v1["accepts"][0].clone();
+    assert_eq!(offer_v1["network"], "base-sepolia");
+    assert_eq!(offer_v1["maxAmountRequired"], "10000");
+    assert_eq!(offer_v1["resource"], url);
+    for field in [
+        "description",
+        "mimeType",
+        "payTo",
+        "maxTimeoutSeconds",
+        "asset",
+        "extra",
+    ] {
+        assert!(offer_v1.get(field).is_some(), "v1 offer lacks {field}");
+    }
+    // Browsers get a page.
+    let page = h
+        .client
+        .get(&url)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 402);
+    assert!(page.text().await.unwrap().contains("0.01 USDC"));
+
+    let payee = PAYEE_ACCOUNT.address;
+    let requirements = json!({"v2": offer, "v1": offer_v1, "resource": v2["resource"]});
+    let paid = payments(PaymentOptions {
+        requirements: Some(requirements.clone()),
+        ..PaymentOptions::default()
+    })
+    .await;
+
+    // v2: pay, get the bytes and a PAYMENT-RESPONSE; the payee's balance rises by the price.
+    let before = chain.usdc_balance(payee).await;
+    let header = paid["v2"]["header"].as_str().unwrap();
+    let resp = h
+        .client
+        .get(&url)
+        .header("payment-signature", header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let settlement = decode(resp.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(settlement["success"], true);
+    assert!(
+        settlement["transaction"]
+            .as_str()
+            .unwrap()
+            .starts_with("0x")
+    );
+    assert_eq!(resp.bytes().await.unwrap(), "premium bytes");
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+
+    // The same authorization again: refused, nothing settled.
+    let resp = h
+        .client
+        .get(&url)
+        .header("payment-signature", header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "duplicate_settlement");
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+
+    // v1 (legacy client): X-PAYMENT in, X-PAYMENT-RESPONSE out.
+    let header = paid["v1"]["header"].as_str().unwrap();
+    let resp = h
+        .client
+        .get(&url)
+        .header("x-payment", header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let settlement = decode(resp.headers()["x-payment-response"].to_str().unwrap());
+    assert_eq!(settlement["success"], true);
+    assert_eq!(settlement["network"], "base-sepolia");
+    assert_eq!(chain.usdc_balance(payee).await, before + 20_000);
+
+    // HEAD is never charged; free content types are not priced.
+    let resp = h.client.head(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let free = item(
+        22,
+        vec![hb402_ans104::Tag::new("Content-Type", "image/png")],
+        b"free",
+    );
+    h.client
+        .post(format!("{}/upload", h.url))
+        .body(free.to_bytes())
+        .send()
+        .await
+        .unwrap();
+    let resp = h
+        .client
+        .get(format!("{}/{}", h.url, free.id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_payments_never_reach_the_facilitator_or_the_chain() {
+    let chain = LocalChain::start().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let h = paid_harness(&chain, &facilitator).await;
+    let it = item(
+        23,
+        vec![hb402_ans104::Tag::new("Content-Type", "text/plain")],
+        b"x",
+    );
+    h.client
+        .post(format!("{}/upload", h.url))
+        .body(it.to_bytes())
+        .send()
+        .await
+        .unwrap();
+    let url = format!("{}/{}", h.url, it.id());
+    let resp = h.client.get(&url).send().await.unwrap();
+    let v2 = decode(resp.headers()["payment-required"].to_str().unwrap());
+    let v1: Value = resp.json().await.unwrap();
+    let requirements =
+        json!({"v2": v2["accepts"][0], "v1": v1["accepts"][0], "resource": v2["resource"]});
+    let paid = payments(PaymentOptions {
+        requirements: Some(requirements),
+        ..PaymentOptions::default()
+    })
+    .await;
+    let payee = PAYEE_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+    let logs_before = facilitator.logs().lines().count();
+
+    let tamper = |edit: &dyn Fn(&mut Value)| {
+        let mut p = paid["v2"]["payload"].clone();
+        edit(&mut p);
+        hb402_x402::encode_header(&p)
+    };
+    let cases = [
+        (
+            tamper(&|p| p["payload"]["authorization"]["value"] = "9999".into()),
+            "invalid_exact_evm_payload_authorization_value_mismatch",
+        ),
+        (
+            tamper(&|p| p["accepted"]["amount"] = "1".into()),
+            "invalid_payment_requirements",
+        ),
+        (
+            tamper(&|p| {
+                p["payload"]["authorization"]["to"] = PAYEE_ACCOUNT
+                    .address_checksummed()
+                    .to_lowercase()
+                    .replace("3c44", "3c45")
+                    .into()
+            }),
+            "invalid_exact_evm_payload_recipient_mismatch",
+        ),
+        (
+            tamper(&|p| p["payload"]["authorization"]["validBefore"] = "1000".into()),
+            "invalid_exact_evm_payload_authorization_valid_before",
+        ),
+        (
+            tamper(&|p| {
+                p["payload"]["authorization"]["nonce"] = format!("0x{}", "ab".repeat(32)).into()
+            }),
+            "invalid_exact_evm_payload_signature",
+        ),
+        ("not-base64!".to_owned(), "invalid_payload"),
+    ];
+    for (header, reason) in cases {
+        let resp = h
+            .client
+            .get(&url)
+            .header("payment-signature", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 402, "{reason}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], reason);
+    }
+    assert_eq!(
+        facilitator.logs().lines().count(),
+        logs_before,
+        "no refused payment reached the facilitator"
+    );
+    // A missing item with a valid payment: 404 and no settlement.
+    let missing = format!("{}/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", h.url);
+    let resp = h
+        .client
+        .get(&missing)
+        .header("payment-signature", paid["v2"]["header"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(chain.usdc_balance(payee).await, before);
+    // The untouched payment still works afterwards (its lock was never taken or was released).
+    let resp = h
+        .client
+        .get(&url)
+        .header("payment-signature", paid["v2"]["header"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+}
