@@ -276,3 +276,87 @@ async fn refused_payments_never_reach_the_facilitator_or_the_chain() {
     assert_eq!(resp.status(), 200);
     assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_authorization_buys_one_response_even_concurrently() {
+    let chain = LocalChain::start().await;
+    let mut facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let h = paid_harness(&chain, &facilitator).await;
+    let it = item(
+        24,
+        vec![hb402_ans104::Tag::new("Content-Type", "text/plain")],
+        b"once",
+    );
+    h.client
+        .post(format!("{}/upload", h.url))
+        .body(it.to_bytes())
+        .send()
+        .await
+        .unwrap();
+    let url = format!("{}/{}", h.url, it.id());
+    let resp = h.client.get(&url).send().await.unwrap();
+    let v2 = decode(resp.headers()["payment-required"].to_str().unwrap());
+    let v1: Value = resp.json().await.unwrap();
+    let requirements =
+        json!({"v2": v2["accepts"][0], "v1": v1["accepts"][0], "resource": v2["resource"]});
+    let paid = payments(PaymentOptions {
+        requirements: Some(requirements.clone()),
+        ..PaymentOptions::default()
+    })
+    .await;
+    let payee = PAYEE_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+    let header = paid["v2"]["header"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (client, url, header) = (h.client.clone(), url.clone(), header.clone());
+        tasks.push(tokio::spawn(async move {
+            let resp = client
+                .get(&url)
+                .header("payment-signature", header)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await.unwrap();
+            (status, body)
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            200 => {
+                ok += 1;
+                assert_eq!(body, "once");
+            }
+            402 => assert!(!body.starts_with(b"once")),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one response for one authorization");
+    assert_eq!(
+        chain.usdc_balance(payee).await,
+        before + 10_000,
+        "exactly one settlement"
+    );
+
+    // With the facilitator gone, a fresh valid payment is refused and nothing is served.
+    facilitator.kill();
+    let fresh = payments(PaymentOptions {
+        requirements: Some(requirements),
+        ..PaymentOptions::default()
+    })
+    .await;
+    let resp = h
+        .client
+        .get(&url)
+        .header("payment-signature", fresh["v2"]["header"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "unexpected_verify_error");
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+}
