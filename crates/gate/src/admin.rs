@@ -486,6 +486,42 @@ impl AdminApp {
         }
     }
 
+    /// `GET /admin/payments?since=<id>&limit=<n>`: the ledger, oldest first, for reconciliation.
+    async fn payments(&self, session: &ServerSession) -> Result<Response<Vec<u8>>, ApiError> {
+        self.authorize(session)?;
+        let query = session.req_header().uri.query().unwrap_or_default();
+        let mut since = 0u64;
+        let mut limit = 100usize;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "since" => {
+                    since = value.parse().map_err(|_| {
+                        ApiError::bad_request("since must be a ledger id (a whole number)")
+                    })?;
+                }
+                "limit" => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|l| (1..=1000).contains(l))
+                        .ok_or_else(|| ApiError::bad_request("limit must be between 1 and 1000"))?;
+                }
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown parameter {other:?}"
+                    )));
+                }
+            }
+        }
+        let records = self.store.ledger_list(since, limit).await?;
+        let next = records.last().map(|r| r.id);
+        Ok(json(
+            200,
+            &serde_json::json!({"payments": records, "next": next}),
+        ))
+    }
+
     async fn route(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, ApiError> {
         // Every body is read (and bounded) first, so the connection can be reused after any
         // answer.
@@ -493,7 +529,7 @@ impl AdminApp {
         let method = session.req_header().method.as_str().to_owned();
         let path = session.req_header().uri.path().to_owned();
         let allow = match path.as_str() {
-            "/metrics" | "/healthz" | "/readyz" => "GET",
+            "/metrics" | "/healthz" | "/readyz" | "/admin/payments" => "GET",
             "/sign" | "/sign/402" => "POST",
             _ => return Err(ApiError::not_found(format!("nothing is served at {path}"))),
         };
@@ -508,6 +544,7 @@ impl AdminApp {
             )),
             "/healthz" => Ok(json(200, &serde_json::json!({"status": "ok"}))),
             "/readyz" => Ok(self.ready().await),
+            "/admin/payments" => self.payments(session).await,
             "/sign" => self.sign(session),
             _ => self.sign_402(session),
         }
