@@ -23,4 +23,6 @@ pub struct Gate {
     pub metrics: Arc<Metrics>,
     /// The settlement backend, when payments are enabled.
     pub facilitator: Option<Arc<dyn hb402_x402::Facilitator>>,
+    /// Key of payment receipts.
+    pub receipt_key: Vec<u8>,
 }

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod pricing;
 pub mod proxy;
 pub mod range;
+pub mod receipt;
 pub mod route;
 pub mod server;
 pub mod share;

@@ -470,6 +470,13 @@ pub async fn settle(
     }
 }
 
+impl Verified {
+    /// The payer's address.
+    pub fn payer(&self) -> &str {
+        &self.payer
+    }
+}
+
 /// Releases a verified payment that will not be settled (upstream failed, client gone).
 pub async fn release(gate: &Gate, paid: &Verified) {
     if paid.maybe_settled {

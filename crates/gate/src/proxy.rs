@@ -128,6 +128,19 @@ async fn respond_error(
 }
 
 impl Proxy {
+    /// A receipt for a settled payment, when receipts are enabled.
+    fn receipt_for(&self, req: &RequestHeader, verified: &paywall::Verified) -> Option<String> {
+        let window = self.gate.config.payments.receipt_window.as_secs();
+        (window > 0).then(|| {
+            crate::receipt::mint(
+                &self.gate.receipt_key,
+                verified.payer(),
+                req.uri.path(),
+                now_secs() + window,
+            )
+        })
+    }
+
     /// Decides a read; `Ok(true)` when the answer was written here.
     async fn read(
         &self,
@@ -298,7 +311,17 @@ impl Proxy {
                 &facts,
                 &resource,
             );
-            if !offers.is_empty() {
+            let path = session.req_header().uri.path().to_owned();
+            let receipt = session
+                .req_header()
+                .headers
+                .get(crate::receipt::HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|t| crate::receipt::verify(&gate.receipt_key, t, &path, now));
+            if let Some(payer) = receipt {
+                // Already paid within the receipt window: a re-read, not a new purchase.
+                tracing::debug!(%payer, %path, "read on a receipt");
+            } else if !offers.is_empty() {
                 match paywall::check(gate, session.req_header(), &offers, &resource).await {
                     Ok(verified) => {
                         ctx.payment = Some(Payment {
@@ -588,6 +611,9 @@ impl ProxyHttp for Proxy {
                     {
                         Ok((name, value)) => {
                             head.insert_header(name, value)?;
+                            if let Some(receipt) = self.receipt_for(&req, &payment.verified) {
+                                head.insert_header(crate::receipt::HEADER, receipt)?;
+                            }
                         }
                         Err(prepared) => {
                             ctx.prepared = Some(prepared);

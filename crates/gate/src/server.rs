@@ -65,8 +65,18 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         Arc::new(Upstream::new(&config.upstream).map_err(|e| BuildError::Upstream(e.to_string()))?);
     let metrics = Arc::new(Metrics::new());
     let facilitator = facilitator(&config)?;
+    let receipt_key = match &config.payments.receipt_secret {
+        Some(secret) => secret.expose().to_vec(),
+        None => {
+            use rand::RngCore as _;
+            let mut key = vec![0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            key
+        }
+    };
     let gate = Arc::new(Gate {
         facilitator,
+        receipt_key,
         items: Items::new(config.clone(), store.clone(), upstream.clone()),
         config: config.clone(),
         upstream,

@@ -116,7 +116,30 @@ async fn a_priced_read_is_challenged_paid_settled_once_and_served() {
             .unwrap()
             .starts_with("0x")
     );
+    let receipt = resp.headers()["x-receipt"].to_str().unwrap().to_owned();
     assert_eq!(resp.bytes().await.unwrap(), "premium bytes");
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+
+    // A broken download is not paid twice: the receipt re-reads the same resource for free,
+    // and only that resource.
+    let resp = h
+        .client
+        .get(&url)
+        .header("x-receipt", &receipt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap(), "premium bytes");
+    let other = format!("{}/{}", h.url, it.id());
+    let resp = h
+        .client
+        .get(&other)
+        .header("x-receipt", &receipt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
     assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
 
     // The same authorization again: refused, nothing settled.
@@ -359,4 +382,55 @@ async fn one_authorization_buys_one_response_even_concurrently() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "unexpected_verify_error");
     assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+}
+
+/// The unmodified clients, as users run them: `@x402/fetch` (v2), legacy `x402-fetch` (v1) and
+/// the PyPI `x402` client each pay for a read through hb402 and get the bytes; the payee's balance
+/// rises by exactly the price each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_real_client_pays_through_hb402() {
+    use hb402_testkit::{BUYER_ACCOUNT, PayClient, pay};
+    let chain = LocalChain::start().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let h = paid_harness(&chain, &facilitator).await;
+    let payee = PAYEE_ACCOUNT.address;
+    for (seed, client) in [
+        (31u8, PayClient::Fetch),
+        (32, PayClient::Legacy),
+        (33, PayClient::Python),
+    ] {
+        let data = format!("paid with {client:?}");
+        let it = item(
+            seed,
+            vec![hb402_ans104::Tag::new("Content-Type", "text/plain")],
+            data.as_bytes(),
+        );
+        h.client
+            .post(format!("{}/upload", h.url))
+            .body(it.to_bytes())
+            .send()
+            .await
+            .unwrap();
+        let before = chain.usdc_balance(payee).await;
+        let result = pay(
+            client,
+            &format!("{}/resolve/{}", h.url, it.id()),
+            BUYER_ACCOUNT.private_key,
+        )
+        .await;
+        assert_eq!(
+            result.status,
+            200,
+            "{client:?}: {:?}",
+            String::from_utf8_lossy(&result.body)
+        );
+        assert_eq!(result.body, data.as_bytes(), "{client:?}");
+        let settlement = result.payment_response.expect("a settlement header");
+        assert_eq!(settlement["success"], true, "{client:?}");
+        assert_eq!(
+            chain.usdc_balance(payee).await,
+            before + 10_000,
+            "{client:?}"
+        );
+    }
 }

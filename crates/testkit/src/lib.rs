@@ -10,6 +10,10 @@
 //!   HTTP server.
 //! - [`payments`] / [`payments_at`] make x402 payment payloads with the unmodified `@x402/evm`
 //!   (v2 and v1) and legacy `x402` (v1) clients; [`payments_fixture`] is a committed set of them.
+//! - [`pay`] has a real client — `@x402/fetch`, legacy `x402-fetch` or the PyPI `x402` client,
+//!   each through its own unmodified HTTP wrapper — GET a URL and pay its 402.
+//! - [`RedisServer`] runs a throw-away `redis-server` (Debian package `redis-server`) for the
+//!   Redis store.
 //!
 //! Everything binds to loopback with kernel-chosen ports, every wait has a deadline, and child
 //! processes die with the value that owns them. Failures panic with the child's recent output:
@@ -17,7 +21,9 @@
 //!
 //! The JavaScript side lives in `crates/testkit/js`; install it once with
 //! `npm ci --ignore-scripts` there (`scripts/test.sh` does it). Tests should call [`ensure_js`]
-//! (the constructors here do) to get a clear message when it is missing.
+//! (the constructors here do) to get a clear message when it is missing. The Python client lives
+//! in a virtualenv at `crates/testkit/py/.venv` (`pip install -r requirements.txt`, also done by
+//! `scripts/test.sh`); [`ensure_python`] checks it.
 //!
 //! Account roles on the local chain: #0 deploys and administers the token (owner, minter, …),
 //! #1–#5 are funded buyers, #6–#9 hold only ETH and are meant for facilitators and settlement
@@ -28,8 +34,10 @@ mod accounts;
 mod chain;
 mod facilitator;
 mod js;
+mod pay;
 mod payments;
 mod process;
+mod redis;
 
 pub use accounts::{
     ADMIN_ACCOUNT, ANVIL_ACCOUNTS, AnvilAccount, BUYER_ACCOUNT, FACILITATOR_ACCOUNT,
@@ -41,6 +49,11 @@ pub use chain::{
 };
 pub use facilitator::{Facilitator, FacilitatorOptions};
 pub use js::{ensure_js, js_dir};
+pub use pay::{
+    PAY_TIMEOUT, PayClient, PayOptions, PayResult, ensure_python, pay, pay_with, py_dir,
+    try_pay_with,
+};
 pub use payments::{
     PAYMENTS_FIXTURE_JSON, PaymentOptions, payments, payments_at, payments_fixture,
 };
+pub use redis::RedisServer;

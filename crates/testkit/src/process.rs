@@ -169,27 +169,62 @@ pub(crate) async fn run_node(
     timeout: Duration,
 ) -> String {
     crate::js::ensure_js();
-    let script = script.to_owned();
-    let handle = tokio::task::spawn_blocking(move || run_blocking(&script, &args, stdin, timeout));
+    let mut command = Command::new(crate::js::node());
+    command
+        .arg(Path::new(script))
+        .args(&args)
+        .current_dir(crate::js::js_dir());
+    let shown = format!("node {script} {}", args.join(" "));
+    let finished = match run(command, shown.clone(), stdin, timeout).await {
+        Ok(finished) => finished,
+        Err(message) => panic!("{message}"),
+    };
+    if finished.success {
+        finished.stdout
+    } else {
+        panic!(
+            "`{shown}` failed ({})\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            finished.status, finished.stderr, finished.stdout
+        )
+    }
+}
+
+/// How a bounded run ended.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    /// Whether it exited with status 0.
+    pub(crate) success: bool,
+    /// The exit status, for messages.
+    pub(crate) status: String,
+    /// Everything it wrote to stdout.
+    pub(crate) stdout: String,
+    /// Everything it wrote to stderr.
+    pub(crate) stderr: String,
+}
+
+/// Runs `command` on the blocking pool with an optional stdin, killing it after `timeout`.
+/// `Err` if it cannot start or does not finish in time (with its stderr so far); `shown` names
+/// it in messages.
+pub(crate) async fn run(
+    command: Command,
+    shown: String,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<Finished, String> {
+    let handle = tokio::task::spawn_blocking(move || run_blocking(command, &shown, stdin, timeout));
     match handle.await {
-        Ok(Ok(stdout)) => stdout,
-        Ok(Err(message)) => panic!("{message}"),
+        Ok(result) => result,
         Err(join) => std::panic::resume_unwind(join.into_panic()),
     }
 }
 
 fn run_blocking(
-    script: &str,
-    args: &[String],
+    mut command: Command,
+    shown: &str,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
-) -> Result<String, String> {
-    let dir = crate::js::js_dir();
-    let mut command = Command::new(crate::js::node());
+) -> Result<Finished, String> {
     command
-        .arg(Path::new(script))
-        .args(args)
-        .current_dir(dir)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -197,7 +232,6 @@ fn run_blocking(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let shown = format!("node {script} {}", args.join(" "));
     let mut child = command
         .spawn()
         .map_err(|error| format!("cannot run `{shown}`: {error}"))?;
@@ -226,15 +260,12 @@ fn run_blocking(
             Err(error) => return Err(format!("waiting for `{shown}`: {error}")),
         }
     };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    if status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!(
-            "`{shown}` failed ({status})\n--- stderr ---\n{stderr}\n--- stdout ---\n{stdout}"
-        ))
-    }
+    Ok(Finished {
+        success: status.success(),
+        status: status.to_string(),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {

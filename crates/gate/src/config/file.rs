@@ -248,6 +248,8 @@ pub(crate) struct PaymentsFile {
     pub(crate) skew_seconds: u64,
     pub(crate) verify_timeout_seconds: u64,
     pub(crate) settle_timeout_seconds: u64,
+    pub(crate) receipt_window_seconds: u64,
+    pub(crate) receipt_secret: Option<String>,
     pub(crate) accept: Vec<AcceptFile>,
     pub(crate) networks: Vec<NetworkFile>,
 }
@@ -264,6 +266,8 @@ impl Default for PaymentsFile {
             skew_seconds: 30,
             verify_timeout_seconds: 10,
             settle_timeout_seconds: 30,
+            receipt_window_seconds: 600,
+            receipt_secret: None,
             accept: Vec::new(),
             networks: Vec::new(),
         }

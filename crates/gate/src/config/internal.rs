@@ -278,6 +278,11 @@ pub struct PaymentsConfig {
     pub verify_timeout: Duration,
     /// Bound on the facilitator's `/settle`.
     pub settle_timeout: Duration,
+    /// How long a settled payment's receipt lets the payer re-read the resource (0: never).
+    pub receipt_window: Duration,
+    /// Key of receipts; without one, a random key per process (receipts then hold on one
+    /// instance until it restarts).
+    pub receipt_secret: Option<Secret>,
 }
 
 impl PaymentsConfig {
@@ -565,6 +570,12 @@ fn payments(
         skew_seconds: p.skew_seconds.min(600),
         verify_timeout: seconds("payments.verify_timeout_seconds", p.verify_timeout_seconds)?,
         settle_timeout: seconds("payments.settle_timeout_seconds", p.settle_timeout_seconds)?,
+        receipt_window: Duration::from_secs(p.receipt_window_seconds.min(86_400)),
+        receipt_secret: p
+            .receipt_secret
+            .as_deref()
+            .map(|v| secret("payments.receipt_secret", v, env))
+            .transpose()?,
     })
 }
 

@@ -1,11 +1,12 @@
 //! State that outlives a request: item metadata, payment replay locks, receipts and the payment
 //! ledger. [`Store`] is the interface; [`RedbStore`] keeps it in an embedded redb file (one
-//! node). A Redis implementation (a fleet of sidecars) implements the same trait.
+//! node), [`RedisStore`] in a Redis that a fleet of sidecars shares.
 //!
 //! Time: operations that depend on "now" (lock and receipt expiry) read the store's [`Clock`], so
 //! tests inject one and a fleet's stores can agree on a single source.
 
 mod redb;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::meta::ItemMeta;
 
 pub use self::redb::RedbStore;
+pub use self::redis::{RedisOptions, RedisStore};
 
 /// The unix time in seconds, as a store sees it.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;

@@ -1,0 +1,654 @@
+//! [`Store`] in Redis: one state for a fleet of hb402 instances, so a payment used on one is
+//! refused on every other.
+//!
+//! Every decision that reads and then writes (take a lock, mark a key spent, release a lock,
+//! append to the ledger, move a payment on) runs as one Lua script, which Redis executes
+//! atomically: of any number of instances racing for a replay lock exactly one wins.
+//!
+//! Time: expiry is decided by the store's [`Clock`], passed to the scripts as `now`, exactly as
+//! in the redb store, so tests inject one. Redis's own key expiry is only garbage collection: a
+//! lock, spent mark or receipt lives in Redis for [`EXPIRY_GRACE_SECONDS`] beyond its end, which
+//! tolerates that much clock skew between instances before a lapsed entry is collected.
+//!
+//! Layout under the key prefix (default `hb402:`):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `item:{id}` | string | JSON [`ItemMeta`] |
+//! | `lock:{key}` | string | `L:{until}` (locked) or `S:{until}` (spent), expiring with a grace |
+//! | `receipt:{key}` | string | JSON [`Receipt`], expiring with a grace |
+//! | `ledger:next` | string | the last ledger id handed out (`INCR`) |
+//! | `ledger:records` | hash | id → JSON entry (the [`PaymentRecord`] without its id) |
+//! | `ledger:ids` | sorted set | every id, scored by itself, for paging |
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, RedisError, Script};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Clock, NewPayment, PaymentRecord, PaymentState, Receipt, Store, StoreError, system_clock,
+};
+use crate::meta::ItemMeta;
+
+/// How long Redis keeps a lock, spent mark or receipt after the time it ends (by the writer's
+/// clock) before collecting it.
+pub const EXPIRY_GRACE_SECONDS: u64 = 60;
+
+/// Entries ending further away than this (e.g. a lock taken until `u64::MAX`) get no Redis
+/// expiry at all; [`Store::purge_expired`] still removes them once they lapse.
+const MAX_EXPIRY_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// Keys per `SCAN` step and per purge script call.
+const SCAN_BATCH: usize = 500;
+
+/// Attempts of a ledger update racing other writers of the same entry.
+const UPDATE_ATTEMPTS: usize = 16;
+
+/// `gt(a, b)`: whether decimal string `a` is greater than decimal string `b` (no leading zeros),
+/// exactly, whatever their size (Lua numbers are doubles).
+const LUA_GT: &str = r"
+local function gt(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+";
+
+/// KEYS[1] lock key; ARGV now, until, expiry seconds or "". 1 if taken, 0 if held.
+static TRY_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{LUA_GT}
+local v = redis.call('GET', KEYS[1])
+if v and gt(string.sub(v, 3), ARGV[1]) then return 0 end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], 'L:' .. ARGV[2])
+else
+  redis.call('SET', KEYS[1], 'L:' .. ARGV[2], 'EX', ARGV[3])
+end
+return 1
+"
+    ))
+});
+
+/// KEYS[1] lock key. Deletes it only if it is a lock, never a spent mark.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 2) == 'L:' then redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+/// KEYS[1] lock key; ARGV until, expiry seconds or "". Never shortens an existing spent mark.
+static MARK_SPENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{LUA_GT}
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 2) == 'S:' and not gt(ARGV[1], string.sub(v, 3)) then return 0 end
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], 'S:' .. ARGV[1])
+else
+  redis.call('SET', KEYS[1], 'S:' .. ARGV[1], 'EX', ARGV[2])
+end
+return 1
+"
+    ))
+});
+
+/// KEYS lock keys; ARGV[1] now. Deletes those whose time is over; returns how many.
+static PURGE_LOCKS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{LUA_GT}
+local removed = 0
+for _, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v and not gt(string.sub(v, 3), ARGV[1]) then
+    redis.call('DEL', key)
+    removed = removed + 1
+  end
+end
+return removed
+"
+    ))
+});
+
+/// KEYS receipt keys; ARGV[1] now. Deletes expired and undecodable receipts; returns how many.
+static PURGE_RECEIPTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now = tonumber(ARGV[1])
+local removed = 0
+for _, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v then
+    local ok, r = pcall(cjson.decode, v)
+    -- An undecodable receipt grants nothing: drop it too.
+    if not ok or type(r) ~= 'table' or type(r.valid_until) ~= 'number' or r.valid_until <= now then
+      redis.call('DEL', key)
+      removed = removed + 1
+    end
+  end
+end
+return removed
+",
+    )
+});
+
+/// KEYS ledger:next, ledger:records, ledger:ids; ARGV[1] the entry. Returns its new id.
+static LEDGER_APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local id = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], id, ARGV[1])
+redis.call('ZADD', KEYS[3], id, id)
+return id
+",
+    )
+});
+
+/// KEYS ledger:records; ARGV id, expected entry, new entry. 1 if swapped, 0 if it changed.
+static LEDGER_SWAP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+",
+    )
+});
+
+/// A ledger entry as stored: [`PaymentRecord`] without the id, which is its hash field.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    created_at: u64,
+    updated_at: u64,
+    #[serde(flatten)]
+    payment: NewPayment,
+    #[serde(flatten)]
+    state: PaymentState,
+}
+
+impl Entry {
+    fn into_record(self, id: u64) -> PaymentRecord {
+        PaymentRecord {
+            id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            payment: self.payment,
+            state: self.state,
+        }
+    }
+}
+
+/// Options of [`RedisStore::connect_with`].
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// Prepended to every key, so deployments can share a Redis. Default `hb402:`. Instances
+    /// that must share locks must use the same prefix.
+    pub key_prefix: String,
+    /// Where "now" comes from. Default: the system clock.
+    pub clock: Clock,
+    /// Bound on establishing a connection (also each reconnection attempt). Default 2 s.
+    pub connect_timeout: Duration,
+    /// Bound on each command's answer; a late answer is an error. Default 2 s.
+    pub response_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            key_prefix: "hb402:".to_owned(),
+            clock: system_clock(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Redis-backed store. Cloning shares the connection, which reconnects by itself after a
+/// failure; commands that fail meanwhile return [`StoreError::Backend`].
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    /// The URL with any password masked, for messages.
+    url: String,
+    prefix: String,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(e: RedisError) -> StoreError {
+    StoreError::Backend(format!("redis: {e}"))
+}
+
+/// `url` with the password (or the whole user info) replaced by `***`.
+fn mask_credentials(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &url[scheme_end + at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Redis expiry (seconds from now) for an entry ending at `until`: its remaining time plus the
+/// grace, or `None` (keep) when that is absurdly far away.
+fn expiry(until: u64, now: u64) -> String {
+    let seconds = until
+        .saturating_sub(now)
+        .saturating_add(EXPIRY_GRACE_SECONDS);
+    if seconds > MAX_EXPIRY_SECONDS {
+        String::new()
+    } else {
+        seconds.to_string()
+    }
+}
+
+/// `text` with the glob characters of `SCAN MATCH` escaped.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`, `rediss://…`
+    /// with TLS not compiled in, `unix:///path`) with the default options.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, RedisOptions::default()).await
+    }
+
+    /// Like [`RedisStore::connect`], reading "now" from `clock` (tests inject one; a fleet should
+    /// use the system clock, kept in sync).
+    pub async fn connect_with_clock(url: &str, clock: Clock) -> Result<Self, StoreError> {
+        Self::connect_with(
+            url,
+            RedisOptions {
+                clock,
+                ..RedisOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Connects with `options`, checking that the server answers.
+    pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
+        let masked = mask_credentials(url);
+        let open_err = |e: RedisError| StoreError::Open {
+            path: masked.clone(),
+            reason: e.to_string(),
+        };
+        let client = Client::open(url).map_err(open_err)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(open_err)?;
+        let store = RedisStore {
+            conn,
+            url: masked.clone(),
+            prefix: options.key_prefix,
+            clock: options.clock,
+        };
+        store.ping().await.map_err(|e| StoreError::Open {
+            path: masked,
+            reason: e.to_string(),
+        })?;
+        Ok(store)
+    }
+
+    /// The URL connected to, with any password masked.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}:{name}", self.prefix)
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    async fn query<T: ::redis::FromRedisValue>(
+        &self,
+        cmd: &mut ::redis::Cmd,
+    ) -> Result<T, StoreError> {
+        cmd.query_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)
+    }
+
+    /// Calls `purge` on every key matching `{prefix}{kind}:*`; returns the sum of its answers.
+    async fn purge_kind(&self, kind: &str, purge: &Script, now: u64) -> Result<u64, StoreError> {
+        let pattern = format!("{}{kind}:*", glob_escape(&self.prefix));
+        let mut removed = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .query(
+                    ::redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let count: u64 = purge
+                    .key(keys)
+                    .arg(now)
+                    .invoke_async(&mut self.conn.clone())
+                    .await
+                    .map_err(backend)?;
+                removed += count;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn get_meta(&self, id: &str) -> Result<Option<ItemMeta>, StoreError> {
+        let json: Option<Vec<u8>> = self
+            .query(::redis::cmd("GET").arg(self.key("item", id)))
+            .await?;
+        json.map(|j| serde_json::from_slice(&j))
+            .transpose()
+            .map_err(StoreError::from)
+    }
+
+    async fn put_meta(&self, meta: &ItemMeta) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(meta)?;
+        self.query(
+            ::redis::cmd("SET")
+                .arg(self.key("item", &meta.id))
+                .arg(json),
+        )
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self.query(&mut ::redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!(
+                "redis answered PING with {pong:?}"
+            )))
+        }
+    }
+
+    async fn try_lock(&self, key: &str, until: u64) -> Result<bool, StoreError> {
+        let now = self.now();
+        let taken: i64 = TRY_LOCK
+            .key(self.key("lock", key))
+            .arg(now)
+            .arg(until)
+            .arg(expiry(until, now))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(taken == 1)
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let _: i64 = RELEASE
+            .key(self.key("lock", key))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn mark_spent(&self, key: &str, until: u64) -> Result<(), StoreError> {
+        let _: i64 = MARK_SPENT
+            .key(self.key("lock", key))
+            .arg(until)
+            .arg(expiry(until, self.now()))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn put_receipt(&self, key: &str, receipt: &Receipt) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(receipt)?;
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.key("receipt", key)).arg(json);
+        let seconds = expiry(receipt.valid_until, self.now());
+        if !seconds.is_empty() {
+            cmd.arg("EX").arg(seconds);
+        }
+        self.query(&mut cmd).await
+    }
+
+    async fn get_receipt(&self, key: &str) -> Result<Option<Receipt>, StoreError> {
+        let json: Option<Vec<u8>> = self
+            .query(::redis::cmd("GET").arg(self.key("receipt", key)))
+            .await?;
+        let Some(json) = json else {
+            return Ok(None);
+        };
+        let receipt: Receipt = serde_json::from_slice(&json)?;
+        Ok((receipt.valid_until > self.now()).then_some(receipt))
+    }
+
+    async fn ledger_append(&self, payment: &NewPayment) -> Result<u64, StoreError> {
+        let now = self.now();
+        let entry = Entry {
+            created_at: now,
+            updated_at: now,
+            payment: payment.clone(),
+            state: PaymentState::Reserved,
+        };
+        let json = serde_json::to_string(&entry)?;
+        // One script: ids become visible in the order they are handed out, so paging with the
+        // last id seen never skips an entry.
+        LEDGER_APPEND
+            .key(self.key("ledger", "next"))
+            .key(self.key("ledger", "records"))
+            .key(self.key("ledger", "ids"))
+            .arg(json)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)
+    }
+
+    async fn ledger_update(&self, id: u64, state: PaymentState) -> Result<(), StoreError> {
+        let records = self.key("ledger", "records");
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current: Option<String> = self
+                .query(::redis::cmd("HGET").arg(&records).arg(id))
+                .await?;
+            let Some(current) = current else {
+                return Err(StoreError::UnknownPayment(id));
+            };
+            let mut entry: Entry = serde_json::from_str(&current)?;
+            if !entry.state.may_become(&state) {
+                return Err(StoreError::InvalidTransition {
+                    id,
+                    from: entry.state.name(),
+                    to: state.name(),
+                });
+            }
+            entry.state = state.clone();
+            entry.updated_at = self.now();
+            let next = serde_json::to_string(&entry)?;
+            // Compare-and-swap: another instance may have moved the entry since the read.
+            let swapped: i64 = LEDGER_SWAP
+                .key(&records)
+                .arg(id)
+                .arg(&current)
+                .arg(next)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(backend)?;
+            if swapped == 1 {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "payment {id}: still contended after {UPDATE_ATTEMPTS} attempts"
+        )))
+    }
+
+    async fn ledger_list(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<PaymentRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<u64> = self
+            .query(
+                ::redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.key("ledger", "ids"))
+                    .arg(format!("({since}"))
+                    .arg("+inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit.min(i64::MAX as usize)),
+            )
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<Option<String>> = self
+            .query(
+                ::redis::cmd("HMGET")
+                    .arg(self.key("ledger", "records"))
+                    .arg(&ids),
+            )
+            .await?;
+        ids.into_iter()
+            .zip(entries)
+            .map(|(id, json)| {
+                let json = json.ok_or_else(|| {
+                    StoreError::Backend(format!("ledger id {id} is indexed but has no entry"))
+                })?;
+                let entry: Entry = serde_json::from_str(&json)?;
+                Ok(entry.into_record(id))
+            })
+            .collect()
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let now = self.now();
+        let locks = self.purge_kind("lock", &PURGE_LOCKS, now).await?;
+        let receipts = self.purge_kind("receipt", &PURGE_RECEIPTS, now).await?;
+        Ok(locks + receipts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_masked() {
+        assert_eq!(
+            mask_credentials("redis://:s3cret@10.0.0.1:6379/2"),
+            "redis://***@10.0.0.1:6379/2"
+        );
+        assert_eq!(
+            mask_credentials("rediss://user:p@ss@host"),
+            "rediss://***@host"
+        );
+        assert_eq!(
+            mask_credentials("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            mask_credentials("redis://h:1/0?x=a@b"),
+            "redis://h:1/0?x=a@b"
+        );
+        assert_eq!(
+            mask_credentials("unix:///run/redis.sock"),
+            "unix:///run/redis.sock"
+        );
+    }
+
+    #[test]
+    fn expiry_adds_the_grace_and_drops_absurd_ones() {
+        assert_eq!(
+            expiry(1_010, 1_000),
+            (10 + EXPIRY_GRACE_SECONDS).to_string()
+        );
+        assert_eq!(expiry(900, 1_000), EXPIRY_GRACE_SECONDS.to_string());
+        assert_eq!(expiry(u64::MAX, 1_000), "");
+    }
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(glob_escape("hb402:"), "hb402:");
+    }
+
+    #[test]
+    fn entries_round_trip_without_their_id() {
+        let entry = Entry {
+            created_at: 1,
+            updated_at: 2,
+            payment: NewPayment {
+                resource: "r".into(),
+                network: "base".into(),
+                asset: "0xa".into(),
+                payer: "0xb".into(),
+                pay_to: "0xc".into(),
+                amount: "10000".into(),
+                lock_key: "k".into(),
+            },
+            state: PaymentState::Failed { reason: "x".into() },
+        };
+        let json = serde_json::to_value(&entry).unwrap();
+        assert!(json.get("id").is_none());
+        assert_eq!(json["state"], "failed");
+        let record = serde_json::from_value::<Entry>(json)
+            .unwrap()
+            .into_record(7);
+        assert_eq!(record.id, 7);
+        assert_eq!(record.state, PaymentState::Failed { reason: "x".into() });
+    }
+}
