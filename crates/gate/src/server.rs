@@ -55,11 +55,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
             RedbStore::open(&config.store.state_dir.join("hb402.redb"))
                 .map_err(|e| BuildError::Store(e.to_string()))?,
         ),
-        StoreKind::Redis { .. } => {
-            return Err(BuildError::Unsupported(
-                "store.kind = \"redis\" is not available yet; use \"redb\"".into(),
-            ));
-        }
+        StoreKind::Redis { url } => Arc::new(connect_redis(url)?),
     };
     let upstream =
         Arc::new(Upstream::new(&config.upstream).map_err(|e| BuildError::Upstream(e.to_string()))?);
@@ -107,6 +103,37 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         &config.listen.admin.to_string(),
     ));
     Ok(Built { server, gate })
+}
+
+/// Connects to Redis on a runtime of its own that lives as long as the process: the connection
+/// manager's driver task stays there, and the proxy's runtimes talk to it through channels.
+fn connect_redis(url: &str) -> Result<crate::store::RedisStore, BuildError> {
+    let url = url.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("hb402-redis".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let connected = runtime.block_on(crate::store::RedisStore::connect(&url));
+            let ok = connected.is_ok();
+            let _ = tx.send(connected.map_err(|e| e.to_string()));
+            if ok {
+                runtime.block_on(std::future::pending::<()>());
+            }
+        })
+        .map_err(|e| BuildError::Store(e.to_string()))?;
+    rx.recv()
+        .map_err(|e| BuildError::Store(e.to_string()))?
+        .map_err(BuildError::Store)
 }
 
 fn facilitator(config: &Config) -> Result<Option<Arc<dyn hb402_x402::Facilitator>>, BuildError> {

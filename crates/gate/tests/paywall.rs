@@ -434,3 +434,79 @@ async fn every_real_client_pays_through_hb402() {
         );
     }
 }
+
+/// A fleet: two hb402 instances share one Redis; a payment used on one is refused on the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_sharing_redis_refuse_a_payment_used_on_either() {
+    let redis = hb402_testkit::RedisServer::start().await;
+    let chain = LocalChain::start().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let extra = format!(
+        "[store]\nkind = \"redis\"\nredis_url = \"{}\"\n\
+         [payments]\nmode = \"facilitator\"\nfacilitator_url = \"{}\"\n\
+         [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{}\"\n\
+         [[pricing.rules]]\nprice = \"0.01\"\n",
+        redis.url(),
+        facilitator.url(),
+        PAYEE_ACCOUNT.address_checksummed()
+    );
+    let a = Harness::start_with(Options {
+        extra_toml: extra.clone(),
+        ..Options::default()
+    })
+    .await;
+    let b = Harness::start_with(Options {
+        extra_toml: extra,
+        node_url: Some(a.node().url()),
+        ..Options::default()
+    })
+    .await;
+    let it = item(41, vec![], b"fleet");
+    let resp = a
+        .client
+        .post(format!("{}/upload", a.url))
+        .body(it.to_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    // The metadata is shared: the second instance knows the item without asking the node.
+    let resp = b
+        .client
+        .get(format!("{}/{}", b.url, it.id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let v2 = decode(resp.headers()["payment-required"].to_str().unwrap());
+    let v1: Value = resp.json().await.unwrap();
+    let paid = payments(PaymentOptions {
+        requirements: Some(
+            json!({"v2": v2["accepts"][0], "v1": v1["accepts"][0], "resource": v2["resource"]}),
+        ),
+        ..PaymentOptions::default()
+    })
+    .await;
+    let header = paid["v2"]["header"].as_str().unwrap();
+    let payee = PAYEE_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+    let resp = b
+        .client
+        .get(format!("{}/{}", b.url, it.id()))
+        .header("payment-signature", header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = a
+        .client
+        .get(format!("{}/{}", a.url, it.id()))
+        .header("payment-signature", header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "duplicate_settlement");
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+}

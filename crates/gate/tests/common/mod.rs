@@ -42,6 +42,8 @@ pub struct Harness {
 pub struct Options {
     pub extra_toml: String,
     pub day_seconds: u64,
+    /// Put this hb402 in front of an existing node instead of starting a devnode.
+    pub node_url: Option<String>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
         Options {
             extra_toml: String::new(),
             day_seconds: 86_400,
+            node_url: None,
         }
     }
 }
@@ -72,7 +75,14 @@ impl Harness {
         let mut node_config = DevnodeConfig::new(node_dir.path());
         node_config.listen = "127.0.0.1:0".parse().unwrap();
         node_config.day_seconds = options.day_seconds;
-        let node = Devnode::start(node_config).await.unwrap();
+        let node = match &options.node_url {
+            Some(_) => None,
+            None => Some(Devnode::start(node_config).await.unwrap()),
+        };
+        let node_url = options
+            .node_url
+            .clone()
+            .unwrap_or_else(|| node.as_ref().unwrap().url());
         let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let toml = format!(
@@ -83,7 +93,7 @@ impl Harness {
              [share_links]\nsecret = \"${{HB402_TEST_SHARE_SECRET}}\"\n\
              [admin]\nbearer_key = \"${{HB402_TEST_ADMIN_KEY}}\"\n",
             "",
-            node.url(),
+            node_url,
             state_dir.path().display(),
         );
         let toml = merge(&toml, &options.extra_toml);
@@ -104,7 +114,7 @@ impl Harness {
         .await
         .unwrap();
         Harness {
-            node: Some(node),
+            node,
             url: format!("http://{public}"),
             admin_url: format!("http://{admin}"),
             client: reqwest::Client::builder()
