@@ -63,6 +63,7 @@ struct ReadRequest {
     token: Option<String>,
     bucket: Option<String>,
     path_key: Option<String>,
+    protected: Option<crate::route::ProtectedTerms>,
 }
 
 /// A verified payment travelling with its request until settlement.
@@ -155,6 +156,7 @@ impl Proxy {
             token,
             bucket,
             path_key,
+            protected,
         } = request;
         let gate = &self.gate;
         let config = &gate.config;
@@ -181,6 +183,19 @@ impl Proxy {
                 let key_ok = path_key
                     .as_deref()
                     .is_none_or(|k| crate::share::key_matches(&claims.dataitem_key, k));
+                let terms_ok = protected
+                    .as_ref()
+                    .is_none_or(|t| protected_terms_match(&claims, t));
+                if !terms_ok {
+                    return Err((
+                        ApiError::new(
+                            401,
+                            "invalid_token",
+                            "the paywalled link's payee, network or amount differ from its token's",
+                        ),
+                        vec![],
+                    ));
+                }
                 if !key_ok || !link_names(&claims, &id.to_string(), buckets) {
                     return Err((
                         ApiError::new(401, "invalid_token", "the share link names another item"),
@@ -190,6 +205,12 @@ impl Proxy {
                 Some(claims)
             }
         };
+        if protected.is_some() && claims.is_none() {
+            return Err((
+                ApiError::unauthorized("a paywalled link needs its token"),
+                vec![],
+            ));
+        }
         if bucket.as_deref() == Some(config.upstream.private_bucket.as_str()) && claims.is_none() {
             return Err((
                 ApiError::unauthorized("this item is private: a share link token is required"),
@@ -282,6 +303,16 @@ impl Proxy {
 
         // The paywall: HEAD is never charged; a priced GET pays before anything is fetched.
         let payments = &config.payments;
+        if protected.is_some() && !payments.enabled() {
+            return Err((
+                ApiError::new(
+                    503,
+                    "payments_disabled",
+                    "paywalled links need payments.mode",
+                ),
+                vec![],
+            ));
+        }
         if !head && payments.enabled() {
             let facts = ReadFacts {
                 route: match (kind, &bucket) {
@@ -303,14 +334,20 @@ impl Proxy {
                 description: Some(format!("DataItem {id}")),
                 mime_type: Some(headers[0].1.clone()),
             };
-            let offers = pricing::offers(
-                &payments.registry,
-                &payments.rules,
-                &payments.accept,
-                payments.max_timeout_seconds,
-                &facts,
-                &resource,
-            );
+            let offers = match &protected {
+                // Load's paywalled share link: the link's own terms are the offer.
+                Some(terms) => {
+                    vec![protected_offer(payments, terms, &resource).map_err(|e| (e, vec![]))?]
+                }
+                None => pricing::offers(
+                    &payments.registry,
+                    &payments.rules,
+                    &payments.accept,
+                    payments.max_timeout_seconds,
+                    &facts,
+                    &resource,
+                ),
+            };
             let path = session.req_header().uri.path().to_owned();
             let receipt = session
                 .req_header()
@@ -389,6 +426,58 @@ impl Proxy {
         });
         Ok(false)
     }
+}
+
+/// Whether a paywalled link's path repeats its token's terms: the payee as an address, the
+/// network by name and the amount as an exact number of atomic units (never as a float).
+fn protected_terms_match(
+    claims: &crate::share::ShareClaims,
+    terms: &crate::route::ProtectedTerms,
+) -> bool {
+    let address = |s: &str| s.parse::<alloy::primitives::Address>().ok();
+    let atomic = |s: &str| hb402_x402::parse_price(s, 6).ok();
+    let payee_ok = claims
+        .payee
+        .as_deref()
+        .and_then(address)
+        .is_some_and(|p| Some(p) == address(&terms.payee));
+    let network_ok = claims.network.as_deref() == Some(terms.network.as_str());
+    let amount_ok = claims
+        .amount
+        .map(|a| a.to_string())
+        .and_then(|a| atomic(&a))
+        .is_some_and(|a| Some(a) == atomic(&terms.amount));
+    payee_ok && network_ok && amount_ok
+}
+
+/// The single offer of a paywalled link.
+fn protected_offer(
+    payments: &crate::config::PaymentsConfig,
+    terms: &crate::route::ProtectedTerms,
+    resource: &hb402_x402::ResourceInfo,
+) -> std::result::Result<hb402_x402::Offer, ApiError> {
+    let registry = &payments.registry;
+    let network = registry
+        .network(&terms.network)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown network {:?}", terms.network)))?;
+    let asset = registry
+        .usdc(network.chain_id)
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request(format!("no USDC on {:?}", terms.network)))?;
+    let pay_to = terms
+        .payee
+        .parse()
+        .map_err(|_| ApiError::bad_request("the payee is not an EVM address"))?;
+    let amount = hb402_x402::parse_price(&terms.amount, asset.decimals)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let offer_terms = hb402_x402::OfferTerms {
+        asset,
+        pay_to,
+        amount,
+        max_timeout_seconds: payments.max_timeout_seconds,
+    };
+    hb402_x402::Offer::new(registry, offer_terms, resource)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 #[async_trait]
@@ -501,6 +590,7 @@ impl ProxyHttp for Proxy {
                 token,
                 bucket,
                 path_key,
+                protected,
             } => {
                 ctx.route = match (kind, &bucket) {
                     (_, Some(_)) => RouteLabel::Raw,
@@ -514,6 +604,7 @@ impl ProxyHttp for Proxy {
                     token,
                     bucket,
                     path_key,
+                    protected,
                 };
                 match self.read(session, ctx, request).await {
                     Ok(done) => Ok(done),

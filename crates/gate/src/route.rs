@@ -27,6 +27,18 @@ pub enum UploadRoute {
     S3Put,
 }
 
+/// The terms in a `/protected/resolve/{payee}/{key}/{network}/{amount}` path, which the share
+/// link's claims must repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedTerms {
+    /// Recipient address.
+    pub payee: String,
+    /// Network name.
+    pub network: String,
+    /// Decimal amount in asset units.
+    pub amount: String,
+}
+
 /// A classified request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -47,6 +59,8 @@ pub enum Route {
         /// The full key of a `/resolve/<key>` path with several segments (a Load-style share
         /// link), which the link's claims must name.
         path_key: Option<String>,
+        /// The price terms of a Load-compatible `/protected/resolve/...` path.
+        protected: Option<ProtectedTerms>,
     },
     /// A DataItem upload.
     Upload {
@@ -155,6 +169,36 @@ pub fn classify(config: &Config, method: &str, path: &str, query: Option<&str>) 
             token: token(),
             bucket: None,
             path_key: None,
+            protected: None,
+        };
+    }
+    // Load's paywalled share link: `/protected/resolve/{payee}/{key}/{network}/{amount}?token=`.
+    // The key may have several segments (`dataitems/<id>.ans104`); network and amount are last.
+    if let ["protected", "resolve", payee, rest @ ..] = segments.as_slice()
+        && rest.len() >= 3
+    {
+        let (key, terms) = rest.split_at(rest.len() - 2);
+        let (network, amount) = (terms[0], terms[1]);
+        let key = key.join("/");
+        let last = key.rsplit('/').next().unwrap_or_default();
+        let stem = last.strip_suffix(".ans104").unwrap_or(last);
+        return match (item_id(stem), method) {
+            (_, "OPTIONS") => Route::Preflight,
+            (Some(id), "GET" | "HEAD") => Route::Read {
+                kind: ReadKind::Data,
+                id,
+                head,
+                token: token(),
+                bucket: None,
+                path_key: Some(key.clone()),
+                protected: Some(ProtectedTerms {
+                    payee: (*payee).to_owned(),
+                    network: network.to_owned(),
+                    amount: amount.to_owned(),
+                }),
+            },
+            (Some(_), _) => Route::MethodNotAllowed,
+            (None, _) => Route::NotFound,
         };
     }
     // `/resolve/<key>` with the full object key (`dataitems/<id>.ans104`), as Load's share links
@@ -179,6 +223,7 @@ pub fn classify(config: &Config, method: &str, path: &str, query: Option<&str>) 
             token: token(),
             bucket: None,
             path_key: Some(key.join("/")),
+            protected: None,
         };
     }
     if matches!(segments.as_slice(), ["resolve" | "binary", ..]) {
@@ -223,6 +268,7 @@ pub fn classify(config: &Config, method: &str, path: &str, query: Option<&str>) 
                 token: token(),
                 bucket: Some(bucket),
                 path_key: None,
+                protected: None,
             },
             "PUT" => Route::Upload {
                 route: UploadRoute::S3Put,
@@ -269,7 +315,8 @@ mod tests {
                     head: false,
                     token: Some("abc+d".into()),
                     bucket: None,
-                    path_key: None
+                    path_key: None,
+                    protected: None
                 }
             );
         }
@@ -281,7 +328,8 @@ mod tests {
                 head: true,
                 token: None,
                 bucket: None,
-                path_key: None
+                path_key: None,
+                protected: None
             }
         );
         assert_eq!(
@@ -297,7 +345,8 @@ mod tests {
                 head: false,
                 token: Some("t".into()),
                 bucket: None,
-                path_key: Some(format!("dataitems/{ID}.ans104"))
+                path_key: Some(format!("dataitems/{ID}.ans104")),
+                protected: None
             }
         );
         assert_eq!(
@@ -313,7 +362,8 @@ mod tests {
                 head: false,
                 token: None,
                 bucket: Some("offchain-dataitems".into()),
-                path_key: None
+                path_key: None,
+                protected: None
             }
         );
         assert_eq!(

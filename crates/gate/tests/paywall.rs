@@ -510,3 +510,78 @@ async fn instances_sharing_redis_refuse_a_payment_used_on_either() {
     assert_eq!(body["error"], "duplicate_settlement");
     assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
 }
+
+/// Load's paywalled share link: `/sign/402` mints it, its own terms are the offer, a real client
+/// pays it, and a path that disagrees with its token is refused without any charge.
+#[tokio::test(flavor = "multi_thread")]
+async fn load_compatible_paywalled_links() {
+    use hb402_testkit::{BUYER_ACCOUNT, PayClient, pay};
+    let chain = LocalChain::start().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let h = paid_harness(&chain, &facilitator).await;
+    let it = item(
+        51,
+        vec![hb402_ans104::Tag::new("Content-Type", "image/png")],
+        b"private pixels",
+    );
+    let resp = h
+        .client
+        .post(format!("{}/upload", h.url))
+        .header("x-private", "true")
+        .body(it.to_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let key = format!("dataitems/{}.ans104", it.id());
+    let resp = h
+        .client
+        .post(format!("{}/sign/402", h.admin_url))
+        .bearer_auth(common::ADMIN_KEY)
+        .header("x-bucket-name", "hb402-private")
+        .header("x-load-acc", "load_acc_test")
+        .header("x-dataitem-key", &key)
+        .header("x-402-address", PAYEE_ACCOUNT.address_checksummed())
+        .header("x-402-amount", "0.02")
+        .header("x-402-network", "base-sepolia")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(resp.text().await.unwrap().trim())
+        .unwrap();
+    let receipt: Value = serde_json::from_slice(&receipt).unwrap();
+    let url = receipt["protected_url"].as_str().unwrap().to_owned();
+
+    // The offer is the link's: 0.02 USDC to its payee, whatever the pricing rules say.
+    let resp = h.client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let v2 = decode(resp.headers()["payment-required"].to_str().unwrap());
+    assert_eq!(v2["accepts"][0]["amount"], "20000");
+    assert_eq!(
+        v2["accepts"][0]["payTo"],
+        PAYEE_ACCOUNT.address_checksummed()
+    );
+
+    // A path that disagrees with the token is refused and never charged.
+    let payee = PAYEE_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+    let cheaper = url.replace("/0.02?", "/0.001?");
+    assert_ne!(cheaper, url);
+    let result = pay(PayClient::Fetch, &cheaper, BUYER_ACCOUNT.private_key).await;
+    assert_eq!(result.status, 401);
+    let no_token = url.split('?').next().unwrap().to_owned();
+    assert_eq!(h.client.get(&no_token).send().await.unwrap().status(), 401);
+    assert_eq!(chain.usdc_balance(payee).await, before);
+
+    let result = pay(PayClient::Fetch, &url, BUYER_ACCOUNT.private_key).await;
+    assert_eq!(
+        result.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&result.body)
+    );
+    assert_eq!(result.body, b"private pixels");
+    assert_eq!(chain.usdc_balance(payee).await, before + 20_000);
+}
