@@ -504,22 +504,31 @@ async fn metrics_have_bounded_labels_on_the_admin_listener() {
         .status(),
         404
     );
-    let text = h
-        .client
-        .get(format!("{}/metrics", h.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
+    let expected = [
         r#"hb402_requests_total{outcome="ok",route="data"} 1"#,
         r#"hb402_requests_total{outcome="partial",route="data"} 1"#,
         r#"hb402_requests_total{outcome="not_found",route="data"} 1"#,
         r#"hb402_requests_total{outcome="ok",route="upload"} 1"#,
         r#"hb402_uploads_total{result="stored"} 1"#,
-    ] {
+    ];
+    // A request is counted in its logging phase, just after its response: poll (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = h
+            .client
+            .get(format!("{}/metrics", h.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if expected.iter().all(|line| text.contains(line)) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for line in expected {
         assert!(text.contains(line), "missing {line}\n{text}");
     }
     // No id, address or raw path ever becomes a label value.
