@@ -288,3 +288,73 @@ mod tests {
         );
     }
 }
+
+/// The offer an item asks for in its own signed tags (`X402-Price` in USDC, `X402-Pay-To`,
+/// `X402-Network`), if the operator honours them and the price is within `max` atomic units.
+/// Local settlement serves one chain: `chain` restricts the network when set.
+pub fn item_tag_offer(
+    registry: &Registry,
+    tags: &[(String, String)],
+    max: U256,
+    max_timeout_seconds: u64,
+    chain: Option<u64>,
+    resource: &ResourceInfo,
+) -> Option<Offer> {
+    let tag = |name: &str| {
+        tags.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    };
+    let network = registry.network(tag("X402-Network")?)?;
+    if chain.is_some_and(|c| c != network.chain_id) {
+        return None;
+    }
+    let asset = registry.usdc(network.chain_id)?.clone();
+    let amount = parse_price(tag("X402-Price")?, asset.decimals).ok()?;
+    if amount.is_zero() || amount > max {
+        return None;
+    }
+    let pay_to: Address = tag("X402-Pay-To")?.parse().ok()?;
+    let terms = OfferTerms {
+        asset,
+        pay_to,
+        amount,
+        max_timeout_seconds,
+    };
+    Offer::new(registry, terms, resource).ok()
+}
+
+#[cfg(test)]
+mod item_tags {
+    use super::*;
+
+    #[test]
+    fn item_tags_price_within_the_operator_bound() {
+        let registry = Registry::builtin();
+        let resource = ResourceInfo {
+            url: "http://h/x".into(),
+            description: None,
+            mime_type: None,
+        };
+        let tags = |price: &str| {
+            vec![
+                ("X402-Price".to_owned(), price.to_owned()),
+                (
+                    "X402-Pay-To".to_owned(),
+                    "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".to_owned(),
+                ),
+                ("X402-Network".to_owned(), "base-sepolia".to_owned()),
+            ]
+        };
+        let max = U256::from(50_000);
+        let offer = item_tag_offer(&registry, &tags("0.05"), max, 300, None, &resource).unwrap();
+        assert_eq!(offer.v2.amount, "50000");
+        assert_eq!(offer.v2.network, "eip155:84532");
+        assert!(item_tag_offer(&registry, &tags("0.06"), max, 300, None, &resource).is_none());
+        assert!(item_tag_offer(&registry, &tags("abc"), max, 300, None, &resource).is_none());
+        assert!(
+            item_tag_offer(&registry, &tags("0.01"), max, 300, Some(8453), &resource).is_none()
+        );
+        assert!(item_tag_offer(&registry, &tags("0.01")[..2], max, 300, None, &resource).is_none());
+    }
+}

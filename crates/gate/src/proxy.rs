@@ -339,14 +339,52 @@ impl Proxy {
                 Some(terms) => {
                     vec![protected_offer(payments, terms, &resource).map_err(|e| (e, vec![]))?]
                 }
-                None => pricing::offers(
-                    &payments.registry,
-                    &payments.rules,
-                    &payments.accept,
-                    payments.max_timeout_seconds,
-                    &facts,
-                    &resource,
-                ),
+                None => {
+                    let by_rule = pricing::offers(
+                        &payments.registry,
+                        &payments.rules,
+                        &payments.accept,
+                        payments.max_timeout_seconds,
+                        &facts,
+                        &resource,
+                    );
+                    let ruled = pricing::rule_for(&payments.rules, &facts).is_some();
+                    match payments.item_tags_max {
+                        // No rule decided: the item's own signed tags may ask for a price.
+                        Some(max) if !ruled => {
+                            let chain = match &payments.mode {
+                                crate::config::PaymentMode::Local { chain_id, .. } => {
+                                    Some(*chain_id)
+                                }
+                                _ => None,
+                            };
+                            let offer = pricing::item_tag_offer(
+                                &payments.registry,
+                                &meta.tags,
+                                max,
+                                payments.max_timeout_seconds,
+                                chain,
+                                &resource,
+                            );
+                            let asks = meta
+                                .tags
+                                .iter()
+                                .any(|(n, _)| n.eq_ignore_ascii_case("X402-Price"));
+                            if offer.is_none() && asks {
+                                // An item that asks for a price this gateway cannot honour is
+                                // not given away.
+                                return Err((
+                                    ApiError::forbidden(
+                                        "the item's X402 price tags are outside this gateway's bounds",
+                                    ),
+                                    vec![],
+                                ));
+                            }
+                            offer.into_iter().collect()
+                        }
+                        _ => by_rule,
+                    }
+                }
             };
             let path = session.req_header().uri.path().to_owned();
             let receipt = session

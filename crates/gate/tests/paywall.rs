@@ -585,3 +585,78 @@ async fn load_compatible_paywalled_links() {
     assert_eq!(result.body, b"private pixels");
     assert_eq!(chain.usdc_balance(payee).await, before + 20_000);
 }
+
+/// With `pricing.honour_item_tags`, an item's own signed tags set its price within the operator's
+/// bound; above it the item is refused rather than given away.
+#[tokio::test(flavor = "multi_thread")]
+async fn item_tags_set_the_price_within_bounds() {
+    use hb402_ans104::Tag;
+    let chain = LocalChain::start().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let h = Harness::start_with(Options {
+        extra_toml: format!(
+            "[payments]\nmode = \"facilitator\"\nfacilitator_url = \"{}\"\n\
+             [pricing]\nhonour_item_tags = true\nmax_item_price = \"0.05\"\n",
+            facilitator.url()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let seller = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"; // anvil account #4
+    let tags = |price: &str| {
+        vec![
+            Tag::new("X402-Price", price),
+            Tag::new("X402-Pay-To", seller),
+            Tag::new("X402-Network", "base-sepolia"),
+        ]
+    };
+    let priced = item(61, tags("0.03"), b"priced by its owner");
+    let greedy = item(62, tags("5"), b"too expensive");
+    let plain = item(63, vec![], b"free");
+    for it in [&priced, &greedy, &plain] {
+        h.client
+            .post(format!("{}/upload", h.url))
+            .body(it.to_bytes())
+            .send()
+            .await
+            .unwrap();
+    }
+    let resp = h
+        .client
+        .get(format!("{}/{}", h.url, priced.id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let v2 = decode(resp.headers()["payment-required"].to_str().unwrap());
+    assert_eq!(v2["accepts"][0]["amount"], "30000");
+    assert_eq!(v2["accepts"][0]["payTo"], seller);
+    let resp = h
+        .client
+        .get(format!("{}/{}", h.url, greedy.id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = h
+        .client
+        .get(format!("{}/{}", h.url, plain.id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let before = chain.usdc_balance(seller.parse().unwrap()).await;
+    let result = hb402_testkit::pay(
+        hb402_testkit::PayClient::Python,
+        &format!("{}/{}", h.url, priced.id()),
+        hb402_testkit::BUYER_ACCOUNT.private_key,
+    )
+    .await;
+    assert_eq!(result.status, 200);
+    assert_eq!(result.body, b"priced by its owner");
+    assert_eq!(
+        chain.usdc_balance(seller.parse().unwrap()).await,
+        before + 30_000
+    );
+}

@@ -305,6 +305,8 @@ fn six() -> u8 {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PricingFile {
     pub(crate) rules: Vec<RuleFile>,
+    pub(crate) honour_item_tags: bool,
+    pub(crate) max_item_price: Option<String>,
 }
 
 /// `[[pricing.rules]]`: the first rule that matches a read sets its price.

@@ -268,8 +268,11 @@ pub struct PaymentsConfig {
     pub registry: hb402_x402::Registry,
     /// What every priced read offers.
     pub accept: Vec<crate::pricing::AcceptTarget>,
-    /// Pricing rules, first match wins; no match means free.
+    /// Pricing rules, first match wins; no match means free (or the item's own tags).
     pub rules: Vec<crate::pricing::PriceRule>,
+    /// When no rule matches, price an item by its signed `X402-Price`, `X402-Pay-To` and
+    /// `X402-Network` tags, up to this many atomic units of USDC.
+    pub item_tags_max: Option<alloy::primitives::U256>,
     /// The authorization window clients are asked for.
     pub max_timeout_seconds: u64,
     /// Clock skew allowed on `validBefore`'s upper bound.
@@ -561,11 +564,32 @@ fn payments(
             description: r.description.clone(),
         });
     }
+    let item_tags_max = if f.pricing.honour_item_tags {
+        if matches!(mode, PaymentMode::Off) {
+            return Err(invalid(
+                "pricing.honour_item_tags",
+                "needs payments.mode = \"facilitator\" or \"local\"",
+            ));
+        }
+        let max = f.pricing.max_item_price.as_deref().ok_or_else(|| {
+            invalid(
+                "pricing.max_item_price",
+                "honour_item_tags needs a maximum price",
+            )
+        })?;
+        Some(
+            hb402_x402::parse_price(max, 6)
+                .map_err(|e| invalid("pricing.max_item_price", e.to_string()))?,
+        )
+    } else {
+        None
+    };
     Ok(PaymentsConfig {
         mode,
         registry,
         accept,
         rules,
+        item_tags_max,
         max_timeout_seconds: p.max_timeout_seconds,
         skew_seconds: p.skew_seconds.min(600),
         verify_timeout: seconds("payments.verify_timeout_seconds", p.verify_timeout_seconds)?,
