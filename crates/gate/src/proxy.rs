@@ -116,6 +116,24 @@ async fn respond(
     Ok(())
 }
 
+/// Writes a paywall answer from `request_filter` (the request ends there).
+async fn write_402(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    prepared: paywall::Prepared,
+) -> std::result::Result<bool, (ApiError, Vec<(&'static str, String)>)> {
+    ctx.outcome = Some(Outcome::PaymentRequired);
+    respond(
+        session,
+        prepared.status,
+        &prepared.headers,
+        Some(prepared.body),
+    )
+    .await
+    .map_err(|e| (ApiError::new(500, "write_failed", e.to_string()), vec![]))?;
+    Ok(true)
+}
+
 /// Writes hb402's JSON error body.
 async fn respond_error(
     session: &mut Session,
@@ -406,16 +424,7 @@ impl Proxy {
                         });
                     }
                     Err(prepared) => {
-                        ctx.outcome = Some(Outcome::PaymentRequired);
-                        respond(
-                            session,
-                            prepared.status,
-                            &prepared.headers,
-                            Some(prepared.body),
-                        )
-                        .await
-                        .map_err(|e| (ApiError::new(500, "write_failed", e.to_string()), vec![]))?;
-                        return Ok(true);
+                        return write_402(session, ctx, prepared).await;
                     }
                 }
             }
@@ -434,16 +443,7 @@ impl Proxy {
             {
                 Ok((name, value)) => headers.push((name, value)),
                 Err(prepared) => {
-                    ctx.outcome = Some(Outcome::PaymentRequired);
-                    respond(
-                        session,
-                        prepared.status,
-                        &prepared.headers,
-                        Some(prepared.body),
-                    )
-                    .await
-                    .map_err(|e| (ApiError::new(500, "write_failed", e.to_string()), vec![]))?;
-                    return Ok(true);
+                    return write_402(session, ctx, prepared).await;
                 }
             }
         }

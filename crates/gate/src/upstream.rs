@@ -179,6 +179,18 @@ impl Upstream {
         }
     }
 
+    async fn head_bucket(&self, url: &str) -> Result<StatusCode, UpstreamError> {
+        let resp = self
+            .client
+            .head(url)
+            .header("authorization", &self.authorization)
+            .timeout(self.config.read_timeout)
+            .send()
+            .await
+            .map_err(Self::error)?;
+        Ok(resp.status())
+    }
+
     /// Creates `bucket` unless it is known to exist.
     pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), UpstreamError> {
         let mut known = self.buckets.lock().await;
@@ -186,15 +198,7 @@ impl Upstream {
             return Ok(());
         }
         let url = format!("{}/~s3@1.0/{bucket}", self.base);
-        let head = self
-            .client
-            .head(&url)
-            .header("authorization", &self.authorization)
-            .timeout(self.config.read_timeout)
-            .send()
-            .await
-            .map_err(Self::error)?;
-        if head.status() != StatusCode::OK {
+        if self.head_bucket(&url).await? != StatusCode::OK {
             let put = self
                 .client
                 .put(&url)
@@ -204,21 +208,11 @@ impl Upstream {
                 .await
                 .map_err(Self::error)?;
             // An existing bucket answers 500 (BucketAlreadyOwnedByYou); check again.
-            if put.status() != StatusCode::OK {
-                let again = self
-                    .client
-                    .head(&url)
-                    .header("authorization", &self.authorization)
-                    .timeout(self.config.read_timeout)
-                    .send()
-                    .await
-                    .map_err(Self::error)?;
-                if again.status() != StatusCode::OK {
-                    return Err(UpstreamError::Status {
-                        status: put.status().as_u16(),
-                        message: format!("cannot create bucket {bucket}"),
-                    });
-                }
+            if put.status() != StatusCode::OK && self.head_bucket(&url).await? != StatusCode::OK {
+                return Err(UpstreamError::Status {
+                    status: put.status().as_u16(),
+                    message: format!("cannot create bucket {bucket}"),
+                });
             }
         }
         known.insert(bucket.to_owned());
