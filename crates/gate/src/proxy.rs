@@ -84,6 +84,7 @@ pub struct Ctx {
     error: Option<ApiError>,
     payment: Option<Payment>,
     prepared: Option<paywall::Prepared>,
+    upstream_started: Option<Instant>,
 }
 
 fn cors(headers: &mut Vec<(&'static str, String)>) {
@@ -531,6 +532,7 @@ impl ProxyHttp for Proxy {
             error: None,
             payment: None,
             prepared: None,
+            upstream_started: None,
         }
     }
 
@@ -672,6 +674,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.upstream_started = Some(Instant::now());
         let Some(plan) = &ctx.plan else {
             return Ok(());
         };
@@ -698,6 +701,10 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // Time to the node's response head, for every proxied request.
+        if let Some(started) = ctx.upstream_started {
+            self.gate.metrics.observe_upstream(started.elapsed());
+        }
         let Some(plan) = &ctx.plan else {
             return Ok(());
         };

@@ -510,6 +510,8 @@ async fn metrics_have_bounded_labels_on_the_admin_listener() {
         r#"hb402_requests_total{outcome="not_found",route="data"} 1"#,
         r#"hb402_requests_total{outcome="ok",route="upload"} 1"#,
         r#"hb402_uploads_total{result="stored"} 1"#,
+        // The two reads that went to the node.
+        "hb402_upstream_duration_seconds_count 2",
     ];
     // A request is counted in its logging phase, just after its response: poll (bounded).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
