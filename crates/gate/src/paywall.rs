@@ -283,24 +283,19 @@ pub async fn check(
     };
     if let Some((reason, message, result, label)) = failure {
         let _ = gate.store.release(&lock_key).await;
-        if let Some(id) = ledger_id {
-            let _ = gate
-                .store
-                .ledger_update(
-                    id,
-                    PaymentState::Failed {
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
-        }
+        record(
+            gate,
+            ledger_id,
+            PaymentState::Failed {
+                reason: reason.clone(),
+            },
+        )
+        .await;
         metrics.record_payment(&network_label(gate, offer), result);
         metrics.record_payment_required(label);
         return Err(challenge(req, offers, resource, &reason, &message, None));
     }
-    if let Some(id) = ledger_id {
-        let _ = gate.store.ledger_update(id, PaymentState::Verified).await;
-    }
+    record(gate, ledger_id, PaymentState::Verified).await;
     Ok(Verified {
         request,
         version,
@@ -366,17 +361,14 @@ pub async fn settle(
                 .store
                 .mark_spent(&paid.lock_key, paid.valid_before)
                 .await;
-            if let Some(id) = paid.ledger_id {
-                let _ = gate
-                    .store
-                    .ledger_update(
-                        id,
-                        PaymentState::Settled {
-                            transaction: s.transaction.clone(),
-                        },
-                    )
-                    .await;
-            }
+            record(
+                gate,
+                paid.ledger_id,
+                PaymentState::Settled {
+                    transaction: s.transaction.clone(),
+                },
+            )
+            .await;
             if let Some(offer) = offer {
                 let label = network_label(gate, offer);
                 gate.metrics.record_payment(&label, PaymentResult::Settled);
@@ -389,13 +381,7 @@ pub async fn settle(
                 }
             }
             let mut response = s;
-            // Some facilitators leave these empty (x402.md §8.1): fill them from the request.
-            if response.payer.as_deref().is_none_or(str::is_empty) {
-                response.payer = Some(paid.payer.clone());
-            }
-            if response.network.is_empty() {
-                response.network = paid.network.clone();
-            }
+            fill_missing(&mut response, paid);
             Ok((header_name, encode_header(&response)))
         }
         other => {
@@ -418,12 +404,7 @@ pub async fn settle(
                     true,
                 ),
             };
-            if response.payer.as_deref().is_none_or(str::is_empty) {
-                response.payer = Some(paid.payer.clone());
-            }
-            if response.network.is_empty() {
-                response.network = paid.network.clone();
-            }
+            fill_missing(&mut response, paid);
             paid.maybe_settled = maybe_sent;
             if maybe_sent {
                 let _ = gate
@@ -437,17 +418,14 @@ pub async fn settle(
                 .error_reason
                 .clone()
                 .unwrap_or_else(|| "unexpected_settle_error".into());
-            if let Some(id) = paid.ledger_id {
-                let _ = gate
-                    .store
-                    .ledger_update(
-                        id,
-                        PaymentState::Failed {
-                            reason: reason.clone(),
-                        },
-                    )
-                    .await;
-            }
+            record(
+                gate,
+                paid.ledger_id,
+                PaymentState::Failed {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
             if let Some(offer) = offer {
                 gate.metrics
                     .record_payment(&network_label(gate, offer), PaymentResult::SettleFailed);
@@ -477,15 +455,32 @@ impl Verified {
     }
 }
 
+/// Moves a ledger entry, when the payment has one. The ledger is an audit trail: a store error
+/// here does not change the answer already decided.
+async fn record(gate: &Gate, id: Option<u64>, state: PaymentState) {
+    if let Some(id) = id {
+        let _ = gate.store.ledger_update(id, state).await;
+    }
+}
+
+/// Some facilitators leave `payer` and `network` empty (x402.md §8.1): fill them from the
+/// request.
+fn fill_missing(response: &mut SettleResponse, paid: &Verified) {
+    if response.payer.as_deref().is_none_or(str::is_empty) {
+        response.payer = Some(paid.payer.clone());
+    }
+    if response.network.is_empty() {
+        response.network = paid.network.clone();
+    }
+}
+
 /// Releases a verified payment that will not be settled (upstream failed, client gone).
 pub async fn release(gate: &Gate, paid: &Verified) {
     if paid.maybe_settled {
         return;
     }
     let _ = gate.store.release(&paid.lock_key).await;
-    if let Some(id) = paid.ledger_id {
-        let _ = gate.store.ledger_update(id, PaymentState::Released).await;
-    }
+    record(gate, paid.ledger_id, PaymentState::Released).await;
 }
 
 #[cfg(test)]
