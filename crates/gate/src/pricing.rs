@@ -163,6 +163,66 @@ pub fn offers(
         .collect()
 }
 
+/// What storing an item costs (`[pricing.uploads]`): per MiB stored plus per MiB per day kept,
+/// rounded up to the atomic unit, never below the minimum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadPrice {
+    /// Decimal in asset units per MiB stored.
+    pub per_mib: Option<String>,
+    /// Decimal in asset units per MiB per day the item is kept.
+    pub per_mib_day: Option<String>,
+    /// Decimal in asset units.
+    pub minimum: Option<String>,
+    /// Days charged for an item uploaded without an expiry.
+    pub days_without_expiry: u32,
+    /// Description offered to clients.
+    pub description: Option<String>,
+}
+
+impl UploadPrice {
+    /// The amount in atomic units for storing `bytes` for `days` (`None`: no expiry), or `None`
+    /// when it comes to nothing.
+    pub fn amount(&self, bytes: u64, days: Option<u32>, decimals: u8) -> Option<U256> {
+        let decimal = |d: &Option<String>| {
+            d.as_deref()
+                .map_or(Ok(U256::ZERO), |d| parse_price(d, decimals))
+                .ok()
+        };
+        let days = U256::from(days.unwrap_or(self.days_without_expiry));
+        let per_mib = decimal(&self.per_mib)? + decimal(&self.per_mib_day)? * days;
+        let cost = (per_mib * U256::from(bytes)).div_ceil(U256::from(1u64 << 20));
+        Some(cost.max(decimal(&self.minimum)?)).filter(|a| !a.is_zero())
+    }
+
+    /// The offers for storing `bytes` for `days`, or none when it is free.
+    pub fn offers(
+        &self,
+        registry: &Registry,
+        accept: &[AcceptTarget],
+        max_timeout_seconds: u64,
+        bytes: u64,
+        days: Option<u32>,
+        resource: &ResourceInfo,
+    ) -> Vec<Offer> {
+        let mut resource = resource.clone();
+        if let Some(d) = &self.description {
+            resource.description = Some(d.clone());
+        }
+        accept
+            .iter()
+            .filter_map(|target| {
+                let terms = OfferTerms {
+                    asset: target.asset.clone(),
+                    pay_to: target.pay_to,
+                    amount: self.amount(bytes, days, target.asset.decimals)?,
+                    max_timeout_seconds,
+                };
+                Offer::new(registry, terms, &resource).ok()
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +269,31 @@ mod tests {
             minimum: None,
         };
         assert_eq!(amount(&tiny, 1, 6), Some(U256::from(1)));
+    }
+
+    #[test]
+    fn upload_prices() {
+        let price = UploadPrice {
+            per_mib: Some("0.01".into()),
+            per_mib_day: Some("0.0001".into()),
+            minimum: Some("0.001".into()),
+            days_without_expiry: 365,
+            description: None,
+        };
+        // 1 MiB for 30 days: 0.01 + 30 × 0.0001.
+        assert_eq!(price.amount(1 << 20, Some(30), 6), Some(U256::from(13_000)));
+        // No expiry: charged as 365 days.
+        assert_eq!(price.amount(1 << 20, None, 6), Some(U256::from(46_500)));
+        // Small items pay the minimum; a part of a MiB is rounded up to the atomic unit.
+        assert_eq!(price.amount(10, Some(1), 6), Some(U256::from(1_000)));
+        assert_eq!(price.amount(3 << 19, Some(0), 6), Some(U256::from(15_000)));
+        let free = UploadPrice {
+            per_mib: None,
+            per_mib_day: None,
+            minimum: None,
+            ..price
+        };
+        assert_eq!(free.amount(1 << 30, Some(30), 6), None);
     }
 
     #[test]

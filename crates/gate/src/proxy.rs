@@ -22,8 +22,9 @@ use crate::paywall;
 use crate::policy::{Access, ReadDecision, decide_read, link_names};
 use crate::pricing::{self, PriceRoute, ReadFacts};
 use crate::range::{RangeReply, evaluate};
+use crate::route::UploadRoute;
 use crate::route::{ReadKind, Route, classify};
-use crate::upload;
+use crate::upload::{self, Refusal};
 use crate::upstream::Upstream;
 
 /// Headers a browser may read on hb402's routes.
@@ -159,6 +160,33 @@ impl Proxy {
                 now_secs() + window,
             )
         })
+    }
+
+    /// An upload: priced before its body is read (the 402 leaves with the body unread), then
+    /// verified while it streams and paid before it is stored.
+    async fn upload(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: UploadRoute,
+        claimed_id: Option<ItemId>,
+        bucket: Option<&str>,
+    ) -> std::result::Result<upload::Stored, Refusal> {
+        let gate = &self.gate;
+        let intake = upload::intake(gate, session.req_header(), bucket)?;
+        let paid = if intake.offers.is_empty() {
+            None
+        } else {
+            let offers = intake.offers.clone();
+            match paywall::check(gate, session.req_header(), &offers, &intake.resource).await {
+                Ok(verified) => Some(upload::PaidUpload { verified, offers }),
+                Err(prepared) => {
+                    ctx.outcome = Some(Outcome::PaymentRequired);
+                    return Err(Refusal::Payment(prepared));
+                }
+            }
+        };
+        upload::handle(gate, session, route, claimed_id, intake, paid).await
     }
 
     /// Decides a read; `Ok(true)` when the answer was written here.
@@ -596,29 +624,48 @@ impl ProxyHttp for Proxy {
                 bucket,
             } => {
                 ctx.route = RouteLabel::Upload;
-                let result = upload::handle(&self.gate, session, route, claimed_id, bucket).await;
+                let result = self
+                    .upload(session, ctx, route, claimed_id, bucket.as_deref())
+                    .await;
                 let label = match &result {
-                    Ok((201, _)) => UploadResult::Stored,
+                    Ok(stored) if stored.status == 201 => UploadResult::Stored,
                     Ok(_) => UploadResult::Duplicate,
-                    Err(e) if e.status == 413 => UploadResult::TooLarge,
-                    Err(e) if e.status >= 500 => UploadResult::UpstreamError,
-                    Err(e) if e.code == "bad_request" => UploadResult::Rejected,
-                    Err(_) => UploadResult::Invalid,
+                    Err(Refusal::Payment(_)) => UploadResult::Unpaid,
+                    Err(Refusal::Error(e, _)) if e.status == 413 => UploadResult::TooLarge,
+                    Err(Refusal::Error(e, _)) if e.status >= 500 => UploadResult::UpstreamError,
+                    Err(Refusal::Error(e, _)) if e.code == "bad_request" => UploadResult::Rejected,
+                    Err(Refusal::Error(e, _)) if e.status == 411 => UploadResult::Rejected,
+                    Err(Refusal::Error(..)) => UploadResult::Invalid,
                 };
                 self.gate
                     .metrics
                     .record_upload(label, session.body_bytes_read() as u64);
                 match result {
-                    Ok((status, body)) => {
+                    Ok(stored) => {
                         let mut headers = vec![("content-type", "application/json".to_owned())];
+                        headers.extend(stored.headers);
                         cors(&mut headers);
-                        let body = Bytes::from(body.to_string());
-                        respond(session, status, &headers, Some(body)).await?;
+                        let body = Bytes::from(stored.body.to_string());
+                        respond(session, stored.status, &headers, Some(body)).await?;
                     }
-                    Err(err) => {
+                    Err(refusal) => {
                         // Whatever the client still sends is not read: close the connection.
                         session.set_keepalive(None);
-                        respond_error(session, &err, &[]).await?;
+                        match refusal {
+                            Refusal::Error(err, extra) => {
+                                respond_error(session, &err, &extra).await?;
+                            }
+                            Refusal::Payment(prepared) => {
+                                ctx.outcome = Some(Outcome::PaymentRequired);
+                                respond(
+                                    session,
+                                    prepared.status,
+                                    &prepared.headers,
+                                    Some(prepared.body),
+                                )
+                                .await?;
+                            }
+                        }
                     }
                 }
                 Ok(true)
@@ -796,6 +843,9 @@ impl ProxyHttp for Proxy {
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
+        // The connection is not reused after a failed proxy: say so, or a client reusing it
+        // races the close.
+        session.set_keepalive(None);
         if let Some(prepared) = ctx.prepared.take()
             && session.response_written().is_none()
         {

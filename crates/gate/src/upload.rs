@@ -20,12 +20,13 @@ use crate::error::ApiError;
 use crate::gate::Gate;
 use crate::items::now_secs;
 use crate::meta::ItemMeta;
+use crate::paywall::{self, Prepared, Verified};
 use crate::policy::{lifecycle_days, upload_expiry};
 use crate::route::UploadRoute;
 
 /// What the client asked for in headers.
 #[derive(Debug, Clone, Default)]
-struct UploadOptions {
+pub(crate) struct UploadOptions {
     private: bool,
     expires_at: Option<u64>,
     expiry_days: Option<u32>,
@@ -107,6 +108,104 @@ fn options(
     })
 }
 
+/// An upload about to be read: its options, and what it costs when uploads are priced.
+#[derive(Debug)]
+pub(crate) struct Intake {
+    opts: UploadOptions,
+    now: u64,
+    /// The offers to pay before the item is stored; empty when the upload is free.
+    pub(crate) offers: Vec<hb402_x402::Offer>,
+    /// The resource the offers are for.
+    pub(crate) resource: hb402_x402::ResourceInfo,
+}
+
+/// Reads an upload's headers and prices it, before any of its body is read. A priced upload
+/// is priced by its declared length, so it must declare one.
+pub(crate) fn intake(
+    gate: &Gate,
+    req: &RequestHeader,
+    bucket: Option<&str>,
+) -> Result<Intake, ApiError> {
+    let now = now_secs();
+    let opts = options(gate, req, bucket, now)?;
+    let config = &gate.config;
+    let resource = hb402_x402::ResourceInfo {
+        url: format!("{}{}", config.listen.public_base_url, req.uri.path()),
+        description: Some("Storage of one ANS-104 DataItem".to_owned()),
+        mime_type: Some("application/json".to_owned()),
+    };
+    let payments = &config.payments;
+    let offers = match &payments.upload_price {
+        Some(price) if payments.enabled() => {
+            let bytes = opts.content_length.ok_or_else(|| {
+                ApiError::new(
+                    411,
+                    "length_required",
+                    "uploads are priced by size: send a Content-Length",
+                )
+            })?;
+            let days = match (opts.expiry_days, opts.expires_at) {
+                (Some(days), _) => Some(days),
+                (None, Some(at)) => Some(at.saturating_sub(now).div_ceil(86_400) as u32),
+                (None, None) => {
+                    (config.expiry.default_days > 0).then_some(config.expiry.default_days)
+                }
+            };
+            price.offers(
+                &payments.registry,
+                &payments.accept,
+                payments.max_timeout_seconds,
+                bytes,
+                days,
+                &resource,
+            )
+        }
+        _ => Vec::new(),
+    };
+    Ok(Intake {
+        opts,
+        now,
+        offers,
+        resource,
+    })
+}
+
+/// A verified payment for an upload, settled once the item is verified and before its last
+/// bytes reach the node.
+#[derive(Debug)]
+pub(crate) struct PaidUpload {
+    /// The payment.
+    pub(crate) verified: Verified,
+    /// The offers it was checked against.
+    pub(crate) offers: Vec<hb402_x402::Offer>,
+}
+
+/// Why an upload was not stored.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// A JSON error, with extra headers (a settlement's `PAYMENT-RESPONSE`).
+    Error(ApiError, Vec<(&'static str, String)>),
+    /// The payment's settlement failed: the 402 to send.
+    Payment(Prepared),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Refusal::Error(e, Vec::new())
+    }
+}
+
+/// A stored (or already stored) item's answer.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    /// 201 stored, 200 already stored.
+    pub(crate) status: u16,
+    /// The JSON receipt.
+    pub(crate) body: serde_json::Value,
+    /// Extra headers (the settlement's).
+    pub(crate) headers: Vec<(&'static str, String)>,
+}
+
 /// The JSON answer of an upload.
 pub(crate) fn receipt(meta: &ItemMeta) -> serde_json::Value {
     json!({
@@ -136,16 +235,40 @@ impl Outbound {
     }
 }
 
-/// Handles an upload; returns the status and JSON body to send.
+/// Handles an upload whose headers were accepted by [`intake`] (and whose payment, if it is
+/// priced, was verified). A payment is settled only for an item that verified and is new, and
+/// released otherwise.
 pub(crate) async fn handle(
     gate: &Gate,
     session: &mut Session,
     route: UploadRoute,
     claimed_id: Option<ItemId>,
-    bucket: Option<String>,
-) -> Result<(u16, serde_json::Value), ApiError> {
-    let now = now_secs();
-    let opts = options(gate, session.req_header(), bucket.as_deref(), now)?;
+    intake: Intake,
+    mut paid: Option<PaidUpload>,
+) -> Result<Stored, Refusal> {
+    let result = store(gate, session, route, claimed_id, intake, paid.as_mut()).await;
+    if let Some(paid) = &paid
+        && !paid.verified.settled
+    {
+        paywall::release(gate, &paid.verified).await;
+    }
+    result
+}
+
+async fn store(
+    gate: &Gate,
+    session: &mut Session,
+    route: UploadRoute,
+    claimed_id: Option<ItemId>,
+    intake: Intake,
+    paid: Option<&mut PaidUpload>,
+) -> Result<Stored, Refusal> {
+    let Intake {
+        opts,
+        now,
+        resource,
+        ..
+    } = intake;
     let limits = &gate.config.limits;
     let bucket = if opts.private {
         gate.config.upstream.private_bucket.clone()
@@ -269,7 +392,7 @@ pub(crate) async fn handle(
         if let Some(out) = outbound {
             out.abort().await;
         }
-        return Err(error);
+        return Err(error.into());
     }
     let verified = match verifier.finish() {
         Ok(v) => v,
@@ -277,14 +400,31 @@ pub(crate) async fn handle(
             if let Some(out) = outbound {
                 out.abort().await;
             }
-            return Err(ApiError::new(400, e.code(), e.to_string()));
+            return Err(ApiError::new(400, e.code(), e.to_string()).into());
         }
     };
     let (key, expires_at) = plan.expect("a verified item has a header");
     if let Some(meta) = duplicate {
-        return Ok((200, receipt(&meta)));
+        // Already stored: nothing to pay for.
+        return Ok(Stored {
+            status: 200,
+            body: receipt(&meta),
+            headers: Vec::new(),
+        });
     }
     let out = outbound.expect("the upload was opened when the header arrived");
+    // Paid before it is stored: the node holds an incomplete object until the last chunk.
+    let mut headers = Vec::new();
+    if let Some(paid) = paid {
+        let req = session.req_header().clone();
+        match paywall::settle(gate, &req, &mut paid.verified, &paid.offers, &resource).await {
+            Ok(header) => headers.push(header),
+            Err(prepared) => {
+                out.abort().await;
+                return Err(Refusal::Payment(prepared));
+            }
+        }
+    }
     for chunk in pending {
         if out.tx.send(Ok(chunk)).await.is_err() {
             break;
@@ -292,14 +432,15 @@ pub(crate) async fn handle(
     }
     drop(out.tx);
     let stored = match out.task.await {
-        Ok(result) => result,
-        Err(e) => return Err(ApiError::bad_gateway(format!("upload task failed: {e}"))),
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("upload task failed: {e}")),
     };
     if let Err(e) = stored {
-        tracing::warn!(error = %e, "node refused the upload");
-        return Err(ApiError::bad_gateway(format!(
-            "the node did not store the item: {e}"
-        )));
+        tracing::warn!(error = %e, settled = !headers.is_empty(), "node refused the upload");
+        return Err(Refusal::Error(
+            ApiError::bad_gateway(format!("the node did not store the item: {e}")),
+            headers,
+        ));
     }
     let meta = ItemMeta::from_header(
         &verified.header,
@@ -312,5 +453,9 @@ pub(crate) async fn handle(
     );
     gate.items.remember(meta.clone()).await?;
     tracing::info!(id = %meta.id, size = meta.size, private = meta.private, "item stored");
-    Ok((201, receipt(&meta)))
+    Ok(Stored {
+        status: 201,
+        body: receipt(&meta),
+        headers,
+    })
 }

@@ -660,3 +660,393 @@ async fn item_tags_set_the_price_within_bounds() {
         before + 30_000
     );
 }
+
+/// The offers of a 402 as `payments()` takes them: `{v2, v1, resource}`.
+async fn requirements_of(resp: reqwest::Response) -> Value {
+    assert_eq!(resp.status(), 402);
+    let v2 = decode(resp.headers()["payment-required"].to_str().unwrap());
+    let v1: Value = resp.json().await.unwrap();
+    json!({"v2": v2["accepts"][0], "v1": v1["accepts"][0], "resource": v2["resource"]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_priced_upload_is_paid_before_it_is_stored() {
+    use hb402_testkit::{BUYER_ACCOUNT, PayClient, PayOptions, pay_with};
+    let chain = LocalChain::start().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let h = Harness::start_with(Options {
+        extra_toml: format!(
+            "[payments]\nmode = \"facilitator\"\nfacilitator_url = \"{}\"\n\
+             [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{}\"\n\
+             [pricing.uploads]\nper_mib = \"0.1\"\nper_mib_day = \"0.001\"\nminimum = \"0.002\"\n",
+            facilitator.url(),
+            PAYEE_ACCOUNT.address_checksummed()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let payee = PAYEE_ACCOUNT.address;
+    let upload = format!("{}/upload", h.url);
+    let data = |seed: u8| vec![seed; 64 << 10];
+    // What the operator asked for, computed here from the configuration's numbers.
+    let price = |len: usize, days: u64| {
+        let per_mib = 100_000 + 1_000 * days as usize;
+        (per_mib * len).div_ceil(1 << 20).max(2_000).to_string()
+    };
+
+    // Without a payment: a 402 priced by size and days; nothing is stored.
+    let first = item(71, vec![], &data(1)).to_bytes();
+    let resp = h
+        .client
+        .post(&upload)
+        .header("x-expiry-days", "30")
+        .body(first.clone())
+        .send()
+        .await
+        .unwrap();
+    let offer = requirements_of(resp).await;
+    assert_eq!(offer["v2"]["amount"], price(first.len(), 30));
+    assert_eq!(offer["resource"]["url"], upload);
+    let resp = h
+        .client
+        .post(&upload)
+        .body(first.clone())
+        .send()
+        .await
+        .unwrap();
+    let offer = requirements_of(resp).await;
+    assert_eq!(
+        offer["v2"]["amount"],
+        price(first.len(), 365),
+        "no expiry: a year"
+    );
+    assert_eq!(h.objects_stored(), 0);
+
+    // Without a declared length it cannot be priced.
+    let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(first.clone())]);
+    let resp = h
+        .client
+        .post(&upload)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 411);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "length_required");
+
+    // Each real client pays and the item is stored; the payee gets exactly the price.
+    let dir = tempfile::tempdir().unwrap();
+    for (seed, client) in [
+        (72, PayClient::Fetch),
+        (73, PayClient::Legacy),
+        (74, PayClient::Python),
+    ] {
+        let it = item(seed, vec![], &data(seed));
+        let file = dir.path().join(format!("{seed}.ans104"));
+        std::fs::write(&file, it.to_bytes()).unwrap();
+        let before = chain.usdc_balance(payee).await;
+        let result = pay_with(
+            client,
+            &upload,
+            BUYER_ACCOUNT.private_key,
+            PayOptions {
+                data_file: Some(file),
+                ..PayOptions::default()
+            },
+        )
+        .await;
+        assert_eq!(result.status, 201, "{}: {:?}", client.name(), result.body);
+        let settlement = result.payment_response.expect("a settlement header");
+        assert_eq!(settlement["success"], true);
+        let paid: u128 = price(it.to_bytes().len(), 365).parse().unwrap();
+        assert_eq!(chain.usdc_balance(payee).await, before + paid);
+        let resp = h
+            .client
+            .get(format!("{}/{}", h.url, it.id()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.bytes().await.unwrap(), data(seed));
+    }
+    assert_eq!(h.objects_stored(), 3);
+
+    // A tampered item with a good payment: refused, nothing stored, nothing settled; the
+    // payment is released and then buys the genuine item of the same size.
+    let genuine = item(75, vec![], &data(75)).to_bytes();
+    let mut tampered = genuine.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    let resp = h
+        .client
+        .post(&upload)
+        .body(genuine.clone())
+        .send()
+        .await
+        .unwrap();
+    let requirements = requirements_of(resp).await;
+    let signed = payments(PaymentOptions {
+        requirements: Some(requirements),
+        ..PaymentOptions::default()
+    })
+    .await;
+    let header = signed["v2"]["header"].as_str().unwrap();
+    let before = chain.usdc_balance(payee).await;
+    let resp = h
+        .client
+        .post(&upload)
+        .header("payment-signature", header)
+        .body(tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers().get("payment-response").is_none());
+    assert_eq!(chain.usdc_balance(payee).await, before);
+    assert_eq!(h.objects_stored(), 3);
+    let resp = h
+        .client
+        .post(&upload)
+        .header("payment-signature", header)
+        .body(genuine.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert!(resp.headers().get("payment-response").is_some());
+    let paid: u128 = price(genuine.len(), 365).parse().unwrap();
+    assert_eq!(chain.usdc_balance(payee).await, before + paid);
+    assert_eq!(h.objects_stored(), 4);
+
+    // The same payment never buys a second upload.
+    let resp = h
+        .client
+        .post(&upload)
+        .header("payment-signature", header)
+        .body(genuine.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+
+    // An item already stored is not charged again: the payment is released.
+    let resp = h
+        .client
+        .post(&upload)
+        .body(genuine.clone())
+        .send()
+        .await
+        .unwrap();
+    let signed = payments(PaymentOptions {
+        requirements: Some(requirements_of(resp).await),
+        ..PaymentOptions::default()
+    })
+    .await;
+    let resp = h
+        .client
+        .post(&upload)
+        .header(
+            "payment-signature",
+            signed["v2"]["header"].as_str().unwrap(),
+        )
+        .body(genuine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("payment-response").is_none());
+    assert_eq!(chain.usdc_balance(payee).await, before + paid);
+}
+
+/// A stand-in node on `addr` that answers every request with `status` (e.g. `503 Service
+/// Unavailable`).
+async fn failing_node(
+    addr: std::net::SocketAddr,
+    status: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 65_536 {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: 5\r\nconnection: close\r\n\r\nerror"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_item_or_a_failing_node_is_never_paid_for() {
+    use hb402_ans104::Tag;
+    let chain = LocalChain::start().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let mut h = paid_harness(&chain, &facilitator).await;
+    let text = || vec![Tag::new("Content-Type", "text/plain")];
+    let expiring = item(81, text(), b"soon gone");
+    let kept = item(82, text(), b"kept bytes");
+    let expires_at = common::now() + 3;
+    for (it, expiry) in [(&expiring, Some(expires_at)), (&kept, None)] {
+        let mut req = h
+            .client
+            .post(format!("{}/upload", h.url))
+            .body(it.to_bytes());
+        if let Some(at) = expiry {
+            req = req.header("x-expires-at", at.to_string());
+        }
+        assert_eq!(req.send().await.unwrap().status(), 201);
+    }
+    // Payments signed while both are on sale.
+    let mut signed = Vec::new();
+    for it in [&expiring, &kept] {
+        let url = format!("{}/{}", h.url, it.id());
+        let resp = h.client.get(&url).send().await.unwrap();
+        let paid = payments(PaymentOptions {
+            requirements: Some(requirements_of(resp).await),
+            ..PaymentOptions::default()
+        })
+        .await;
+        signed.push((url, paid["v2"]["header"].as_str().unwrap().to_owned()));
+    }
+    let payee = PAYEE_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+
+    // Expired: 410 from the second it expires, and the payment is not even looked at.
+    while common::now() <= expires_at {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (url, header) = &signed[0];
+    let resp = h
+        .client
+        .get(url)
+        .header("payment-signature", header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 410);
+    assert!(resp.headers().get("payment-response").is_none());
+
+    // The node fails after the payment was verified: no content, no settlement, the ledger
+    // says released. A 500 is how the device says a key is missing (404); any other 5xx is a
+    // 502. The released authorization stays usable, so one payment serves both attempts.
+    let addr = h.node().addr();
+    h.node.take().unwrap().shutdown().await.unwrap();
+    let (url, header) = &signed[1];
+    for (node_status, status) in [
+        ("500 Internal Server Error", 404),
+        ("503 Service Unavailable", 502),
+    ] {
+        let stub = failing_node(addr, node_status).await;
+        let resp = h
+            .client
+            .get(url)
+            .header("payment-signature", header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "node answered {node_status}");
+        assert!(resp.headers().get("payment-response").is_none());
+        assert!(!resp.text().await.unwrap().contains("kept bytes"));
+        stub.abort();
+        let _ = stub.await;
+    }
+    assert_eq!(chain.usdc_balance(payee).await, before);
+    // Released in the logging phase, after the answer: poll (bounded).
+    let mut states = Vec::new();
+    for _ in 0..50 {
+        let ledger: Value = h
+            .client
+            .get(format!("{}/admin/payments", h.admin_url))
+            .bearer_auth(common::ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        states = ledger["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["resource"].as_str().unwrap().to_owned(),
+                    e["state"].clone(),
+                )
+            })
+            .collect();
+        if states.iter().all(|(_, s)| s == "released") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        states,
+        vec![
+            (url.clone(), json!("released")),
+            (url.clone(), json!("released"))
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_settlement_serves_every_client_without_a_facilitator() {
+    use hb402_testkit::{BUYER_ACCOUNT, PayClient, pay};
+    let chain = LocalChain::start().await;
+    let h = Harness::start_with(Options {
+        extra_toml: format!(
+            "[payments]\nmode = \"local\"\nrpc_url = \"{}\"\n\
+             operator_key = \"${{HB402_TEST_OPERATOR_KEY}}\"\nchain_id = 84532\n\
+             [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{}\"\n\
+             [[pricing.rules]]\nprice = \"0.02\"\n",
+            chain.rpc_url(),
+            PAYEE_ACCOUNT.address_checksummed()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let payee = PAYEE_ACCOUNT.address;
+    for (seed, client) in [
+        (91, PayClient::Fetch),
+        (92, PayClient::Legacy),
+        (93, PayClient::Python),
+    ] {
+        let data = format!("settled by hb402 itself, for {}", client.name());
+        let it = item(seed, vec![], data.as_bytes());
+        let resp = h
+            .client
+            .post(format!("{}/upload", h.url))
+            .body(it.to_bytes())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let before = chain.usdc_balance(payee).await;
+        let result = pay(
+            client,
+            &format!("{}/{}", h.url, it.id()),
+            BUYER_ACCOUNT.private_key,
+        )
+        .await;
+        assert_eq!(result.status, 200, "{}", client.name());
+        assert_eq!(result.body, data.as_bytes());
+        let settlement = result.payment_response.expect("a settlement header");
+        assert_eq!(settlement["success"], true);
+        assert!(
+            settlement["transaction"]
+                .as_str()
+                .is_some_and(|t| t.len() == 66)
+        );
+        assert_eq!(chain.usdc_balance(payee).await, before + 20_000);
+    }
+}

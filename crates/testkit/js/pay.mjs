@@ -1,6 +1,7 @@
-// Pays for one GET with an unmodified x402 client wrapper, the way an application would.
+// Pays for one GET (or one POST of a file) with an unmodified x402 client wrapper, the way an
+// application would.
 //
-//   node pay.mjs --client fetch|legacy --key 0xPRIVKEY [--max-value ATOMIC] URL
+//   node pay.mjs --client fetch|legacy --key 0xPRIVKEY [--max-value ATOMIC] [--data-file PATH] URL
 //
 // --client fetch   `wrapFetchWithPayment(fetch, x402Client)` from @x402/fetch 2.x, with @x402/evm's
 //                  exact scheme registered for eip155:84532 (v2) and base-sepolia (v1) and the
@@ -17,6 +18,7 @@
 // and exits 0 whatever the status (the caller asserts). If the client throws, prints
 // {"error": message} and exits 1; bad arguments exit 2.
 
+import { readFileSync } from "node:fs";
 import { NETWORK_V2, fail, parseArgs } from "./lib.mjs";
 import { wrapFetchWithPayment as wrapFetchV2, x402Client } from "@x402/fetch";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
@@ -29,6 +31,7 @@ const args = parseArgs(process.argv.slice(2), {
   client: "string",
   key: "string",
   "max-value": "string",
+  "data-file": "string",
 });
 if (args._.length !== 1) fail("expected exactly one URL");
 const [url] = args._;
@@ -79,7 +82,11 @@ function decodeSettlement(value) {
 
 try {
   const pay = args.client === "fetch" ? fetchClient() : legacyClient();
-  const response = await pay(url, { method: "GET" });
+  const init =
+    args["data-file"] === undefined
+      ? { method: "GET" }
+      : { method: "POST", body: readFileSync(args["data-file"]) };
+  const response = await pay(url, init);
   const body = Buffer.from(await response.arrayBuffer());
   const headers = {};
   response.headers.forEach((value, name) => {

@@ -1,6 +1,6 @@
 """Pays for one GET with the unmodified PyPI `x402` client, the way an application would.
 
-    python pay.py --key 0xPRIVKEY [--max-value ATOMIC] URL
+    python pay.py --key 0xPRIVKEY [--max-value ATOMIC] [--data-file PATH] URL
 
 Uses `x402HttpxClient` (an `httpx.AsyncClient` whose transport answers 402s) over an
 `x402Client` with the EVM exact scheme registered by `register_exact_evm_client` for
@@ -38,6 +38,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--key", required=True, help="0x + 64 hex digits")
     parser.add_argument("--max-value", help="drop offers above this many atomic units")
+    parser.add_argument("--data-file", help="POST this file's bytes instead of a GET")
     parser.add_argument("url")
     args = parser.parse_args()
     if not re.fullmatch(r"0x[0-9a-fA-F]{64}", args.key):
@@ -66,7 +67,12 @@ async def pay(args: argparse.Namespace) -> dict[str, object]:
     # trust_env=False: a proxy from the environment must not sit between the client and a
     # loopback test server.
     async with x402HttpxClient(client, timeout=TIMEOUT_SECONDS, trust_env=False) as http:
-        response = await http.get(args.url)
+        if args.data_file is None:
+            response = await http.get(args.url)
+        else:
+            with open(args.data_file, "rb") as data:
+                body = data.read()
+            response = await http.post(args.url, content=body)
         body = await response.aread()
     headers = {name.lower(): value for name, value in response.headers.items()}
     settlement = headers.get("payment-response", headers.get("x-payment-response"))

@@ -54,6 +54,8 @@ pub struct PayOptions {
     /// default is 100000, 0.1 USDC); `Fetch` / `Python`: a policy dropping dearer offers on top of
     /// the default spend controls (at most $1). `None` = the clients' defaults.
     pub max_value: Option<u128>,
+    /// POST this file's bytes instead of a GET (an upload).
+    pub data_file: Option<std::path::PathBuf>,
     /// Bound on the whole run; the client is killed after it.
     pub timeout: Duration,
 }
@@ -62,6 +64,7 @@ impl Default for PayOptions {
     fn default() -> Self {
         PayOptions {
             max_value: None,
+            data_file: None,
             timeout: PAY_TIMEOUT,
         }
     }
@@ -103,8 +106,8 @@ pub async fn pay_with(client: PayClient, url: &str, key: B256, options: PayOptio
     }
 }
 
-/// Runs the client once: it GETs `url`, and on a 402 signs one payment with `key` and retries
-/// once, as its wrapper does. `Ok` whatever the final status; `Err(message)` when the client
+/// Runs the client once: it GETs `url` (or POSTs [`PayOptions::data_file`] to it), and on a 402
+/// signs one payment with `key` and retries once, as its wrapper does. `Ok` whatever the final status; `Err(message)` when the client
 /// itself throws (its error message, e.g. "Payment amount exceeds maximum allowed").
 ///
 /// # Panics
@@ -136,6 +139,9 @@ pub async fn try_pay_with(
     args.extend(["--key".to_owned(), format!("{key:#x}")]);
     if let Some(max) = options.max_value {
         args.extend(["--max-value".to_owned(), max.to_string()]);
+    }
+    if let Some(file) = &options.data_file {
+        args.extend(["--data-file".to_owned(), file.display().to_string()]);
     }
     args.push(url.to_owned());
     command.args(&args);

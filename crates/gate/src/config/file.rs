@@ -307,6 +307,23 @@ pub(crate) struct PricingFile {
     pub(crate) rules: Vec<RuleFile>,
     pub(crate) honour_item_tags: bool,
     pub(crate) max_item_price: Option<String>,
+    pub(crate) uploads: Option<UploadsFile>,
+}
+
+/// `[pricing.uploads]`: what storing an item costs; absent, uploads are free.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadsFile {
+    pub(crate) per_mib: Option<String>,
+    pub(crate) per_mib_day: Option<String>,
+    pub(crate) minimum: Option<String>,
+    #[serde(default = "a_year")]
+    pub(crate) days_without_expiry: u32,
+    pub(crate) description: Option<String>,
+}
+
+fn a_year() -> u32 {
+    365
 }
 
 /// `[[pricing.rules]]`: the first rule that matches a read sets its price.

@@ -273,6 +273,8 @@ pub struct PaymentsConfig {
     /// When no rule matches, price an item by its signed `X402-Price`, `X402-Pay-To` and
     /// `X402-Network` tags, up to this many atomic units of USDC.
     pub item_tags_max: Option<alloy::primitives::U256>,
+    /// What storing an item costs; `None`: uploads are free.
+    pub upload_price: Option<crate::pricing::UploadPrice>,
     /// The authorization window clients are asked for.
     pub max_timeout_seconds: u64,
     /// Clock skew allowed on `validBefore`'s upper bound.
@@ -584,12 +586,61 @@ fn payments(
     } else {
         None
     };
+    let upload_price = f
+        .pricing
+        .uploads
+        .as_ref()
+        .map(|u| {
+            let key = "pricing.uploads";
+            if u.per_mib.is_none() && u.per_mib_day.is_none() && u.minimum.is_none() {
+                return Err(invalid(
+                    key,
+                    "set at least one of per_mib, per_mib_day or minimum (or remove the table)",
+                ));
+            }
+            for decimal in [&u.per_mib, &u.per_mib_day, &u.minimum]
+                .into_iter()
+                .flatten()
+            {
+                for target in &accept {
+                    hb402_x402::parse_price(decimal, target.asset.decimals)
+                        .map_err(|e| invalid(key, e.to_string()))?;
+                }
+            }
+            if !(1..=36_500).contains(&u.days_without_expiry) {
+                return Err(invalid(
+                    "pricing.uploads.days_without_expiry",
+                    "must be between 1 and 36500",
+                ));
+            }
+            if matches!(mode, PaymentMode::Off) {
+                return Err(invalid(
+                    key,
+                    "priced uploads need payments.mode = \"facilitator\" or \"local\"",
+                ));
+            }
+            if accept.is_empty() {
+                return Err(invalid(
+                    key,
+                    "priced uploads need at least one [[payments.accept]]",
+                ));
+            }
+            Ok(crate::pricing::UploadPrice {
+                per_mib: u.per_mib.clone(),
+                per_mib_day: u.per_mib_day.clone(),
+                minimum: u.minimum.clone(),
+                days_without_expiry: u.days_without_expiry,
+                description: u.description.clone(),
+            })
+        })
+        .transpose()?;
     Ok(PaymentsConfig {
         mode,
         registry,
         accept,
         rules,
         item_tags_max,
+        upload_price,
         max_timeout_seconds: p.max_timeout_seconds,
         skew_seconds: p.skew_seconds.min(600),
         verify_timeout: seconds("payments.verify_timeout_seconds", p.verify_timeout_seconds)?,
@@ -990,6 +1041,34 @@ mod tests {
         assert!(!key.matches(b"admin-key-0123456780"));
         assert!(!key.matches(b"admin"));
         assert_eq!(format!("{key:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn upload_prices_need_payments_and_a_price() {
+        let paid = "version = 1\n[payments]\nmode = \"facilitator\"\n\
+                    facilitator_url = \"http://127.0.0.1:1\"\n\
+                    [[payments.accept]]\nnetwork = \"base-sepolia\"\n\
+                    pay_to = \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\n";
+        let c = load(&format!("{paid}[pricing.uploads]\nper_mib = \"0.01\"")).unwrap();
+        let price = c.payments.upload_price.unwrap();
+        assert_eq!(price.per_mib.as_deref(), Some("0.01"));
+        assert_eq!(price.days_without_expiry, 365);
+        assert!(load(paid).unwrap().payments.upload_price.is_none());
+        assert!(
+            err("version = 1\n[pricing.uploads]\nper_mib = \"0.01\"")
+                .starts_with("pricing.uploads:")
+        );
+        assert!(err(&format!("{paid}[pricing.uploads]\n")).starts_with("pricing.uploads:"));
+        assert!(
+            err(&format!("{paid}[pricing.uploads]\nper_mib = \"0.0000001\""))
+                .starts_with("pricing.uploads:")
+        );
+        assert!(
+            err(&format!(
+                "{paid}[pricing.uploads]\nminimum = \"1\"\ndays_without_expiry = 0"
+            ))
+            .starts_with("pricing.uploads.days_without_expiry:")
+        );
     }
 
     #[test]

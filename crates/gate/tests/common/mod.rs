@@ -100,6 +100,10 @@ impl Harness {
         let env = |k: &str| match k {
             "HB402_TEST_SHARE_SECRET" => Some(SHARE_SECRET.to_owned()),
             "HB402_TEST_ADMIN_KEY" => Some(ADMIN_KEY.to_owned()),
+            "HB402_TEST_OPERATOR_KEY" => Some(format!(
+                "{:#x}",
+                hb402_testkit::OPERATOR_ACCOUNT.private_key
+            )),
             _ => None,
         };
         let config = Config::from_toml(&toml, Path::new("test.toml"), &Overrides::default(), &env)
