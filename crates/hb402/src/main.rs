@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod client;
 mod inspect;
+mod sign_item;
 
 /// hb402: x402 payments, expiry and private share links for HyperBEAM ~s3@1.0 DataItems.
 ///
@@ -60,6 +62,18 @@ enum Command {
         #[arg(long, default_value_t = hb402_ans104::DEFAULT_MAX_HEADER_BYTES)]
         max_header_bytes: usize,
     },
+    /// GET a URL like curl, paying an x402 402 with USDC: the cheapest offer within
+    /// --max-amount is signed (EIP-3009) with the key in --private-key-env and the request is
+    /// retried once. The body goes to standard output (or -o FILE); the payment, its settlement
+    /// transaction and any receipt go to standard error. Exit 0 for a 2xx answer, else 1.
+    Fetch(client::FetchArgs),
+    /// POST a signed DataItem file to an upload URL (e.g. http://127.0.0.1:8402/upload), paying
+    /// for it as `fetch` does when uploads are priced. Prints the JSON answer.
+    Upload(client::UploadArgs),
+    /// Make a signed ANS-104 DataItem from a data file, tags and a key from the environment
+    /// (Ethereum or Ed25519). The item goes to standard output (or -o FILE); its id, size and
+    /// owner address to standard error as JSON.
+    SignItem(sign_item::SignItemArgs),
 }
 
 /// Exit status for an invalid configuration (sysexits' EX_USAGE).
@@ -72,6 +86,9 @@ fn main() -> ExitCode {
             file,
             max_header_bytes,
         }) => inspect::run(&file, max_header_bytes),
+        Some(Command::Fetch(args)) => client::fetch(args),
+        Some(Command::Upload(args)) => client::upload(args),
+        Some(Command::SignItem(args)) => sign_item::run(args),
         None => serve(cli.run),
     }
 }

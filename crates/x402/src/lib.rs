@@ -7,6 +7,7 @@
 //! - [`exact`]: local verification of the EVM `exact` scheme (EIP-3009);
 //! - [`facilitator`]: the [`Facilitator`] trait that settlement backends implement.
 
+pub mod client;
 pub mod codec;
 pub mod exact;
 pub mod facilitator;
