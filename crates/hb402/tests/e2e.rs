@@ -1,0 +1,692 @@
+//! End to end, from the outside: the real binaries as separate processes on loopback — `hb402`,
+//! `hb402-devnode`, anvil with USDC, the reference facilitator, the npm and PyPI clients and
+//! `hb402 fetch` / `upload` / `sign-item` — with faults injected between them. The invariant
+//! checked throughout: no content leaves without a settlement and no settlement happens without
+//! content, on chain (the payee's USDC balance) and in hb402's ledger.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hb402_testkit::{
+    BUYER_ACCOUNT, FACILITATOR_ACCOUNT, Facilitator, LocalChain, PAYEE_ACCOUNT, PayClient,
+    PaymentOptions, pay, payments,
+};
+use serde_json::{Value, json};
+
+const PRICE: u128 = 10_000;
+const ADMIN_KEY: &str = "e2e-admin-key-0123456789abcdef";
+const SHARE_SECRET: &str = "e2e-share-secret-0123456789abcdef";
+const RECEIPT_SECRET: &str = "e2e-receipt-secret-0123456789abcdef";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(addr: SocketAddr, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} is not listening on {addr}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process, killed when dropped; its output goes to a log file.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(mut command: Command, log: &Path) -> Proc {
+        let out = std::fs::File::create(log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        Proc { child }
+    }
+
+    /// Kills it (SIGKILL: durability must not depend on a clean stop) and reaps it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn hb402_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hb402"))
+}
+
+/// The devnode binary, built beside hb402 (the workspace test run builds it; a run of this
+/// package alone builds it here).
+fn devnode_bin() -> PathBuf {
+    let path = hb402_bin().with_file_name("hb402-devnode");
+    if !path.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "hb402-devnode"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not build hb402-devnode");
+    }
+    path
+}
+
+fn devnode(addr: SocketAddr, data: &Path, log: &Path) -> Proc {
+    let mut cmd = Command::new(devnode_bin());
+    cmd.arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(data);
+    let proc = Proc::spawn(cmd, log);
+    wait_listening(addr, "hb402-devnode", log);
+    proc
+}
+
+/// A relay between hb402 and the node that can be told to stall: requests are then swallowed
+/// and never answered, on new and pooled connections alike.
+struct Relay {
+    addr: SocketAddr,
+    stall: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stall = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stall);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let flag = Arc::clone(&flag);
+                std::thread::spawn(move || relay(client, to, &flag));
+            }
+        });
+        Relay { addr, stall }
+    }
+}
+
+fn relay(mut client: TcpStream, to: SocketAddr, stall: &Arc<AtomicBool>) {
+    let Ok(mut upstream) = TcpStream::connect(to) else {
+        return; // the node is down: the connection closes unanswered
+    };
+    let (Ok(mut from_client), Ok(mut to_node)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    let flag = Arc::clone(stall);
+    let up = std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from_client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                // Stalled: the request is read and dropped, so the node never answers it.
+                Ok(_) if flag.load(Ordering::SeqCst) => {}
+                Ok(n) => {
+                    if to_node.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_node.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut upstream, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
+}
+
+/// hb402 as a process, restartable on the same configuration and state.
+struct Gateway {
+    config: PathBuf,
+    log: PathBuf,
+    url: String,
+    admin_url: String,
+    public: SocketAddr,
+    admin: SocketAddr,
+    proc: Option<Proc>,
+}
+
+impl Gateway {
+    fn start(dir: &Path, upstream: &str, facilitator: &str) -> Gateway {
+        let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let url = format!("http://{public}");
+        let config = dir.join("hb402.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"version = 1
+[server]
+threads = 2
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 1
+[listen]
+public = "{public}"
+admin = "{admin}"
+public_base_url = "{url}"
+[upstream]
+url = "{upstream}"
+connect_timeout_seconds = 2
+read_timeout_seconds = 2
+[store]
+state_dir = "{state}"
+[share_links]
+secret = "${{E2E_SHARE_SECRET}}"
+[admin]
+bearer_key = "${{E2E_ADMIN_KEY}}"
+[payments]
+mode = "facilitator"
+facilitator_url = "{facilitator}"
+verify_timeout_seconds = 5
+settle_timeout_seconds = 10
+receipt_secret = "${{E2E_RECEIPT_SECRET}}"
+[[payments.accept]]
+network = "base-sepolia"
+pay_to = "{payee}"
+[[pricing.rules]]
+content_types = ["text/*", "application/octet-stream"]
+price = "0.01"
+"#,
+                state = dir.join("state").display(),
+                payee = PAYEE_ACCOUNT.address_checksummed(),
+            ),
+        )
+        .unwrap();
+        let mut gateway = Gateway {
+            config,
+            log: dir.join("hb402.log"),
+            url,
+            admin_url: format!("http://{admin}"),
+            public,
+            admin,
+            proc: None,
+        };
+        gateway.restart();
+        gateway
+    }
+
+    fn restart(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill();
+        }
+        let mut cmd = Command::new(hb402_bin());
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("E2E_SHARE_SECRET", SHARE_SECRET)
+            .env("E2E_ADMIN_KEY", ADMIN_KEY)
+            .env("E2E_RECEIPT_SECRET", RECEIPT_SECRET)
+            .env("RUST_LOG", "info");
+        for var in [
+            "HB402_LISTEN",
+            "HB402_ADMIN_LISTEN",
+            "HB402_UPSTREAM",
+            "HB402_STATE_DIR",
+        ] {
+            cmd.env_remove(var);
+        }
+        self.proc = Some(Proc::spawn(cmd, &self.log));
+        wait_listening(self.public, "hb402", &self.log);
+        wait_listening(self.admin, "hb402 admin", &self.log);
+    }
+
+    /// The ledger's entries as (resource path, state).
+    async fn ledger(&self, client: &reqwest::Client) -> Vec<(String, String)> {
+        let ledger: Value = client
+            .get(format!("{}/admin/payments?limit=1000", self.admin_url))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ledger["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let resource = e["resource"].as_str().unwrap();
+                (
+                    resource
+                        .strip_prefix(&self.url)
+                        .unwrap_or(resource)
+                        .to_owned(),
+                    e["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until no entry is still in flight, then returns the ledger: releases are
+    /// written after the answer.
+    async fn settled_ledger(&self, client: &reqwest::Client) -> Vec<(String, String)> {
+        for _ in 0..50 {
+            let ledger = self.ledger(client).await;
+            if ledger
+                .iter()
+                .all(|(_, s)| s != "reserved" && s != "verified")
+            {
+                return ledger;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.ledger(client).await
+    }
+}
+
+/// Runs `hb402 <args>` with `env`; returns (exit code, stdout, stderr).
+fn hb402_cli(args: &[&str], env: &[(&str, String)]) -> (i32, Vec<u8>, String) {
+    let mut cmd = Command::new(hb402_bin());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn payer_env() -> Vec<(&'static str, String)> {
+    vec![(
+        "HB402_PAYER_KEY",
+        format!("{:#x}", BUYER_ACCOUNT.private_key),
+    )]
+}
+
+/// Signs `data` with `hb402 sign-item` (Ethereum key of anvil account #3) and uploads it with
+/// `hb402 upload`; returns the item id.
+fn sign_and_upload(
+    dir: &Path,
+    name: &str,
+    data: &[u8],
+    tags: &[&str],
+    extra: &[&str],
+    url: &str,
+) -> String {
+    let data_file = dir.join(format!("{name}.data"));
+    let item_file = dir.join(format!("{name}.ans104"));
+    std::fs::write(&data_file, data).unwrap();
+    let mut args = vec!["sign-item", "-o", item_file.to_str().unwrap()];
+    for tag in tags {
+        args.extend(["--tag", tag]);
+    }
+    args.push(data_file.to_str().unwrap());
+    let key = vec![(
+        "HB402_ITEM_KEY",
+        format!("{:#x}", hb402_testkit::ANVIL_ACCOUNTS[3].private_key),
+    )];
+    let (code, _, err) = hb402_cli(&args, &key);
+    assert_eq!(code, 0, "sign-item: {err}");
+    let mut args = vec!["upload", item_file.to_str().unwrap(), url];
+    args.extend_from_slice(extra);
+    let (code, out, err) = hb402_cli(&args, &[]);
+    assert_eq!(code, 0, "upload: {err}");
+    let answer: Value = serde_json::from_slice(&out).unwrap();
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+/// An item made by the reference `arbundles` package: 5 MiB of data, Ed25519, octet-stream.
+fn arbundles_item(dir: &Path) -> (Vec<u8>, String) {
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ans104/tests/vectors");
+    assert!(
+        vectors.join("node_modules/@dha-team/arbundles").is_dir(),
+        "run `npm ci --ignore-scripts` in {} (./scripts/test.sh does this)",
+        vectors.display()
+    );
+    let out = dir.join("arbundles");
+    let status = Command::new("node")
+        .current_dir(&vectors)
+        .arg("generate.mjs")
+        .arg("--large")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "arbundles could not make the item");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let entry = &manifest[0];
+    let bytes = std::fs::read(out.join(entry["file"].as_str().unwrap())).unwrap();
+    (bytes, entry["id"].as_str().unwrap().to_owned())
+}
+
+/// The 402's offers as `payments()` takes them.
+async fn requirements(client: &reqwest::Client, url: &str) -> Value {
+    let resp = client.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 402, "{url}");
+    let header = resp.headers()["payment-required"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let v2: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, header).unwrap(),
+    )
+    .unwrap();
+    let v1: Value = resp.json().await.unwrap();
+    json!({"v2": v2["accepts"][0], "v1": v1["accepts"][0], "resource": v2["resource"]})
+}
+
+async fn signed_payment(client: &reqwest::Client, url: &str) -> String {
+    let paid = payments(PaymentOptions {
+        requirements: Some(requirements(client, url).await),
+        ..PaymentOptions::default()
+    })
+    .await;
+    paid["v2"]["header"].as_str().unwrap().to_owned()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn separate_processes_upload_pay_expire_and_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = LocalChain::start().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _node = devnode(
+        node_addr,
+        &dir.path().join("node"),
+        &dir.path().join("node.log"),
+    );
+    let gw = Gateway::start(
+        dir.path(),
+        &format!("http://{node_addr}"),
+        facilitator.url(),
+    );
+    let http = client();
+    let upload_url = format!("{}/upload", gw.url);
+    let payee = PAYEE_ACCOUNT.address;
+
+    // Uploads: an item made by arbundles, and one made and sent by hb402 itself.
+    let (big, big_id) = arbundles_item(dir.path());
+    let resp = http
+        .post(&upload_url)
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let text = b"paid for, by every client";
+    let text_id = sign_and_upload(
+        dir.path(),
+        "text",
+        text,
+        &["Content-Type=text/plain"],
+        &[],
+        &upload_url,
+    );
+
+    // Paid reads: each client pays once and gets the bytes; the payee gets the price each time.
+    let text_url = format!("{}/{text_id}", gw.url);
+    let mut paid_reads = 0;
+    for client in PayClient::ALL {
+        let before = chain.usdc_balance(payee).await;
+        let result = pay(client, &text_url, BUYER_ACCOUNT.private_key).await;
+        assert_eq!(result.status, 200, "{}", client.name());
+        assert_eq!(result.body, text);
+        assert_eq!(chain.usdc_balance(payee).await, before + PRICE);
+        paid_reads += 1;
+    }
+    let before = chain.usdc_balance(payee).await;
+    let out_file = dir.path().join("fetched.bin");
+    let (code, _, err) = hb402_cli(
+        &[
+            "fetch",
+            "-o",
+            out_file.to_str().unwrap(),
+            &format!("{}/{big_id}", gw.url),
+        ],
+        &payer_env(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("transaction 0x"), "{err}");
+    assert_eq!(
+        std::fs::read(&out_file).unwrap(),
+        big[big.len() - (5 << 20)..],
+        "the data of the arbundles item"
+    );
+    assert_eq!(chain.usdc_balance(payee).await, before + PRICE);
+    paid_reads += 1;
+    // A limit below the price: nothing is signed, nothing paid.
+    let (code, out, err) = hb402_cli(&["fetch", "--max-amount", "0.001", &text_url], &payer_env());
+    assert_eq!(code, 1);
+    assert!(out.is_empty() && err.contains("exceed the limit"), "{err}");
+
+    // Expiry: readable, then 410 from its second on, and never charged.
+    let expires_at = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2)
+    .to_string();
+    let brief_id = sign_and_upload(
+        dir.path(),
+        "brief",
+        b"briefly",
+        &["Content-Type=text/plain"],
+        &["--expires-at", &expires_at],
+        &upload_url,
+    );
+    let brief_url = format!("{}/{brief_id}", gw.url);
+    assert_eq!(http.get(&brief_url).send().await.unwrap().status(), 402);
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    let before = chain.usdc_balance(payee).await;
+    let (code, out, err) = hb402_cli(&["fetch", &brief_url], &payer_env());
+    assert_eq!(code, 1);
+    assert!(out.is_empty() && err.contains("410"), "{err}");
+    assert_eq!(chain.usdc_balance(payee).await, before);
+
+    // A private item: refused without a link, served with one minted on the admin listener,
+    // and the Load-compatible key route works the same.
+    let secret_id = sign_and_upload(
+        dir.path(),
+        "secret",
+        b"for link holders",
+        &["Content-Type=image/png"],
+        &["--private"],
+        &upload_url,
+    );
+    let resp = http
+        .get(format!("{}/{secret_id}", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    assert!(!resp.text().await.unwrap().contains("for link holders"));
+    let minted: Value = http
+        .post(format!("{}/sign", gw.admin_url))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-bucket-name", "hb402-private")
+        .header("x-load-acc", "e2e")
+        .header("x-dataitem-key", format!("dataitems/{secret_id}.ans104"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let link = minted["signed_url"].as_str().unwrap();
+    let resp = http.get(link).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{link}");
+    assert_eq!(resp.bytes().await.unwrap(), "for link holders");
+    let (_, token) = link.split_once("?token=").unwrap();
+    let id_link = format!("{}/resolve/{secret_id}?token={token}", gw.url);
+    assert_eq!(http.get(&id_link).send().await.unwrap().status(), 200);
+
+    // The ledger agrees with the chain: one settlement per paid read, nothing else.
+    let ledger = gw.settled_ledger(&http).await;
+    let settled = ledger.iter().filter(|(_, s)| s == "settled").count();
+    assert_eq!(settled, paid_reads, "{ledger:?}");
+    assert!(ledger.iter().all(|(_, s)| s == "settled"), "{ledger:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_never_separate_content_from_settlement() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = LocalChain::start().await;
+    let mut facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let node_data = dir.path().join("node");
+    let mut node = devnode(node_addr, &node_data, &dir.path().join("node.log"));
+    let relay = Relay::start(node_addr);
+    let mut gw = Gateway::start(
+        dir.path(),
+        &format!("http://{}", relay.addr),
+        facilitator.url(),
+    );
+    let http = client();
+    let payee = PAYEE_ACCOUNT.address;
+    let upload_url = format!("{}/upload", gw.url);
+    let text = b"worth paying for";
+    let id = sign_and_upload(
+        dir.path(),
+        "text",
+        text,
+        &["Content-Type=text/plain"],
+        &[],
+        &upload_url,
+    );
+    let url = format!("{}/{id}", gw.url);
+    let path = format!("/{id}");
+    let start_balance = chain.usdc_balance(payee).await;
+    let mut settlements = 0u128;
+
+    // The node restarts: while it is down a paid read fails and costs nothing; once it is back
+    // the same kind of read is served and paid.
+    node.kill();
+    let before = chain.usdc_balance(payee).await;
+    let (code, out, err) = hb402_cli(&["fetch", &url], &payer_env());
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty() && err.contains("502"), "{err}");
+    assert_eq!(chain.usdc_balance(payee).await, before);
+    let _node = devnode(node_addr, &node_data, &dir.path().join("node2.log"));
+    let (code, out, err) = hb402_cli(&["fetch", &url], &payer_env());
+    assert_eq!((code, out.as_slice()), (0, text.as_slice()), "{err}");
+    settlements += 1;
+    assert_eq!(chain.usdc_balance(payee).await, before + PRICE);
+
+    // The node stalls: hb402 gives up after its read timeout; no content, no settlement.
+    relay.stall.store(true, Ordering::SeqCst);
+    let before = chain.usdc_balance(payee).await;
+    let started = Instant::now();
+    let (code, out, err) = hb402_cli(&["fetch", &url], &payer_env());
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(chain.usdc_balance(payee).await, before);
+    relay.stall.store(false, Ordering::SeqCst);
+
+    // A client that disconnects after the headers: the payment settled before the first body
+    // byte, and the receipt in those headers re-reads the item without paying twice.
+    let before = chain.usdc_balance(payee).await;
+    let header = signed_payment(&http, &url).await;
+    let mut socket = TcpStream::connect(gw.public).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nhost: {}\r\npayment-signature: {header}\r\n\r\n",
+        gw.public
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65_536 {
+        socket.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    drop(socket);
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("payment-response:"),
+        "{head}"
+    );
+    let receipt = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("x-receipt:")
+                .then(|| l[10..].trim().to_owned())
+        })
+        .expect("a receipt");
+    settlements += 1;
+    assert_eq!(chain.usdc_balance(payee).await, before + PRICE);
+
+    // hb402 is killed and restarted between the payment and its replay: the replay is still
+    // refused and the receipt still re-reads (state and receipt key are durable).
+    gw.restart();
+    let resp = http
+        .get(&url)
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let resp = http
+        .get(&url)
+        .header("x-receipt", &receipt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap(), text.as_slice());
+
+    // The facilitator dies mid-run: payments are refused (fail closed), nothing is served.
+    facilitator.kill();
+    let before = chain.usdc_balance(payee).await;
+    let result = pay(PayClient::Python, &url, BUYER_ACCOUNT.private_key).await;
+    assert_eq!(result.status, 402);
+    assert!(!result.body.windows(text.len()).any(|w| w == text));
+    let (code, out, _) = hb402_cli(&["fetch", &url], &payer_env());
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert_eq!(chain.usdc_balance(payee).await, before);
+
+    // Overall: the chain moved exactly the settled payments, and the ledger says the same.
+    assert_eq!(
+        chain.usdc_balance(payee).await,
+        start_balance + settlements * PRICE
+    );
+    let ledger = gw.settled_ledger(&http).await;
+    let settled = ledger.iter().filter(|(_, s)| s == "settled").count() as u128;
+    assert_eq!(settled, settlements, "{ledger:?}");
+    assert!(
+        ledger
+            .iter()
+            .all(|(p, s)| p == &path && s != "reserved" && s != "verified"),
+        "{ledger:?}"
+    );
+}
