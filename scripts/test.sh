@@ -3,7 +3,7 @@
 #
 # Installs the pinned JavaScript and Python reference packages the tests drive (npm ci and a
 # virtualenv, only when missing or out of date), then runs every Rust test in the workspace with
-# cargo-nextest, then the doc tests.
+# cargo-nextest, then the doc tests, then the offline checks of deploy/.
 # Extra arguments go to nextest (e.g. `./scripts/test.sh -p hb402-ans104`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +29,4 @@ fi
 
 cargo nextest run --workspace --no-fail-fast "$@"
 cargo test --workspace --doc --quiet
+./scripts/check-deploy.sh
