@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use hb402_x402::client::format_units;
 use hb402_x402::facilitator::SETTLEMENT_PENDING;
 use hb402_x402::offer::{payment_required, payment_required_v1};
 use hb402_x402::{
@@ -107,10 +108,9 @@ pub fn challenge(
         let rows: String = offers
             .iter()
             .map(|o| {
-                let units = o.terms.amount.to_string();
                 format!(
                     "<tr><td>{} {}</td><td>{}</td><td>{}</td></tr>",
-                    html_escape(&format_units(&units, o.terms.asset.decimals)),
+                    html_escape(&format_units(&o.terms.amount, o.terms.asset.decimals)),
                     html_escape(&o.terms.asset.symbol),
                     html_escape(o.v1.as_ref().map_or(&o.v2.network, |v| &v.network)),
                     html_escape(&o.v2.pay_to)
@@ -134,19 +134,6 @@ pub fn challenge(
         status: 402,
         headers,
         body,
-    }
-}
-
-/// `10000` atomic units with 6 decimals → `0.01`.
-fn format_units(atomic: &str, decimals: u8) -> String {
-    let d = decimals as usize;
-    let padded = format!("{atomic:0>width$}", width = d + 1);
-    let (whole, frac) = padded.split_at(padded.len() - d);
-    let frac = frac.trim_end_matches('0');
-    if frac.is_empty() {
-        whole.to_owned()
-    } else {
-        format!("{whole}.{frac}")
     }
 }
 
@@ -481,17 +468,4 @@ pub async fn release(gate: &Gate, paid: &Verified) {
     }
     let _ = gate.store.release(&paid.lock_key).await;
     record(gate, paid.ledger_id, PaymentState::Released).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn units() {
-        assert_eq!(format_units("10000", 6), "0.01");
-        assert_eq!(format_units("1", 6), "0.000001");
-        assert_eq!(format_units("1500000", 6), "1.5");
-        assert_eq!(format_units("2000000", 6), "2");
-    }
 }

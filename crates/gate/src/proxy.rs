@@ -118,12 +118,12 @@ async fn respond(
     Ok(())
 }
 
-/// Writes a paywall answer from `request_filter` (the request ends there).
-async fn write_402(
+/// Writes a paywall answer (a 402).
+async fn respond_402(
     session: &mut Session,
     ctx: &mut Ctx,
     prepared: paywall::Prepared,
-) -> std::result::Result<bool, (ApiError, Vec<(&'static str, String)>)> {
+) -> Result<()> {
     ctx.outcome = Some(Outcome::PaymentRequired);
     respond(
         session,
@@ -132,7 +132,17 @@ async fn write_402(
         Some(prepared.body),
     )
     .await
-    .map_err(|e| (ApiError::new(500, "write_failed", e.to_string()), vec![]))?;
+}
+
+/// Writes a paywall answer from `request_filter` (the request ends there).
+async fn write_402(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    prepared: paywall::Prepared,
+) -> std::result::Result<bool, (ApiError, Vec<(&'static str, String)>)> {
+    respond_402(session, ctx, prepared)
+        .await
+        .map_err(|e| (ApiError::new(500, "write_failed", e.to_string()), vec![]))?;
     Ok(true)
 }
 
@@ -656,14 +666,7 @@ impl ProxyHttp for Proxy {
                                 respond_error(session, &err, &extra).await?;
                             }
                             Refusal::Payment(prepared) => {
-                                ctx.outcome = Some(Outcome::PaymentRequired);
-                                respond(
-                                    session,
-                                    prepared.status,
-                                    &prepared.headers,
-                                    Some(prepared.body),
-                                )
-                                .await?;
+                                respond_402(session, ctx, prepared).await?;
                             }
                         }
                     }
@@ -849,19 +852,12 @@ impl ProxyHttp for Proxy {
         if let Some(prepared) = ctx.prepared.take()
             && session.response_written().is_none()
         {
-            ctx.outcome = Some(Outcome::PaymentRequired);
-            if let Err(write) = respond(
-                session,
-                prepared.status,
-                &prepared.headers,
-                Some(prepared.body),
-            )
-            .await
-            {
+            let status = prepared.status;
+            if let Err(write) = respond_402(session, ctx, prepared).await {
                 tracing::debug!(error = %write, "could not send the 402");
             }
             return FailToProxy {
-                error_code: prepared.status,
+                error_code: status,
                 can_reuse_downstream: false,
             };
         }

@@ -329,17 +329,11 @@ fn signing_key(name: &str) -> Result<SigningKey, Failure> {
 }
 
 fn format_amount(choice: &Choice) -> String {
-    let atomic = choice.amount.to_string();
-    let d = usize::from(choice.asset.decimals);
-    let padded = format!("{atomic:0>width$}", width = d + 1);
-    let (whole, frac) = padded.split_at(padded.len() - d);
-    let frac = frac.trim_end_matches('0');
-    let number = if frac.is_empty() {
-        whole.to_owned()
-    } else {
-        format!("{whole}.{frac}")
-    };
-    format!("{number} {}", choice.asset.symbol)
+    format!(
+        "{} {}",
+        hb402_x402::client::format_units(&choice.amount, choice.asset.decimals),
+        choice.asset.symbol
+    )
 }
 
 fn report_settlement(response: &reqwest::Response) {

@@ -178,65 +178,65 @@ pub fn choose(
         }
         Err(why) => refusals.push(why),
     };
-    match challenge {
-        Challenge::V2(required) => {
-            for offer in &required.accepts {
-                consider(
-                    evaluate(
-                        registry,
-                        limits,
-                        &Candidate {
-                            network: &offer.network,
-                            asset: &offer.asset,
-                            pay_to: &offer.pay_to,
-                            amount: &offer.amount,
-                            scheme: &offer.scheme,
-                        },
-                    )
-                    .map(|(asset, pay_to, amount)| Choice {
-                        version: V2,
-                        accepted_v2: Some(offer.clone()),
-                        accepted_v1: None,
-                        resource: Some(required.resource.clone()),
-                        extensions: required.extensions.clone().map(Value::Object),
-                        asset,
-                        network: offer.network.clone(),
-                        pay_to,
-                        amount,
-                        max_timeout_seconds: offer.max_timeout_seconds,
-                    }),
-                );
-            }
-        }
-        Challenge::V1(required) => {
-            for offer in &required.accepts {
-                consider(
-                    evaluate(
-                        registry,
-                        limits,
-                        &Candidate {
-                            network: &offer.network,
-                            asset: &offer.asset,
-                            pay_to: &offer.pay_to,
-                            amount: &offer.max_amount_required,
-                            scheme: &offer.scheme,
-                        },
-                    )
-                    .map(|(asset, pay_to, amount)| Choice {
-                        version: V1,
-                        accepted_v2: None,
-                        accepted_v1: Some(offer.clone()),
-                        resource: None,
-                        extensions: None,
-                        asset,
-                        network: offer.network.clone(),
-                        pay_to,
-                        amount,
-                        max_timeout_seconds: offer.max_timeout_seconds,
-                    }),
-                );
-            }
-        }
+    let (resource, extensions) = match challenge {
+        Challenge::V2(r) => (
+            Some(r.resource.clone()),
+            r.extensions.clone().map(Value::Object),
+        ),
+        Challenge::V1(_) => (None, None),
+    };
+    // Each offer as (what is checked, its window, the verbatim offer to echo).
+    type Raw<'a> = (
+        Candidate<'a>,
+        u64,
+        Option<&'a PaymentRequirements>,
+        Option<&'a PaymentRequirementsV1>,
+    );
+    let offers: Vec<Raw<'_>> = match challenge {
+        Challenge::V2(required) => required
+            .accepts
+            .iter()
+            .map(|o| {
+                let c = Candidate {
+                    network: &o.network,
+                    asset: &o.asset,
+                    pay_to: &o.pay_to,
+                    amount: &o.amount,
+                    scheme: &o.scheme,
+                };
+                (c, o.max_timeout_seconds, Some(o), None)
+            })
+            .collect(),
+        Challenge::V1(required) => required
+            .accepts
+            .iter()
+            .map(|o| {
+                let c = Candidate {
+                    network: &o.network,
+                    asset: &o.asset,
+                    pay_to: &o.pay_to,
+                    amount: &o.max_amount_required,
+                    scheme: &o.scheme,
+                };
+                (c, o.max_timeout_seconds, None, Some(o))
+            })
+            .collect(),
+    };
+    for (candidate, max_timeout_seconds, v2, v1) in offers {
+        consider(
+            evaluate(registry, limits, &candidate).map(|(asset, pay_to, amount)| Choice {
+                version: if v2.is_some() { V2 } else { V1 },
+                accepted_v2: v2.cloned(),
+                accepted_v1: v1.cloned(),
+                resource: resource.clone(),
+                extensions: extensions.clone(),
+                asset,
+                network: candidate.network.to_owned(),
+                pay_to,
+                amount,
+                max_timeout_seconds,
+            }),
+        );
     }
     best.ok_or_else(|| {
         if refusals.is_empty() {
@@ -245,6 +245,19 @@ pub fn choose(
             ClientError::NoOffer(refusals.join("; "))
         }
     })
+}
+
+/// `10000` atomic units with 6 decimals → `"0.01"`.
+pub fn format_units(atomic: &U256, decimals: u8) -> String {
+    let d = usize::from(decimals);
+    let padded = format!("{atomic:0>width$}", width = d + 1);
+    let (whole, frac) = padded.split_at(padded.len() - d);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        whole.to_owned()
+    } else {
+        format!("{whole}.{frac}")
+    }
 }
 
 impl Choice {
@@ -380,6 +393,14 @@ mod tests {
             let verified = verify_locally(matched, &decoded.payload, now, 30).unwrap();
             assert_eq!(verified.authorization.from, payer);
         }
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(format_units(&U256::from(10_000), 6), "0.01");
+        assert_eq!(format_units(&U256::from(1), 6), "0.000001");
+        assert_eq!(format_units(&U256::from(1_500_000), 6), "1.5");
+        assert_eq!(format_units(&U256::from(2_000_000), 6), "2");
     }
 
     #[test]
