@@ -1,6 +1,5 @@
 //! Signature verification for types 1–4 over a DataItem's deep-hash.
 
-use k256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use rsa::traits::PublicKeyParts as _;
 use sha2::{Digest, Sha256};
 
@@ -139,8 +138,19 @@ fn verify_ethereum(
         });
     }
     let digest = eip191_digest(message);
-    key.verify_prehash(&digest, &signature)
-        .map_err(|_| Error::InvalidSignature)
+    // The recovery byte is part of the signature, and so of the item's id: it must be the one
+    // that recovers the owner. Verifying (r, s) alone would accept the flipped byte too, giving
+    // the same content a second id.
+    let recovery =
+        k256::ecdsa::RecoveryId::from_byte(sig[64] - 27).ok_or(Error::MalformedSignature {
+            reason: "recovery byte v must be 27 or 28",
+        })?;
+    let recovered = k256::ecdsa::VerifyingKey::recover_from_prehash(&digest, &signature, recovery)
+        .map_err(|_| Error::InvalidSignature)?;
+    if recovered != key {
+        return Err(Error::InvalidSignature);
+    }
+    Ok(())
 }
 
 pub(crate) fn eip191_digest(message: &[u8]) -> [u8; 32] {

@@ -91,3 +91,23 @@ fn committed_fixtures_survive_truncation_at_every_length() {
         }
     }
 }
+
+/// Regression: a type-3 (Ethereum) item with its recovery byte flipped (27 ↔ 28) verified,
+/// because only (r, s) were checked against the owner; the flipped signature is a second id
+/// for the same content. The byte must recover the owner.
+#[test]
+fn ethereum_items_need_the_recovery_byte_that_recovers_the_owner() {
+    for seed in 1u8..=8 {
+        let key = hb402_ans104::SigningKey::ethereum_from_bytes(&[seed; 32]).unwrap();
+        let item = DataItem::sign(&key, None, None, vec![], vec![seed; 16]).unwrap();
+        item.verify().unwrap();
+        let mut bytes = item.to_bytes();
+        // Signature type (2 bytes), then the 65-byte signature ending with v.
+        let v = 2 + 64;
+        assert!(matches!(bytes[v], 27 | 28));
+        bytes[v] = if bytes[v] == 27 { 28 } else { 27 };
+        let flipped = DataItem::parse(&bytes).unwrap();
+        assert_ne!(flipped.id(), item.id());
+        assert!(flipped.verify().is_err(), "seed {seed}: flipped v verifies");
+    }
+}
