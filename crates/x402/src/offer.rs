@@ -185,15 +185,40 @@ pub fn accepted_matches(accepted: &PaymentRequirements, offer: &PaymentRequireme
         && accepted.extra == offer.extra
 }
 
-/// Finds the offer a payload pays for: v2 by its `accepted` copy, v1 by scheme and network.
-pub fn match_offer<'a>(offers: &'a [Offer], payload: &PaymentPayload) -> Option<&'a Offer> {
+/// The offers a payload may pay for, best first. v2: the offer its `accepted` copy equals field
+/// by field (scheme, network, amount, asset, payTo, timeout, extra). v1 payloads name no asset:
+/// every offer with the payload's scheme and network, those whose `payTo` and amount the
+/// authorization repeats first. Which one it pays is decided by the local check (recipient,
+/// amount, and the signature under each offer's asset domain): the caller takes the first
+/// candidate that verifies, and reports the first one's refusal when none does.
+pub fn match_offers<'a>(offers: &'a [Offer], payload: &PaymentPayload) -> Vec<&'a Offer> {
     match payload {
-        PaymentPayload::V2(p) => offers.iter().find(|o| accepted_matches(&p.accepted, &o.v2)),
-        PaymentPayload::V1(p) => offers.iter().find(|o| {
-            o.v1.as_ref()
-                .is_some_and(|v1| v1.scheme == p.scheme && v1.network == p.network)
-        }),
+        PaymentPayload::V2(p) => offers
+            .iter()
+            .filter(|o| accepted_matches(&p.accepted, &o.v2))
+            .take(1)
+            .collect(),
+        PaymentPayload::V1(p) => {
+            let (mut exact, rest): (Vec<&Offer>, Vec<&Offer>) = offers
+                .iter()
+                .filter(|o| {
+                    o.v1.as_ref()
+                        .is_some_and(|v1| v1.scheme == p.scheme && v1.network == p.network)
+                })
+                .partition(|o| {
+                    crate::exact::parse_exact_payload(&p.payload).is_ok_and(|(auth, _)| {
+                        o.terms.pay_to == auth.to && o.terms.amount == auth.value
+                    })
+                });
+            exact.extend(rest);
+            exact
+        }
     }
+}
+
+/// The first offer a payload may pay for (see [`match_offers`]).
+pub fn match_offer<'a>(offers: &'a [Offer], payload: &PaymentPayload) -> Option<&'a Offer> {
+    match_offers(offers, payload).into_iter().next()
 }
 
 #[cfg(test)]
@@ -324,5 +349,47 @@ mod tests {
         };
         assert!(match_offer(&offers, &v1("base-sepolia")).is_some());
         assert!(match_offer(&offers, &v1("base")).is_none());
+    }
+
+    /// Regression: v1 matching compared only scheme and network, so with two offers on one
+    /// network (two payees, or two prices) the first was taken whatever the authorization paid,
+    /// and a payment for the second was refused. The offer it repeats now comes first.
+    #[test]
+    fn v1_candidates_start_with_the_offer_the_authorization_repeats() {
+        let cheap = sample_offer();
+        let mut terms = cheap.terms.clone();
+        terms.pay_to = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+            .parse()
+            .unwrap();
+        terms.amount = U256::from(20_000);
+        let resource = ResourceInfo {
+            url: "https://gw.example/resolve/abc".into(),
+            description: None,
+            mime_type: None,
+        };
+        let other = Offer::new(&Registry::builtin(), terms, &resource).unwrap();
+        let offers = [cheap.clone(), other.clone()];
+        let v1 = |to: &str, value: &str| {
+            PaymentPayload::V1(crate::types::PaymentPayloadV1 {
+                x402_version: 1,
+                scheme: "exact".into(),
+                network: "base-sepolia".into(),
+                payload: serde_json::json!({
+                    "signature": format!("0x{}", "11".repeat(65)),
+                    "authorization": {
+                        "from": "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+                        "to": to,
+                        "value": value,
+                        "validAfter": "0",
+                        "validBefore": "9999999999",
+                        "nonce": format!("0x{}", "22".repeat(32)),
+                    }
+                }),
+            })
+        };
+        let to_other = v1("0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "20000");
+        assert_eq!(match_offers(&offers, &to_other), vec![&other, &cheap]);
+        let to_cheap = v1("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "10000");
+        assert_eq!(match_offers(&offers, &to_cheap), vec![&cheap, &other]);
     }
 }
