@@ -25,4 +25,9 @@ pub struct Gate {
     pub facilitator: Option<Arc<dyn hb402_x402::Facilitator>>,
     /// Key of payment receipts.
     pub receipt_key: Vec<u8>,
+    /// What the chain says of a settlement hb402 was not told the outcome of, when an RPC is
+    /// configured.
+    pub chain: Option<crate::chain::ChainProbe>,
+    /// Payers that keep failing.
+    pub(crate) limiter: crate::limiter::FailureLimiter,
 }

@@ -1,23 +1,28 @@
-//! Item metadata resolution: the in-memory cache (moka), then the store, then the head of the
-//! object upstream (read with as many ranged reads as the header needs). What is learnt is kept.
+//! Item metadata: the in-memory cache (moka, weighed in bytes), then the store, then the node.
+//!
+//! Each copy of an item is its own: the same item may sit in the public and in the private
+//! bucket, under different lifetimes. Metadata learned from the node is trusted only once the
+//! whole object has been read and its signature verified against its id (an object whose bytes
+//! or tags were changed behind hb402's back is not that item); concurrent first reads of one copy
+//! share one such verification.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use hb402_ans104::ItemId;
 use moka::future::Cache;
 
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::meta::ItemMeta;
 use crate::metrics::MetaSource;
-use crate::store::Store;
+use crate::store::{Store, StoreError, item_key};
 use crate::upstream::{Upstream, UpstreamError};
 
-/// Where to look for an item not yet known.
+/// Where a copy is looked for when it is not known yet.
 #[derive(Debug, Clone, Copy)]
 pub enum Location<'a> {
-    /// The public bucket, at the configured key.
-    Public,
+    /// In this bucket, at hb402's key layout (`{key_prefix}{id}.ans104`).
+    Bucket(&'a str),
     /// The bucket and key a share link names.
     Named {
         /// Bucket.
@@ -27,10 +32,53 @@ pub enum Location<'a> {
     },
 }
 
+impl Location<'_> {
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        match self {
+            Location::Bucket(b) | Location::Named { bucket: b, .. } => b,
+        }
+    }
+}
+
+/// Why metadata could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ItemsError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(String),
+    /// The node failed.
+    #[error("node: {0}")]
+    Node(String),
+    /// The object is larger than `limits.max_verify_bytes`: it cannot be verified.
+    #[error("the object is {size} bytes, more than the {max} that may be verified")]
+    TooLargeToVerify {
+        /// Its size.
+        size: u64,
+        /// The bound.
+        max: u64,
+    },
+}
+
+impl From<StoreError> for ItemsError {
+    fn from(e: StoreError) -> Self {
+        ItemsError::Store(e.to_string())
+    }
+}
+
+impl From<UpstreamError> for ItemsError {
+    fn from(e: UpstreamError) -> Self {
+        ItemsError::Node(e.to_string())
+    }
+}
+
 /// Metadata of items, cached.
 #[derive(Debug)]
 pub struct Items {
     cache: Cache<String, Arc<ItemMeta>>,
+    /// Copies recently found missing, so that a stream of requests for ids nobody stored costs
+    /// the node one lookup per id and interval, not one per request.
+    missing: Cache<String, ()>,
     store: Arc<dyn Store>,
     upstream: Arc<Upstream>,
     config: Arc<Config>,
@@ -43,101 +91,168 @@ pub(crate) fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn upstream_error(e: UpstreamError) -> ApiError {
-    tracing::warn!(error = %e, "node error while reading item metadata");
-    ApiError::bad_gateway(format!("the node could not be read: {e}"))
+/// How many recent misses are remembered, and for how long.
+const MISSING_ENTRIES: u64 = 100_000;
+const MISSING_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What looking a copy up found, shared by concurrent lookups.
+#[derive(Debug, Clone)]
+enum Lookup {
+    Missing,
+    Failed(ItemsError),
 }
 
 impl Items {
     /// A resolver over `store` and `upstream`.
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, upstream: Arc<Upstream>) -> Self {
         let cache = Cache::builder()
-            .max_capacity(config.cache.metadata_entries)
+            .max_capacity(config.cache.metadata_bytes)
+            .weigher(|key: &String, meta: &Arc<ItemMeta>| {
+                u32::try_from(key.len() + meta.weight()).unwrap_or(u32::MAX)
+            })
             .time_to_live(config.cache.metadata_ttl)
+            .build();
+        let missing = Cache::builder()
+            .max_capacity(MISSING_ENTRIES)
+            .time_to_live(MISSING_TTL)
             .build();
         Items {
             cache,
+            missing,
             store,
             upstream,
             config,
         }
     }
 
-    /// The metadata of `id`, or `None` if the item does not exist where it is looked for.
+    /// The metadata of `id` where `location` says, or `None` if no such copy exists.
     pub async fn find(
         &self,
         id: &ItemId,
         location: Location<'_>,
-    ) -> Result<Option<(Arc<ItemMeta>, MetaSource)>, ApiError> {
-        let key = id.to_string();
+    ) -> Result<Option<(Arc<ItemMeta>, MetaSource)>, ItemsError> {
+        let id = id.to_string();
+        let key = item_key(location.bucket(), &id);
         if let Some(meta) = self.cache.get(&key).await {
             return Ok(Some((meta, MetaSource::Memory)));
         }
-        if let Some(meta) = self
-            .store
-            .get_meta(&key)
-            .await
-            .map_err(|e| ApiError::new(503, "store_unavailable", e.to_string()))?
-        {
-            let meta = Arc::new(meta);
-            self.cache.insert(key, meta.clone()).await;
-            return Ok(Some((meta, MetaSource::Store)));
+        if self.missing.contains_key(&key) {
+            return Ok(None);
         }
+        // 0 memory (another lookup filled it), 1 store, 2 node.
+        let source = AtomicU8::new(0);
+        let found = self
+            .cache
+            .try_get_with(key.clone(), async {
+                if let Some(meta) = self
+                    .store
+                    .get_meta(location.bucket(), &id)
+                    .await
+                    .map_err(|e| Lookup::Failed(e.into()))?
+                {
+                    source.store(1, Ordering::Relaxed);
+                    return Ok(Arc::new(meta));
+                }
+                source.store(2, Ordering::Relaxed);
+                match self.learn(&id, location).await {
+                    Ok(Some(meta)) => Ok(Arc::new(meta)),
+                    Ok(None) => Err(Lookup::Missing),
+                    Err(e) => Err(Lookup::Failed(e)),
+                }
+            })
+            .await;
+        let source = match source.load(Ordering::Relaxed) {
+            1 => MetaSource::Store,
+            2 => MetaSource::Upstream,
+            _ => MetaSource::Memory,
+        };
+        match found {
+            Ok(meta) => Ok(Some((meta, source))),
+            Err(e) => match e.as_ref() {
+                Lookup::Missing => {
+                    self.missing.insert(key, ()).await;
+                    Ok(None)
+                }
+                Lookup::Failed(e) => Err(e.clone()),
+            },
+        }
+    }
+
+    /// Reads the copy whole from the node and verifies it; its metadata, if it is the item.
+    async fn learn(
+        &self,
+        id: &str,
+        location: Location<'_>,
+    ) -> Result<Option<ItemMeta>, ItemsError> {
         let (bucket, object) = match location {
-            Location::Public => (
-                self.config.upstream.public_bucket.clone(),
-                self.upstream.item_key(&key),
-            ),
+            Location::Bucket(bucket) => (bucket.to_owned(), self.upstream.item_key(id)),
             Location::Named { bucket, key } => (bucket.to_owned(), key.to_owned()),
         };
-        let Some(size) = self
-            .upstream
-            .object_size(&bucket, &object)
-            .await
-            .map_err(upstream_error)?
-        else {
+        let Some(size) = self.upstream.object_size(&bucket, &object).await? else {
             return Ok(None);
         };
-        let header = self
+        let max = self.config.limits.max_verify_bytes;
+        if size > max {
+            return Err(ItemsError::TooLargeToVerify { size, max });
+        }
+        let item = match self
             .upstream
-            .read_header(&bucket, &object, size, self.config.limits.max_header_bytes)
+            .read_verified(&bucket, &object, size, self.config.limits.max_header_bytes)
             .await
-            .map_err(upstream_error)?;
-        if header.id() != *id {
+        {
+            Ok(item) => item,
+            Err(UpstreamError::Corrupt(reason)) => {
+                // Not a valid item: never served, under any id.
+                tracing::warn!(%bucket, key = %object, %reason, "stored object is not a valid DataItem");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if item.header.id().to_string() != id {
             // The object at this key is another item: never serve it under this id.
             tracing::warn!(%bucket, key = %object, "stored object's id does not match its key");
             return Ok(None);
         }
-        let expires_at = header
+        let expires_at = item
+            .header
             .tag("Expires")
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse().ok());
         let private = bucket == self.config.upstream.private_bucket;
-        let meta = ItemMeta::from_header(&header, bucket, object, size, private, expires_at, None);
-        self.remember(meta.clone()).await?;
-        Ok(Some((Arc::new(meta), MetaSource::Upstream)))
+        let meta = ItemMeta::from_header(
+            &item.header,
+            bucket,
+            object,
+            item.size,
+            private,
+            expires_at,
+            None,
+        );
+        self.store.put_meta(&meta).await?;
+        Ok(Some(meta))
     }
 
-    /// Stores and caches metadata.
-    pub async fn remember(&self, meta: ItemMeta) -> Result<(), ApiError> {
-        self.store
-            .put_meta(&meta)
-            .await
-            .map_err(|e| ApiError::new(503, "store_unavailable", e.to_string()))?;
-        self.cache.insert(meta.id.clone(), Arc::new(meta)).await;
+    /// Stores and caches a copy's metadata.
+    pub async fn remember(&self, meta: ItemMeta) -> Result<(), StoreError> {
+        self.store.put_meta(&meta).await?;
+        let key = item_key(&meta.bucket, &meta.id);
+        self.missing.invalidate(&key).await;
+        self.cache.insert(key, Arc::new(meta)).await;
         Ok(())
     }
 
-    /// Metadata already known (cache or store), without asking the node.
-    pub async fn known(&self, id: &str) -> Result<Option<Arc<ItemMeta>>, ApiError> {
-        if let Some(meta) = self.cache.get(id).await {
+    /// Forgets a copy.
+    pub async fn forget(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
+        self.store.delete_meta(bucket, id).await?;
+        self.cache.invalidate(&item_key(bucket, id)).await;
+        Ok(())
+    }
+
+    /// A copy's metadata if already known (cache or store), without asking the node.
+    pub async fn known(&self, bucket: &str, id: &str) -> Result<Option<Arc<ItemMeta>>, StoreError> {
+        if let Some(meta) = self.cache.get(&item_key(bucket, id)).await {
             return Ok(Some(meta));
         }
-        Ok(self
-            .store
-            .get_meta(id)
-            .await
-            .map_err(|e| ApiError::new(503, "store_unavailable", e.to_string()))?
-            .map(Arc::new))
+        Ok(self.store.get_meta(bucket, id).await?.map(Arc::new))
     }
 }

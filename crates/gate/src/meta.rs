@@ -39,6 +39,22 @@ pub struct ItemMeta {
 }
 
 impl ItemMeta {
+    /// About how many bytes this takes in memory (the metadata cache is bounded by the sum).
+    pub fn weight(&self) -> usize {
+        const FIXED: usize = 256;
+        FIXED
+            + self.id.len()
+            + self.bucket.len()
+            + self.key.len()
+            + self.content_type.as_ref().map_or(0, String::len)
+            + self.owner_address.len()
+            + self
+                .tags
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 48)
+                .sum::<usize>()
+    }
+
     /// The size of the data field (what `/<id>` serves and ranges refer to).
     pub fn data_size(&self) -> u64 {
         self.size.saturating_sub(self.data_offset)

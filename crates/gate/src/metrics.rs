@@ -56,11 +56,11 @@ label_enum! {
         Protected => "protected",
         /// The upload routes.
         Upload => "upload",
-        /// Forwarded to the node unchanged (or denied by the pass-through list).
+        /// Forwarded to the node: an allowed pass-through prefix.
         Passthrough => "passthrough",
         /// CORS preflight answered at the edge.
         Preflight => "preflight",
-        /// Anything else hb402 answered itself (unknown DataItem paths).
+        /// Anything else hb402 refused itself (unknown paths, the node's S3 API, bad paths).
         Other => "other",
     }
 }
@@ -88,6 +88,8 @@ label_enum! {
         Gone => "gone",
         /// 413.
         TooLarge => "too_large",
+        /// 429.
+        TooManyRequests => "too_many_requests",
         /// 416.
         RangeNotSatisfiable => "range_not_satisfiable",
         /// 502, 503, 504: the node failed.
@@ -110,6 +112,7 @@ impl Outcome {
             404 => Outcome::NotFound,
             410 => Outcome::Gone,
             413 => Outcome::TooLarge,
+            429 => Outcome::TooManyRequests,
             416 => Outcome::RangeNotSatisfiable,
             400..=499 => Outcome::BadRequest,
             502..=504 => Outcome::UpstreamError,
@@ -136,6 +139,11 @@ label_enum! {
         FacilitatorError => "facilitator_error",
         /// Verified, then abandoned without settlement because the request could not be served.
         Released => "released",
+        /// Settlement attempted, its outcome not known yet: the authorization stays locked and
+        /// its retry converges.
+        Pending => "pending",
+        /// Refused without asking the facilitator: the payer failed too often recently.
+        Throttled => "throttled",
     }
 }
 

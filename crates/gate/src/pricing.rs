@@ -116,7 +116,8 @@ pub fn amount(spec: &PriceSpec, bytes: u64, decimals: u8) -> Option<U256> {
         PriceSpec::PerMib { per_mib, minimum } => {
             let per_mib = parse_price(per_mib, decimals).ok()?;
             let mib = U256::from(1u64 << 20);
-            let cost = (per_mib * U256::from(bytes)).div_ceil(mib);
+            // Saturating, never wrapping: an absurd price is still a price, never free.
+            let cost = per_mib.saturating_mul(U256::from(bytes)).div_ceil(mib);
             let minimum = minimum
                 .as_deref()
                 .map_or(Ok(U256::ZERO), |m| parse_price(m, decimals))
@@ -163,6 +164,11 @@ pub fn offers(
         .collect()
 }
 
+/// A price that does not fit in 256 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the price overflows")]
+pub struct PriceOverflow;
+
 /// What storing an item costs (`[pricing.uploads]`): per MiB stored plus per MiB per day kept,
 /// rounded up to the atomic unit, never below the minimum.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,18 +186,29 @@ pub struct UploadPrice {
 }
 
 impl UploadPrice {
-    /// The amount in atomic units for storing `bytes` for `days` (`None`: no expiry), or `None`
-    /// when it comes to nothing.
-    pub fn amount(&self, bytes: u64, days: Option<u32>, decimals: u8) -> Option<U256> {
+    /// The amount in atomic units for storing `bytes` for `days` (`None`: no expiry); `Ok(None)`
+    /// when it comes to nothing. Every step is checked: an overflow is an error, never a wrap.
+    pub fn amount(
+        &self,
+        bytes: u64,
+        days: Option<u32>,
+        decimals: u8,
+    ) -> Result<Option<U256>, PriceOverflow> {
         let decimal = |d: &Option<String>| {
             d.as_deref()
                 .map_or(Ok(U256::ZERO), |d| parse_price(d, decimals))
-                .ok()
+                .map_err(|_| PriceOverflow)
         };
         let days = U256::from(days.unwrap_or(self.days_without_expiry));
-        let per_mib = decimal(&self.per_mib)? + decimal(&self.per_mib_day)? * days;
-        let cost = (per_mib * U256::from(bytes)).div_ceil(U256::from(1u64 << 20));
-        Some(cost.max(decimal(&self.minimum)?)).filter(|a| !a.is_zero())
+        let per_mib = decimal(&self.per_mib_day)?
+            .checked_mul(days)
+            .and_then(|d| d.checked_add(decimal(&self.per_mib).ok()?))
+            .ok_or(PriceOverflow)?;
+        let cost = per_mib
+            .checked_mul(U256::from(bytes))
+            .ok_or(PriceOverflow)?
+            .div_ceil(U256::from(1u64 << 20));
+        Ok(Some(cost.max(decimal(&self.minimum)?)).filter(|a| !a.is_zero()))
     }
 
     /// The offers for storing `bytes` for `days`, or none when it is free.
@@ -203,23 +220,25 @@ impl UploadPrice {
         bytes: u64,
         days: Option<u32>,
         resource: &ResourceInfo,
-    ) -> Vec<Offer> {
+    ) -> Result<Vec<Offer>, PriceOverflow> {
         let mut resource = resource.clone();
         if let Some(d) = &self.description {
             resource.description = Some(d.clone());
         }
-        accept
-            .iter()
-            .filter_map(|target| {
-                let terms = OfferTerms {
-                    asset: target.asset.clone(),
-                    pay_to: target.pay_to,
-                    amount: self.amount(bytes, days, target.asset.decimals)?,
-                    max_timeout_seconds,
-                };
-                Offer::new(registry, terms, &resource).ok()
-            })
-            .collect()
+        let mut offers = Vec::new();
+        for target in accept {
+            let Some(amount) = self.amount(bytes, days, target.asset.decimals)? else {
+                continue;
+            };
+            let terms = OfferTerms {
+                asset: target.asset.clone(),
+                pay_to: target.pay_to,
+                amount,
+                max_timeout_seconds,
+            };
+            offers.extend(Offer::new(registry, terms, &resource).ok());
+        }
+        Ok(offers)
     }
 }
 
@@ -281,19 +300,31 @@ mod tests {
             description: None,
         };
         // 1 MiB for 30 days: 0.01 + 30 × 0.0001.
-        assert_eq!(price.amount(1 << 20, Some(30), 6), Some(U256::from(13_000)));
+        assert_eq!(
+            price.amount(1 << 20, Some(30), 6),
+            Ok(Some(U256::from(13_000)))
+        );
         // No expiry: charged as 365 days.
-        assert_eq!(price.amount(1 << 20, None, 6), Some(U256::from(46_500)));
+        assert_eq!(price.amount(1 << 20, None, 6), Ok(Some(U256::from(46_500))));
         // Small items pay the minimum; a part of a MiB is rounded up to the atomic unit.
-        assert_eq!(price.amount(10, Some(1), 6), Some(U256::from(1_000)));
-        assert_eq!(price.amount(3 << 19, Some(0), 6), Some(U256::from(15_000)));
+        assert_eq!(price.amount(10, Some(1), 6), Ok(Some(U256::from(1_000))));
+        assert_eq!(
+            price.amount(3 << 19, Some(0), 6),
+            Ok(Some(U256::from(15_000)))
+        );
+        // Regression: the day count used to wrap; an overflow is now an error, never free.
+        let huge = UploadPrice {
+            per_mib_day: Some("1".repeat(70)),
+            ..price.clone()
+        };
+        assert_eq!(huge.amount(u64::MAX, Some(u32::MAX), 6), Err(PriceOverflow));
         let free = UploadPrice {
             per_mib: None,
             per_mib_day: None,
             minimum: None,
             ..price
         };
-        assert_eq!(free.amount(1 << 30, Some(30), 6), None);
+        assert_eq!(free.amount(1 << 30, Some(30), 6), Ok(None));
     }
 
     #[test]

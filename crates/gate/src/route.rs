@@ -1,9 +1,18 @@
-//! Route classification: which of hb402's routes a request is, from its method, path and query.
-//! Pure; the proxy acts on the result.
+//! Route classification: which of hb402's routes a request is, from its method, its canonical
+//! path ([`crate::path`]) and its query. Pure; the proxy acts on the result.
+//!
+//! The edge is closed: a request is one of hb402's own routes (DataItem reads and uploads,
+//! preflight), a refusal, or — only when its path starts with an operator-allowed prefix
+//! (`passthrough.allow`) and its method is allowed — a pass-through. Everything under `/~s3@1.0`
+//! belongs to hb402: object reads go through the read policy, object writes through the upload
+//! path, anything else is refused, so the node's S3 API is never reachable from the public
+//! listener. A path whose first segment is (or starts with) a DataItem id is a DataItem route,
+//! never a pass-through.
 
 use hb402_ans104::ItemId;
 
 use crate::config::Config;
+use crate::path::CanonicalPath;
 
 /// What part of an item a read returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,69 +48,122 @@ pub struct ProtectedTerms {
     pub amount: String,
 }
 
+/// How a read named its item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// `/<id>`.
+    Id,
+    /// `/resolve/<id>`.
+    Resolve,
+    /// `/resolve/<key…>` with the full object key, as Load's share links are built.
+    ResolveKey(String),
+    /// `/binary/<id>`.
+    Binary,
+    /// `/~s3@1.0/<bucket>/<key…>.ans104`.
+    Raw {
+        /// The bucket named.
+        bucket: String,
+    },
+    /// `/protected/resolve/{payee}/{key…}/{network}/{amount}`: a paywalled share link.
+    Protected {
+        /// The object key named.
+        key: String,
+        /// The price terms named.
+        terms: ProtectedTerms,
+    },
+}
+
+/// A DataItem read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRoute {
+    /// Data or whole item.
+    pub kind: ReadKind,
+    /// The item.
+    pub id: ItemId,
+    /// `HEAD` (headers only).
+    pub head: bool,
+    /// `?token=` share link.
+    pub token: Option<String>,
+    /// How the path named the item.
+    pub via: Via,
+    /// The canonical path (receipts and x402 resources name it).
+    pub path: String,
+}
+
+/// A DataItem upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadTarget {
+    /// Which route.
+    pub route: UploadRoute,
+    /// The id the URL claims (raw PUT), which the item must have.
+    pub claimed_id: Option<ItemId>,
+    /// The bucket the raw PUT names.
+    pub bucket: Option<String>,
+    /// The canonical path (x402 resources name it).
+    pub path: String,
+}
+
+/// Why a request is refused at the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The path has no canonical form.
+    BadPath(crate::path::PathError),
+    /// Nothing hb402 serves or forwards is at this path.
+    NotFound,
+    /// The route exists but not with this method; `allow` lists those it takes.
+    MethodNotAllowed {
+        /// The `Allow` header.
+        allow: String,
+    },
+    /// The node's S3 API, other than hb402's own object reads and writes.
+    NodeApi,
+    /// A pass-through with a query string, which `passthrough.allow_query` does not allow.
+    QueryNotForwarded,
+    /// A body on a route that forwards none (reads, pass-through).
+    BodyNotAllowed,
+}
+
 /// A classified request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `OPTIONS` on a public route: answered at the edge.
+    /// `OPTIONS` on a route hb402 serves or forwards: answered at the edge.
     Preflight,
     /// A DataItem read.
-    Read {
-        /// Data or whole item.
-        kind: ReadKind,
-        /// The item.
-        id: ItemId,
-        /// `HEAD` (headers only).
-        head: bool,
-        /// `?token=` share link.
-        token: Option<String>,
-        /// The bucket the raw route named, if any.
-        bucket: Option<String>,
-        /// The full key of a `/resolve/<key>` path with several segments (a Load-style share
-        /// link), which the link's claims must name.
-        path_key: Option<String>,
-        /// The price terms of a Load-compatible `/protected/resolve/...` path.
-        protected: Option<ProtectedTerms>,
-    },
+    Read(ReadRoute),
     /// A DataItem upload.
-    Upload {
-        /// Which route.
-        route: UploadRoute,
-        /// The id the URL claims (raw PUT), which the item must have.
-        claimed_id: Option<ItemId>,
-        /// The bucket the raw PUT names.
-        bucket: Option<String>,
-    },
-    /// A path that looks like a DataItem route but names nothing hb402 serves.
-    NotFound,
-    /// A method hb402 does not allow on a DataItem route.
-    MethodNotAllowed,
-    /// A path denied by configuration (or by hb402 itself, e.g. the node's unauthenticated cache).
-    Denied,
-    /// Everything else: forwarded to the node unchanged.
-    PassThrough,
+    Upload(UploadTarget),
+    /// Forwarded to the node at this canonical path.
+    PassThrough(CanonicalPath),
+    /// Refused.
+    Refused(Refused),
 }
 
-/// The node's unauthenticated, never-invalidated cache route: it would bypass expiry and privacy.
-pub const NODE_CACHE_PREFIX: &str = "/~s3@1.0/cache/";
+const READ_METHODS: &str = "GET, HEAD, OPTIONS";
+const UPLOAD_METHODS: &str = "POST, OPTIONS";
+
+/// The node's S3 device: everything under it is hb402's.
+const S3_DEVICE: &str = "~s3@1.0";
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?
         .split('&')
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| percent_decode(v))
+        .map(|(_, v)| percent_decode_query(v))
 }
 
-fn percent_decode(s: &str) -> String {
+fn percent_decode_query(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(hi), Some(lo)) = (hex_value(bytes[i + 1]), hex_value(bytes[i + 2]))
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16)),
+                bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16)),
+            )
         {
-            out.push(hi << 4 | lo);
+            out.push((hi << 4 | lo) as u8);
             i += 3;
             continue;
         }
@@ -111,337 +173,193 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
 fn item_id(segment: &str) -> Option<ItemId> {
     segment.parse().ok()
 }
 
-/// Classifies a request.
-pub fn classify(config: &Config, method: &str, path: &str, query: Option<&str>) -> Route {
-    if path.starts_with(NODE_CACHE_PREFIX)
-        || config
-            .passthrough
-            .deny
-            .iter()
-            .any(|prefix| path.starts_with(prefix.as_str()))
-    {
-        return Route::Denied;
-    }
-    let read = matches!(method, "GET" | "HEAD");
-    let head = method == "HEAD";
-    let token = || query_param(query, "token");
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-
-    // Upload routes.
-    let upload = |route| Route::Upload {
-        route,
-        claimed_id: None,
-        bucket: None,
-    };
-    match (method, path) {
-        ("POST", "/~bundler@1.0/item" | "/~bundler@1.0/tx") => return upload(UploadRoute::Bundler),
-        ("POST", "/tx") => return upload(UploadRoute::Tx),
-        ("POST", "/upload") => return upload(UploadRoute::Upload),
-        _ => {}
-    }
-
-    // DataItem reads by id.
-    let data_route = match segments.as_slice() {
-        [id] => item_id(id).map(|id| (ReadKind::Data, id)),
-        ["resolve", id] => item_id(id).map(|id| (ReadKind::Data, id)),
-        ["binary", id] => item_id(id).map(|id| (ReadKind::Binary, id)),
-        _ => None,
-    };
-    if let Some((kind, id)) = data_route {
-        if method == "OPTIONS" {
-            return Route::Preflight;
-        }
-        if !read {
-            return Route::MethodNotAllowed;
-        }
-        return Route::Read {
-            kind,
-            id,
-            head,
-            token: token(),
-            bucket: None,
-            path_key: None,
-            protected: None,
-        };
-    }
-    // Load's paywalled share link: `/protected/resolve/{payee}/{key}/{network}/{amount}?token=`.
-    // The key may have several segments (`dataitems/<id>.ans104`); network and amount are last.
-    if let ["protected", "resolve", payee, rest @ ..] = segments.as_slice()
-        && rest.len() >= 3
-    {
-        let (key, terms) = rest.split_at(rest.len() - 2);
-        let (network, amount) = (terms[0], terms[1]);
-        let key = key.join("/");
-        let last = key.rsplit('/').next().unwrap_or_default();
-        let stem = last.strip_suffix(".ans104").unwrap_or(last);
-        return match (item_id(stem), method) {
-            (_, "OPTIONS") => Route::Preflight,
-            (Some(id), "GET" | "HEAD") => Route::Read {
-                kind: ReadKind::Data,
-                id,
-                head,
-                token: token(),
-                bucket: None,
-                path_key: Some(key.clone()),
-                protected: Some(ProtectedTerms {
-                    payee: (*payee).to_owned(),
-                    network: network.to_owned(),
-                    amount: amount.to_owned(),
-                }),
-            },
-            (Some(_), _) => Route::MethodNotAllowed,
-            (None, _) => Route::NotFound,
-        };
-    }
-    // `/resolve/<key>` with the full object key (`dataitems/<id>.ans104`), as Load's share links
-    // are built: the item is the one the last segment names.
-    if let ["resolve", key @ ..] = segments.as_slice()
-        && !key.is_empty()
-        && let Some(id) = key
-            .last()
-            .map(|last| last.strip_suffix(".ans104").unwrap_or(last))
-            .and_then(item_id)
-    {
-        if method == "OPTIONS" {
-            return Route::Preflight;
-        }
-        if !read {
-            return Route::MethodNotAllowed;
-        }
-        return Route::Read {
-            kind: ReadKind::Data,
-            id,
-            head,
-            token: token(),
-            bucket: None,
-            path_key: Some(key.join("/")),
-            protected: None,
-        };
-    }
-    if matches!(segments.as_slice(), ["resolve" | "binary", ..]) {
-        // A read route with something that is not an id.
-        return if method == "OPTIONS" {
-            Route::Preflight
-        } else {
-            Route::NotFound
-        };
-    }
-
-    // The raw S3 route for `.ans104` objects: same policy as the id routes.
-    if let ["~s3@1.0", bucket, key @ ..] = segments.as_slice()
-        && !key.is_empty()
-        && key.last().is_some_and(|k| k.ends_with(".ans104"))
-    {
-        let key = key
-            .iter()
-            .filter(|s| !s.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join("/");
-        let bucket = (*bucket).to_owned();
-        let stem = key
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches(".ans104");
-        let served_bucket =
-            bucket == config.upstream.public_bucket || bucket == config.upstream.private_bucket;
-        let Some(id) = item_id(stem).filter(|_| served_bucket) else {
-            return match method {
-                "OPTIONS" => Route::Preflight,
-                _ => Route::NotFound,
-            };
-        };
-        return match method {
-            "GET" | "HEAD" => Route::Read {
-                kind: ReadKind::Binary,
-                id,
-                head,
-                token: token(),
-                bucket: Some(bucket),
-                path_key: None,
-                protected: None,
-            },
-            "PUT" => Route::Upload {
-                route: UploadRoute::S3Put,
-                claimed_id: Some(id),
-                bucket: Some(bucket),
-            },
-            "OPTIONS" => Route::Preflight,
-            _ => Route::MethodNotAllowed,
-        };
-    }
-    Route::PassThrough
+/// An id followed by `.ans104`, or a bare id.
+fn key_item_id(segment: &str) -> Option<ItemId> {
+    item_id(segment.strip_suffix(".ans104").unwrap_or(segment))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
+/// Whether a segment starts with a DataItem id: 43 base64url characters not followed by
+/// another one (`<id>`, `<id>~json@1.0`, `<id>.ans104`, `<id>&k=v`).
+pub fn starts_with_item_id(segment: &str) -> bool {
+    let b64url = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
+    let bytes = segment.as_bytes();
+    bytes.len() >= 43
+        && bytes[..43].iter().all(b64url)
+        && bytes.get(43).is_none_or(|b| !b64url(b))
+        && item_id(&segment[..43]).is_some()
+}
 
-    const ID: &str = "Ekaibo2KKp_NjU_R73cJQriRQ3CH5Nnejan4p8lhF3Y";
+fn is(segment: &str, name: &str) -> bool {
+    segment.eq_ignore_ascii_case(name)
+}
 
-    fn config() -> Config {
-        Config::from_toml(
-            "version = 1\n[passthrough]\ndeny = [\"/~meta@1.0/secret\"]",
-            Path::new("t"),
-            &Default::default(),
-            &|_| None,
-        )
-        .unwrap()
+/// Classifies a request on its canonical path.
+pub fn classify(config: &Config, method: &str, path: &CanonicalPath, query: Option<&str>) -> Route {
+    let parts = path.parts();
+    let canonical = || path.to_uri_path();
+    let read = |kind, id, via| {
+        Route::Read(ReadRoute {
+            kind,
+            id,
+            head: method == "HEAD",
+            token: query_param(query, "token"),
+            via,
+            path: canonical(),
+        })
+    };
+    let upload = |route, claimed_id, bucket| {
+        Route::Upload(UploadTarget {
+            route,
+            claimed_id,
+            bucket,
+            path: canonical(),
+        })
+    };
+    let on_read = |route: Route| match method {
+        "GET" | "HEAD" => route,
+        "OPTIONS" => Route::Preflight,
+        _ => Route::Refused(Refused::MethodNotAllowed {
+            allow: READ_METHODS.to_owned(),
+        }),
+    };
+    let on_upload = |route: UploadRoute| match method {
+        "POST" => upload(route, None, None),
+        "OPTIONS" => Route::Preflight,
+        _ => Route::Refused(Refused::MethodNotAllowed {
+            allow: UPLOAD_METHODS.to_owned(),
+        }),
+    };
+    let not_found = Route::Refused(Refused::NotFound);
+    let Some(first) = parts.first().copied() else {
+        return pass_through(config, method, path, query);
+    };
+    if is(first, S3_DEVICE) {
+        return classify_s3(config, method, &parts[1..], query, canonical());
     }
-
-    fn id() -> ItemId {
-        ID.parse().unwrap()
-    }
-
-    #[test]
-    fn reads() {
-        let c = config();
-        for path in [format!("/{ID}"), format!("/resolve/{ID}")] {
-            assert_eq!(
-                classify(&c, "GET", &path, Some("token=abc%2Bd&x=1")),
-                Route::Read {
-                    kind: ReadKind::Data,
-                    id: id(),
-                    head: false,
-                    token: Some("abc+d".into()),
-                    bucket: None,
-                    path_key: None,
-                    protected: None
+    match parts.as_slice() {
+        [r, key @ ..] if is(r, "resolve") && !key.is_empty() => {
+            let last = key[key.len() - 1];
+            match (key.len(), item_id(last), key_item_id(last)) {
+                (1, Some(id), _) => on_read(read(ReadKind::Data, id, Via::Resolve)),
+                (_, _, Some(id)) => {
+                    on_read(read(ReadKind::Data, id, Via::ResolveKey(key.join("/"))))
                 }
-            );
+                _ => not_found,
+            }
         }
-        assert_eq!(
-            classify(&c, "HEAD", &format!("/binary/{ID}"), None),
-            Route::Read {
-                kind: ReadKind::Binary,
-                id: id(),
-                head: true,
-                token: None,
-                bucket: None,
-                path_key: None,
-                protected: None
-            }
-        );
-        assert_eq!(
-            classify(
-                &c,
-                "GET",
-                &format!("/resolve/dataitems/{ID}.ans104"),
-                Some("token=t")
-            ),
-            Route::Read {
-                kind: ReadKind::Data,
-                id: id(),
-                head: false,
-                token: Some("t".into()),
-                bucket: None,
-                path_key: Some(format!("dataitems/{ID}.ans104")),
-                protected: None
-            }
-        );
-        assert_eq!(
-            classify(
-                &c,
-                "GET",
-                &format!("/~s3@1.0/offchain-dataitems/dataitems/{ID}.ans104"),
-                None
-            ),
-            Route::Read {
-                kind: ReadKind::Binary,
-                id: id(),
-                head: false,
-                token: None,
-                bucket: Some("offchain-dataitems".into()),
-                path_key: None,
-                protected: None
-            }
-        );
-        assert_eq!(
-            classify(&c, "DELETE", &format!("/{ID}"), None),
-            Route::MethodNotAllowed
-        );
-        assert_eq!(
-            classify(&c, "OPTIONS", &format!("/resolve/{ID}"), None),
-            Route::Preflight
-        );
-        assert_eq!(
-            classify(&c, "GET", "/resolve/not-an-id", None),
-            Route::NotFound
-        );
-        assert_eq!(
-            classify(&c, "GET", "/~s3@1.0/other-bucket/x.ans104", None),
-            Route::NotFound
-        );
-    }
-
-    #[test]
-    fn uploads() {
-        let c = config();
-        for (path, route) in [
-            ("/~bundler@1.0/item", UploadRoute::Bundler),
-            ("/~bundler@1.0/tx", UploadRoute::Bundler),
-            ("/tx", UploadRoute::Tx),
-            ("/upload", UploadRoute::Upload),
-        ] {
-            assert_eq!(
-                classify(&c, "POST", path, Some("codec-device=ans104@1.0")),
-                Route::Upload {
-                    route,
-                    claimed_id: None,
-                    bucket: None
-                }
-            );
+        [b, id] if is(b, "binary") => match key_item_id(id) {
+            Some(id) => on_read(read(ReadKind::Binary, id, Via::Binary)),
+            None => not_found,
+        },
+        [p, r, payee, key @ .., network, amount] if is(p, "protected") && is(r, "resolve") => {
+            let Some(id) = key.last().and_then(|last| key_item_id(last)) else {
+                return not_found;
+            };
+            let via = Via::Protected {
+                key: key.join("/"),
+                terms: ProtectedTerms {
+                    payee: (*payee).to_owned(),
+                    network: (*network).to_owned(),
+                    amount: (*amount).to_owned(),
+                },
+            };
+            on_read(read(ReadKind::Data, id, via))
         }
-        assert_eq!(
-            classify(
-                &c,
-                "PUT",
-                &format!("/~s3@1.0/hb402-private/{ID}.ans104"),
-                None
-            ),
-            Route::Upload {
-                route: UploadRoute::S3Put,
-                claimed_id: Some(id()),
-                bucket: Some("hb402-private".into())
-            }
-        );
+        [u] if is(u, "upload") => on_upload(UploadRoute::Upload),
+        [t] if is(t, "tx") => on_upload(UploadRoute::Tx),
+        [b, i] if is(b, "~bundler@1.0") && (is(i, "item") || is(i, "tx")) => {
+            on_upload(UploadRoute::Bundler)
+        }
+        [r, ..] if is(r, "resolve") || is(r, "binary") || is(r, "protected") => not_found,
+        [id] if item_id(id).is_some() => match item_id(id) {
+            Some(id) => on_read(read(ReadKind::Data, id, Via::Id)),
+            None => not_found,
+        },
+        // `/<id>/…`, `/<id>~device@1.0/…`: the node would serve the item's content.
+        _ if starts_with_item_id(first) => not_found,
+        _ => pass_through(config, method, path, query),
     }
+}
 
-    #[test]
-    fn pass_through_and_deny() {
-        let c = config();
-        assert_eq!(
-            classify(&c, "GET", "/~meta@1.0/info/address", None),
-            Route::PassThrough
-        );
-        assert_eq!(
-            classify(&c, "GET", "/~meta@1.0/secret/x", None),
-            Route::Denied
-        );
-        assert_eq!(
-            classify(
-                &c,
-                "GET",
-                &format!("/~s3@1.0/cache/offchain-dataitems/dataitems/{ID}.ans104"),
-                None
-            ),
-            Route::Denied
-        );
-        assert_eq!(
-            classify(&c, "GET", "/~s3@1.0/offchain-dataitems", None),
-            Route::PassThrough
-        );
-        assert_eq!(classify(&c, "GET", "/", None), Route::PassThrough);
-        assert_eq!(classify(&c, "GET", "/short", None), Route::PassThrough);
+/// Everything under `/~s3@1.0/`.
+fn classify_s3(
+    config: &Config,
+    method: &str,
+    rest: &[&str],
+    query: Option<&str>,
+    canonical: String,
+) -> Route {
+    let up = &config.upstream;
+    if method == "OPTIONS" {
+        return Route::Preflight;
     }
+    // Only object requests: a served bucket, and a key whose last segment is `<id>.ans104`.
+    let object = match rest {
+        [bucket, .., last] => {
+            let served = *bucket == up.public_bucket || *bucket == up.private_bucket;
+            let id = last
+                .strip_suffix(".ans104")
+                .and_then(item_id)
+                .filter(|_| served);
+            id.map(|id| (bucket.to_string(), id))
+        }
+        _ => None,
+    };
+    let Some((bucket, id)) = object else {
+        return Route::Refused(Refused::NodeApi);
+    };
+    match method {
+        "GET" | "HEAD" => Route::Read(ReadRoute {
+            kind: ReadKind::Binary,
+            id,
+            head: method == "HEAD",
+            token: query_param(query, "token"),
+            via: Via::Raw { bucket },
+            path: canonical,
+        }),
+        "PUT" => Route::Upload(UploadTarget {
+            route: UploadRoute::S3Put,
+            claimed_id: Some(id),
+            bucket: Some(bucket),
+            path: canonical,
+        }),
+        _ => Route::Refused(Refused::NodeApi),
+    }
+}
+
+/// A path that is none of hb402's routes: forwarded only when an allowed prefix starts it, its
+/// method is allowed, and what follows the prefix is plain names (no device call, message
+/// syntax or DataItem id the node could act on).
+fn pass_through(config: &Config, method: &str, path: &CanonicalPath, query: Option<&str>) -> Route {
+    let rules = &config.passthrough;
+    let Some(prefix) = rules.allow.iter().find(|p| path.starts_with(p)) else {
+        return Route::Refused(Refused::NotFound);
+    };
+    let plain_name = |s: &String| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && !starts_with_item_id(s)
+    };
+    if !path.segments()[prefix.segments().len()..]
+        .iter()
+        .all(plain_name)
+    {
+        return Route::Refused(Refused::NotFound);
+    }
+    if method == "OPTIONS" {
+        return Route::Preflight;
+    }
+    if !rules.methods.iter().any(|m| m == method) {
+        return Route::Refused(Refused::MethodNotAllowed {
+            allow: rules.methods.join(", "),
+        });
+    }
+    if query.is_some_and(|q| !q.is_empty()) && !rules.allow_query {
+        return Route::Refused(Refused::QueryNotForwarded);
+    }
+    Route::PassThrough(path.clone())
 }

@@ -70,9 +70,22 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
             key
         }
     };
+    let chain = config
+        .payments
+        .chain_rpc_url
+        .as_deref()
+        .map(|url| crate::chain::ChainProbe::new(url, config.payments.verify_timeout))
+        .transpose()
+        .map_err(|e| BuildError::Unsupported(e.to_string()))?;
+    let limiter = crate::limiter::FailureLimiter::new(
+        config.payments.max_failures_per_payer,
+        config.payments.failure_window,
+    );
     let gate = Arc::new(Gate {
         facilitator,
         receipt_key,
+        chain,
+        limiter,
         items: Items::new(config.clone(), store.clone(), upstream.clone()),
         config: config.clone(),
         upstream,
@@ -96,6 +109,11 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
     );
     proxy.add_tcp(&config.listen.public.to_string());
     server.add_service(proxy);
+
+    server.add_service(pingora::services::background::background_service(
+        "janitor",
+        crate::janitor::Janitor::new(gate.clone()),
+    ));
 
     let admin = crate::admin::AdminApp::new(config.clone(), metrics, store);
     server.add_service(crate::admin::admin_service(

@@ -1,209 +1,357 @@
-//! Uploads: the DataItem is verified while it streams to the node, and the node never receives a
-//! complete object unless the item is valid.
+//! Uploads: the DataItem is verified while it streams to the node, the node never receives a
+//! complete object unless the item is valid, and a priced upload is paid only for an item the
+//! node has stored.
 //!
-//! The body is read in `request_filter` and written to the node with a streaming `PutObject`
-//! opened as soon as the item's id is known (it names the object). The latest chunk is always
-//! held back; only when the whole item has been read and its signature verified is it released
-//! and the upload completed. An invalid, truncated or oversized item aborts the upstream request
-//! mid-body, so the node stores nothing (hyperbeam-s3.md §1.3: PutObject buffers the whole body).
+//! The body is written to the node with a streaming `PutObject` opened as soon as the item's id
+//! is known. The latest chunk is always held back; only when the whole item has been read and its
+//! signature verified is it released. An invalid, truncated or oversized item aborts the upstream
+//! request mid-body, so the node stores nothing (hyperbeam-s3.md §1.3: PutObject buffers the
+//! whole body). Once the node has acknowledged the object, the payment is settled; if settlement
+//! fails (or its outcome is unknown), the new object is deleted and the payer is told so: nothing
+//! is stored unpaid and nothing is charged unstored.
+//!
+//! No upload makes an item less available to anyone else: each bucket holds its own copy (a
+//! private copy never hides a public one), a copy's lifetime only ever grows, and a copy the node
+//! lost is stored again. Who may store private copies is the operator's choice
+//! (`uploads.private`).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hb402_ans104::{ItemId, StreamingVerifier};
-use pingora::http::RequestHeader;
-use pingora::proxy::Session;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::config::PrivateUploads;
 use crate::error::ApiError;
 use crate::gate::Gate;
 use crate::items::now_secs;
 use crate::meta::ItemMeta;
-use crate::paywall::{self, Prepared, Verified};
+use crate::metrics::UploadResult;
+use crate::payment::{self, Hold, Offered, Payment};
 use crate::policy::{lifecycle_days, upload_expiry};
-use crate::route::UploadRoute;
+use crate::reply::{Refusal, Reply};
+use crate::route::UploadTarget;
 
-/// What the client asked for in headers.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct UploadOptions {
+/// Why an upload was not stored.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UploadError {
+    /// A header is malformed or out of bounds.
+    #[error("{0}")]
+    BadHeader(String),
+    /// Private uploads need the admin key or the upload key.
+    #[error("private uploads need a key")]
+    PrivateUnauthorized,
+    /// Private uploads are off.
+    #[error("private uploads are disabled")]
+    PrivateDisabled,
+    /// A priced upload without `Content-Length`.
+    #[error("length required")]
+    LengthRequired,
+    /// Larger than `limits.max_upload_bytes`.
+    #[error("larger than {0} bytes")]
+    TooLarge(u64),
+    /// Not a valid DataItem.
+    #[error("{code}: {message}")]
+    Invalid {
+        /// A stable code (`invalid_signature`, …).
+        code: &'static str,
+        /// What is wrong, with its byte offset.
+        message: String,
+    },
+    /// The raw PUT's key names another id.
+    #[error("the key names {claimed} but the item is {id}")]
+    IdMismatch {
+        /// In the URL.
+        claimed: ItemId,
+        /// The item's.
+        id: ItemId,
+    },
+    /// The item's `Expires` tag is not a unix time.
+    #[error("invalid Expires tag")]
+    BadExpiresTag,
+    /// Its expiry has passed.
+    #[error("already expired")]
+    AlreadyExpired,
+    /// The request body could not be read.
+    #[error("body unreadable: {0}")]
+    BodyUnreadable(String),
+    /// The price does not fit in 256 bits.
+    #[error("price overflow")]
+    PriceOverflow,
+    /// The node did not store it (the detail is logged).
+    #[error("node failed: {0}")]
+    NodeFailed(String),
+}
+
+impl UploadError {
+    /// Status, code, message and extra headers: called only by [`crate::reply::rescue`].
+    pub(crate) fn into_api(self, request_id: &str) -> (ApiError, Vec<(&'static str, String)>) {
+        let e = match self {
+            UploadError::BadHeader(m) => ApiError::bad_request(m),
+            UploadError::PrivateUnauthorized => {
+                return (
+                    ApiError::unauthorized(
+                        "private uploads need Authorization: Bearer <upload key>",
+                    ),
+                    vec![("www-authenticate", "Bearer".to_owned())],
+                );
+            }
+            UploadError::PrivateDisabled => {
+                ApiError::forbidden("this gateway does not store private items")
+            }
+            UploadError::LengthRequired => ApiError::new(
+                411,
+                "length_required",
+                "uploads are priced by size: send a Content-Length",
+            ),
+            UploadError::TooLarge(max) => {
+                ApiError::payload_too_large(format!("at most {max} bytes are accepted"))
+            }
+            UploadError::Invalid { code, message } => ApiError::new(400, code, message),
+            UploadError::IdMismatch { claimed, id } => ApiError::new(
+                400,
+                "id_mismatch",
+                format!("the key names {claimed} but the item's id is {id}"),
+            ),
+            UploadError::BadExpiresTag => ApiError::new(
+                400,
+                "invalid_expires_tag",
+                "the Expires tag is not a unix time",
+            ),
+            UploadError::AlreadyExpired => ApiError::new(
+                400,
+                "already_expired",
+                "the item's Expires tag is in the past",
+            ),
+            UploadError::BodyUnreadable(detail) => {
+                tracing::debug!(request_id, %detail, "upload body unreadable");
+                ApiError::bad_request("the request body could not be read")
+            }
+            UploadError::PriceOverflow => ApiError::bad_request("the upload's price overflows"),
+            UploadError::NodeFailed(detail) => {
+                tracing::warn!(request_id, %detail, "node did not store the upload");
+                ApiError::bad_gateway("the node did not store the item; nothing was charged")
+            }
+        };
+        (e, vec![])
+    }
+
+    fn metric(&self) -> UploadResult {
+        match self {
+            UploadError::TooLarge(_) => UploadResult::TooLarge,
+            UploadError::NodeFailed(_) => UploadResult::UpstreamError,
+            UploadError::Invalid { .. } | UploadError::IdMismatch { .. } => UploadResult::Invalid,
+            _ => UploadResult::Rejected,
+        }
+    }
+}
+
+/// What an upload's request headers say (read before any body byte).
+#[derive(Debug, Default)]
+pub(crate) struct UploadHeaders<'a> {
+    /// `x-private`.
+    pub(crate) private: Option<&'a str>,
+    /// `x-expiry-days`.
+    pub(crate) expiry_days: Option<&'a str>,
+    /// `x-expires-at`.
+    pub(crate) expires_at: Option<&'a str>,
+    /// `Content-Length`.
+    pub(crate) content_length: Option<&'a str>,
+    /// `Authorization`.
+    pub(crate) authorization: Option<&'a [u8]>,
+}
+
+/// An upload about to be read: where it goes, until when, and what it costs.
+#[derive(Debug)]
+pub(crate) struct Intake {
     private: bool,
     expires_at: Option<u64>,
     expiry_days: Option<u32>,
     content_length: Option<u64>,
-}
-
-fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-}
-
-fn options(
-    gate: &Gate,
-    req: &RequestHeader,
-    bucket: Option<&str>,
     now: u64,
-) -> Result<UploadOptions, ApiError> {
-    let private_header = match header(req, "x-private") {
+    claimed_id: Option<ItemId>,
+    /// The offers to pay before the item is stored; `None` when the upload is free.
+    pub(crate) offered: Option<Offered>,
+}
+
+/// Where the request body comes from (the proxy's session).
+#[async_trait::async_trait]
+pub(crate) trait BodySource: Send {
+    /// The next chunk; `None` at the end.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String>;
+    /// Bytes read so far.
+    fn bytes_read(&self) -> u64;
+}
+
+fn bearer_matches(gate: &Gate, authorization: Option<&[u8]>) -> bool {
+    let Some(value) = authorization else {
+        return false;
+    };
+    let scheme = b"bearer ";
+    let Some(token) = value
+        .split_at_checked(scheme.len())
+        .filter(|(s, _)| s.eq_ignore_ascii_case(scheme))
+        .map(|(_, t)| t.trim_ascii())
+    else {
+        return false;
+    };
+    // Both keys are compared (in constant time), whichever matches.
+    let admin = gate
+        .config
+        .admin
+        .bearer_key
+        .as_ref()
+        .is_some_and(|k| k.matches(token));
+    let upload = gate
+        .config
+        .uploads
+        .key
+        .as_ref()
+        .is_some_and(|k| k.matches(token));
+    admin | upload
+}
+
+fn private(gate: &Gate, h: &UploadHeaders<'_>, bucket: Option<&str>) -> Result<bool, UploadError> {
+    let asked = match h.private.map(str::trim) {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
         Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
-        Some(v) => {
-            return Err(ApiError::bad_request(format!(
-                "x-private must be true or false, not {v:?}"
-            )));
+        Some(_) => {
+            return Err(UploadError::BadHeader(
+                "x-private must be true or false".into(),
+            ));
         }
     };
     let up = &gate.config.upstream;
     let private = match bucket {
         Some(b) if b == up.private_bucket => true,
-        Some(_) if private_header => {
-            return Err(ApiError::bad_request(
-                "x-private: true conflicts with a PUT into the public bucket",
+        Some(_) if asked => {
+            return Err(UploadError::BadHeader(
+                "x-private: true conflicts with a PUT into the public bucket".into(),
             ));
         }
-        _ => private_header,
+        _ => asked,
     };
-    let expiry_days = header(req, "x-expiry-days")
-        .map(|v| {
-            v.parse::<u32>()
-                .ok()
-                .filter(|d| (1..=gate.config.expiry.max_days).contains(d))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "x-expiry-days must be a whole number of days from 1 to {}",
-                        gate.config.expiry.max_days
-                    ))
-                })
-        })
-        .transpose()?;
-    let expires_at = header(req, "x-expires-at")
-        .map(|v| {
-            v.parse::<u64>().ok().filter(|&t| t > now).ok_or_else(|| {
-                ApiError::bad_request("x-expires-at must be a unix time in the future")
-            })
-        })
-        .transpose()?;
-    let content_length = header(req, "content-length")
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("invalid Content-Length"))
-        })
-        .transpose()?;
-    if let Some(len) = content_length
-        && len > gate.config.limits.max_upload_bytes
-    {
-        return Err(ApiError::payload_too_large(format!(
-            "the item is {len} bytes; at most {} are accepted",
-            gate.config.limits.max_upload_bytes
-        )));
+    if private {
+        match gate.config.uploads.private {
+            PrivateUploads::Open => {}
+            PrivateUploads::Off => return Err(UploadError::PrivateDisabled),
+            PrivateUploads::Restricted if bearer_matches(gate, h.authorization) => {}
+            PrivateUploads::Restricted => return Err(UploadError::PrivateUnauthorized),
+        }
     }
-    Ok(UploadOptions {
-        private,
-        expires_at,
-        expiry_days,
-        content_length,
-    })
-}
-
-/// An upload about to be read: its options, and what it costs when uploads are priced.
-#[derive(Debug)]
-pub(crate) struct Intake {
-    opts: UploadOptions,
-    now: u64,
-    /// The offers to pay before the item is stored; empty when the upload is free.
-    pub(crate) offers: Vec<hb402_x402::Offer>,
-    /// The resource the offers are for.
-    pub(crate) resource: hb402_x402::ResourceInfo,
+    Ok(private)
 }
 
 /// Reads an upload's headers and prices it, before any of its body is read. A priced upload
 /// is priced by its declared length, so it must declare one.
 pub(crate) fn intake(
     gate: &Gate,
-    req: &RequestHeader,
-    bucket: Option<&str>,
-) -> Result<Intake, ApiError> {
+    h: &UploadHeaders<'_>,
+    target: &UploadTarget,
+) -> Result<Intake, UploadError> {
     let now = now_secs();
-    let opts = options(gate, req, bucket, now)?;
     let config = &gate.config;
-    let resource = hb402_x402::ResourceInfo {
-        url: format!("{}{}", config.listen.public_base_url, req.uri.path()),
-        description: Some("Storage of one ANS-104 DataItem".to_owned()),
-        mime_type: Some("application/json".to_owned()),
-    };
-    let payments = &config.payments;
-    let offers = match &payments.upload_price {
-        Some(price) if payments.enabled() => {
-            let bytes = opts.content_length.ok_or_else(|| {
-                ApiError::new(
-                    411,
-                    "length_required",
-                    "uploads are priced by size: send a Content-Length",
-                )
-            })?;
-            let days = match (opts.expiry_days, opts.expires_at) {
-                (Some(days), _) => Some(days),
-                (None, Some(at)) => Some(at.saturating_sub(now).div_ceil(86_400) as u32),
-                (None, None) => {
-                    (config.expiry.default_days > 0).then_some(config.expiry.default_days)
-                }
-            };
-            price.offers(
-                &payments.registry,
-                &payments.accept,
-                payments.max_timeout_seconds,
-                bytes,
-                days,
-                &resource,
-            )
-        }
-        _ => Vec::new(),
-    };
+    let max_days = config.expiry.max_days;
+    let private = private(gate, h, target.bucket.as_deref())?;
+    let expiry_days = h
+        .expiry_days
+        .map(|v| {
+            v.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|d| (1..=max_days).contains(d))
+                .ok_or_else(|| {
+                    UploadError::BadHeader(format!(
+                        "x-expiry-days must be a whole number of days from 1 to {max_days}"
+                    ))
+                })
+        })
+        .transpose()?;
+    let latest = now + u64::from(max_days) * 86_400;
+    let expires_at = h
+        .expires_at
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&t| t > now && t <= latest)
+                .ok_or_else(|| {
+                    UploadError::BadHeader(format!(
+                        "x-expires-at must be a unix time in the future, at most {max_days} days away"
+                    ))
+                })
+        })
+        .transpose()?;
+    let content_length = h
+        .content_length
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| UploadError::BadHeader("invalid Content-Length".into()))
+        })
+        .transpose()?;
+    let max = config.limits.max_upload_bytes;
+    if content_length.is_some_and(|len| len > max) {
+        return Err(UploadError::TooLarge(max));
+    }
+    let offered = price(gate, target, content_length, expiry_days, expires_at, now)?;
     Ok(Intake {
-        opts,
+        private,
+        expires_at,
+        expiry_days,
+        content_length,
         now,
-        offers,
-        resource,
+        claimed_id: target.claimed_id,
+        offered,
     })
 }
 
-/// A verified payment for an upload, settled once the item is verified and before its last
-/// bytes reach the node.
-#[derive(Debug)]
-pub(crate) struct PaidUpload {
-    /// The payment.
-    pub(crate) verified: Verified,
-    /// The offers it was checked against.
-    pub(crate) offers: Vec<hb402_x402::Offer>,
-}
-
-/// Why an upload was not stored.
-#[derive(Debug)]
-pub(crate) enum Refusal {
-    /// A JSON error, with extra headers (a settlement's `PAYMENT-RESPONSE`).
-    Error(ApiError, Vec<(&'static str, String)>),
-    /// The payment's settlement failed: the 402 to send.
-    Payment(Prepared),
-}
-
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Self {
-        Refusal::Error(e, Vec::new())
-    }
-}
-
-/// A stored (or already stored) item's answer.
-#[derive(Debug)]
-pub(crate) struct Stored {
-    /// 201 stored, 200 already stored.
-    pub(crate) status: u16,
-    /// The JSON receipt.
-    pub(crate) body: serde_json::Value,
-    /// Extra headers (the settlement's).
-    pub(crate) headers: Vec<(&'static str, String)>,
+fn price(
+    gate: &Gate,
+    target: &UploadTarget,
+    content_length: Option<u64>,
+    expiry_days: Option<u32>,
+    expires_at: Option<u64>,
+    now: u64,
+) -> Result<Option<Offered>, UploadError> {
+    let config = &gate.config;
+    let payments = &config.payments;
+    let Some(price) = payments
+        .upload_price
+        .as_ref()
+        .filter(|_| payments.enabled())
+    else {
+        return Ok(None);
+    };
+    let bytes = content_length.ok_or(UploadError::LengthRequired)?;
+    let days = match (expiry_days, expires_at) {
+        (Some(days), _) => Some(days),
+        // Bounded by `expiry.max_days` above, so it fits; never a wrap.
+        (None, Some(at)) => Some(
+            u32::try_from(at.saturating_sub(now).div_ceil(86_400))
+                .map_err(|_| UploadError::PriceOverflow)?,
+        ),
+        (None, None) => (config.expiry.default_days > 0).then_some(config.expiry.default_days),
+    };
+    let resource = hb402_x402::ResourceInfo {
+        url: format!("{}{}", config.listen.public_base_url, target.path),
+        description: Some("Storage of one ANS-104 DataItem".to_owned()),
+        mime_type: Some("application/json".to_owned()),
+    };
+    let offers = price
+        .offers(
+            &payments.registry,
+            &payments.accept,
+            payments.max_timeout_seconds,
+            bytes,
+            days,
+            &resource,
+        )
+        .map_err(|_| UploadError::PriceOverflow)?;
+    Ok((!offers.is_empty()).then_some(Offered { offers, resource }))
 }
 
 /// The JSON answer of an upload.
@@ -221,241 +369,341 @@ pub(crate) fn receipt(meta: &ItemMeta) -> serde_json::Value {
 struct Outbound {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     task: tokio::task::JoinHandle<Result<(), crate::upstream::UpstreamError>>,
+    /// How long the node may take to take one chunk.
+    chunk_timeout: Duration,
 }
 
 impl Outbound {
-    /// Aborts the upstream request mid-body and waits for it to be torn down.
+    /// Sends one chunk; `false` if the node stopped taking them.
+    async fn send(&self, chunk: Bytes) -> bool {
+        matches!(
+            tokio::time::timeout(self.chunk_timeout, self.tx.send(Ok(chunk))).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Aborts the upstream request mid-body and waits (bounded) for it to be torn down.
     async fn abort(self) {
         let _ = self
             .tx
-            .send(Err(std::io::Error::other("upload refused by hb402")))
-            .await;
+            .try_send(Err(std::io::Error::other("upload refused by hb402")));
         drop(self.tx);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+        self.task.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
     }
+
+    /// Ends the body and waits (bounded) for the node's answer.
+    async fn complete(self, answer_timeout: Duration) -> Result<(), String> {
+        drop(self.tx);
+        match tokio::time::timeout(answer_timeout, self.task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(e)) => Err(format!("upload task failed: {e}")),
+            Err(_) => Err("the node did not answer in time".into()),
+        }
+    }
+}
+
+/// What the item's header decided.
+struct Placement {
+    id: ItemId,
+    bucket: String,
+    key: String,
+    expires_at: Option<u64>,
+    /// Whether a failed payment must delete the object (it is new, not an existing copy).
+    new_object: bool,
+}
+
+/// What to do once the header is known.
+enum Plan {
+    /// Store (new, lost, or to extend its lifetime).
+    Store(Placement, Outbound),
+    /// Already stored for at least as long: answer without writing.
+    Duplicate(std::sync::Arc<ItemMeta>),
 }
 
 /// Handles an upload whose headers were accepted by [`intake`] (and whose payment, if it is
-/// priced, was verified). A payment is settled only for an item that verified and is new, and
-/// released otherwise.
+/// priced, is held). The payment is settled only for an item the node stored; it is finalised
+/// here in every case.
 pub(crate) async fn handle(
     gate: &Gate,
-    session: &mut Session,
-    route: UploadRoute,
-    claimed_id: Option<ItemId>,
+    body: &mut dyn BodySource,
     intake: Intake,
-    mut paid: Option<PaidUpload>,
-) -> Result<Stored, Refusal> {
-    let result = store(gate, session, route, claimed_id, intake, paid.as_mut()).await;
-    if let Some(paid) = &paid
-        && !paid.verified.settled
-    {
-        paywall::release(gate, &paid.verified).await;
+    hold: Option<Hold>,
+) -> Result<Reply, Refusal> {
+    let result = store(gate, body, &intake, hold).await;
+    let bytes = body.bytes_read();
+    let label = match &result {
+        Ok((reply, _)) if reply.status == 201 => UploadResult::Stored,
+        Ok(_) => UploadResult::Duplicate,
+        Err((Refusal::Payment(_), _)) => UploadResult::Unpaid,
+        Err((Refusal::Upload(e), _)) => e.metric(),
+        Err(_) => UploadResult::UpstreamError,
+    };
+    gate.metrics.record_upload(label, bytes);
+    match result {
+        Ok((reply, payment)) => {
+            payment::finish(gate, payment, true).await;
+            Ok(reply)
+        }
+        Err((refusal, payment)) => {
+            payment::finish(gate, payment, false).await;
+            Err(refusal)
+        }
     }
-    result
 }
+
+type Outcome = Result<(Reply, Option<Payment>), (Refusal, Option<Payment>)>;
 
 async fn store(
     gate: &Gate,
-    session: &mut Session,
-    route: UploadRoute,
-    claimed_id: Option<ItemId>,
-    intake: Intake,
-    paid: Option<&mut PaidUpload>,
-) -> Result<Stored, Refusal> {
-    let Intake {
-        opts,
-        now,
-        resource,
-        ..
-    } = intake;
-    let limits = &gate.config.limits;
-    let bucket = if opts.private {
-        gate.config.upstream.private_bucket.clone()
-    } else {
-        gate.config.upstream.public_bucket.clone()
+    body: &mut dyn BodySource,
+    intake: &Intake,
+    hold: Option<Hold>,
+) -> Outcome {
+    let held = hold.map(Payment::Held);
+    let (plan, pending, verified) = match receive(gate, body, intake).await {
+        Ok(v) => v,
+        Err(e) => return Err((e, held)),
     };
+    let (placement, out) = match plan {
+        // Already stored for at least as long: nothing to pay for (a held payment is given
+        // back when the upload is finalised).
+        Plan::Duplicate(meta) => return Ok((Reply::json(200, &receipt(&meta)), held)),
+        Plan::Store(placement, out) => (placement, out),
+    };
+    for chunk in pending {
+        if !out.send(chunk).await {
+            break;
+        }
+    }
+    let answer_timeout = gate.config.upstream.write_timeout + gate.config.upstream.read_timeout;
+    if let Err(detail) = out.complete(answer_timeout).await {
+        return Err((UploadError::NodeFailed(detail).into(), held));
+    }
+    // The node holds the object: now it is paid for, or removed.
+    let mut headers = vec![("content-type", crate::error::JSON_CONTENT_TYPE.to_owned())];
+    let payment = match held {
+        Some(Payment::Held(hold)) => match hold.settle(gate).await {
+            Ok(settled) => {
+                let (name, value) = settled.header();
+                headers.push((name, value.to_owned()));
+                Some(Payment::Settled(settled))
+            }
+            Err(refusal) => {
+                if placement.new_object
+                    && let Err(e) = gate
+                        .upstream
+                        .delete_object(&placement.bucket, &placement.key)
+                        .await
+                {
+                    tracing::error!(error = %e, id = %placement.id, "unpaid upload could not be deleted");
+                }
+                return Err((refusal.into(), None));
+            }
+        },
+        other => other,
+    };
+    let meta = ItemMeta::from_header(
+        &verified.header,
+        placement.bucket,
+        placement.key,
+        verified.size,
+        intake.private,
+        placement.expires_at,
+        Some(intake.now),
+    );
+    if let Err(e) = gate.items.remember(meta.clone()).await {
+        // Stored and paid: the metadata is learned again from the node on the next read.
+        tracing::error!(error = %e, id = %meta.id, "stored item's metadata not recorded");
+    }
+    tracing::info!(id = %meta.id, size = meta.size, private = meta.private, "item stored");
+    Ok((
+        Reply::new(201, headers, Bytes::from(receipt(&meta).to_string())),
+        payment,
+    ))
+}
+
+/// Reads the body through the verifier, opening the node's upload once the header says where;
+/// returns the plan, the chunk held back, and the verified item.
+async fn receive(
+    gate: &Gate,
+    body: &mut dyn BodySource,
+    intake: &Intake,
+) -> Result<(Plan, VecDeque<Bytes>, hb402_ans104::VerifiedItem), Refusal> {
+    let limits = &gate.config.limits;
     let mut verifier = StreamingVerifier::new(limits.max_header_bytes);
     let mut pending: VecDeque<Bytes> = VecDeque::new();
-    let mut outbound: Option<Outbound> = None;
-    let mut duplicate: Option<std::sync::Arc<ItemMeta>> = None;
-    let mut plan: Option<(String, Option<u64>)> = None;
+    let mut plan: Option<Plan> = None;
     let mut total: u64 = 0;
-    tracing::debug!(?route, "upload started");
-
     let failure = loop {
-        let chunk = match session.read_request_body().await {
+        let chunk = match body.next_chunk().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break None,
-            Err(e) => {
-                break Some(ApiError::bad_request(format!(
-                    "the request body could not be read: {e}"
-                )));
-            }
+            Err(e) => break Some(UploadError::BodyUnreadable(e).into()),
         };
         total += chunk.len() as u64;
         if total > limits.max_upload_bytes {
-            break Some(ApiError::payload_too_large(format!(
-                "the item exceeds {} bytes",
-                limits.max_upload_bytes
-            )));
+            break Some(UploadError::TooLarge(limits.max_upload_bytes).into());
         }
         let header = match verifier.push(&chunk) {
             Ok(header) => header.cloned(),
-            Err(e) => break Some(ApiError::new(400, e.code(), e.to_string())),
+            Err(e) => {
+                break Some(
+                    UploadError::Invalid {
+                        code: e.code(),
+                        message: e.to_string(),
+                    }
+                    .into(),
+                );
+            }
         };
         pending.push_back(chunk);
         if let Some(header) = header {
-            let id = header.id();
-            if let Some(claimed) = claimed_id.filter(|c| *c != id) {
-                break Some(ApiError::new(
-                    400,
-                    "id_mismatch",
-                    format!("the key names {claimed} but the item's id is {id}"),
-                ));
-            }
-            let tag_expires = match header.tag("Expires") {
-                None => None,
-                Some(v) => match std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                {
-                    Some(t) => Some(t),
-                    None => {
-                        break Some(ApiError::new(
-                            400,
-                            "invalid_expires_tag",
-                            "the Expires tag is not a unix time",
-                        ));
-                    }
-                },
-            };
-            let expires_at = upload_expiry(
-                tag_expires,
-                opts.expires_at,
-                opts.expiry_days,
-                gate.config.expiry.default_days,
-                now,
-            );
-            if expires_at.is_some_and(|t| t <= now) {
-                break Some(ApiError::new(
-                    400,
-                    "already_expired",
-                    "the item's Expires tag is in the past",
-                ));
-            }
-            let key = gate.upstream.item_key(&id.to_string());
-            match gate.items.known(&id.to_string()).await {
-                Ok(Some(meta)) => duplicate = Some(meta),
-                Ok(None) => {
-                    if let Err(e) = gate.upstream.ensure_bucket(&bucket).await {
-                        break Some(ApiError::bad_gateway(e.to_string()));
-                    }
-                    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-                    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
-                        rx,
-                        |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
-                    ));
-                    let put = gate.upstream.put_object(
-                        &bucket,
-                        &key,
-                        body,
-                        opts.content_length,
-                        lifecycle_days(expires_at, now),
-                    );
-                    outbound = Some(Outbound {
-                        tx,
-                        task: tokio::spawn(put),
-                    });
-                }
+            match place(gate, intake, &header).await {
+                Ok(p) => plan = Some(p),
                 Err(e) => break Some(e),
             }
-            plan = Some((key, expires_at));
         }
-        // Release everything but the latest chunk.
-        if let Some(out) = &outbound {
-            while pending.len() > 1 {
-                let chunk = pending.pop_front().expect("more than one chunk");
-                if out.tx.send(Ok(chunk)).await.is_err() {
-                    break;
-                }
-            }
-        } else if duplicate.is_some() {
-            // Nothing goes upstream for a duplicate: keep only the latest chunk.
-            while pending.len() > 1 {
-                pending.pop_front();
+        // Release everything but the latest chunk (a duplicate sends nothing upstream).
+        while pending.len() > 1 {
+            let chunk = pending.pop_front().unwrap_or_default();
+            if let Some(Plan::Store(_, out)) = &plan
+                && !out.send(chunk).await
+            {
+                break;
             }
         }
     };
-
-    if let Some(error) = failure {
-        if let Some(out) = outbound {
+    let abort = |plan: Option<Plan>| async move {
+        if let Some(Plan::Store(_, out)) = plan {
             out.abort().await;
         }
-        return Err(error.into());
+    };
+    if let Some(error) = failure {
+        abort(plan).await;
+        return Err(error);
     }
     let verified = match verifier.finish() {
         Ok(v) => v,
         Err(e) => {
-            if let Some(out) = outbound {
-                out.abort().await;
+            abort(plan).await;
+            return Err(UploadError::Invalid {
+                code: e.code(),
+                message: e.to_string(),
             }
-            return Err(ApiError::new(400, e.code(), e.to_string()).into());
+            .into());
         }
     };
-    let (key, expires_at) = plan.expect("a verified item has a header");
-    if let Some(meta) = duplicate {
-        // Already stored: nothing to pay for.
-        return Ok(Stored {
-            status: 200,
-            body: receipt(&meta),
-            headers: Vec::new(),
-        });
-    }
-    let out = outbound.expect("the upload was opened when the header arrived");
-    // Paid before it is stored: the node holds an incomplete object until the last chunk.
-    let mut headers = Vec::new();
-    if let Some(paid) = paid {
-        let req = session.req_header().clone();
-        match paywall::settle(gate, &req, &mut paid.verified, &paid.offers, &resource).await {
-            Ok(header) => headers.push(header),
-            Err(prepared) => {
-                out.abort().await;
-                return Err(Refusal::Payment(prepared));
-            }
+    match plan {
+        Some(plan) => Ok((plan, pending, verified)),
+        // A verified item always has a header.
+        None => Err(UploadError::Invalid {
+            code: "truncated",
+            message: "the item ended before its header".into(),
         }
+        .into()),
     }
-    for chunk in pending {
-        if out.tx.send(Ok(chunk)).await.is_err() {
-            break;
-        }
+}
+
+/// Decides, from the item's header, where it goes and whether it needs writing.
+async fn place(
+    gate: &Gate,
+    intake: &Intake,
+    header: &hb402_ans104::Header,
+) -> Result<Plan, Refusal> {
+    let now = intake.now;
+    let id = header.id();
+    if let Some(claimed) = intake.claimed_id.filter(|c| *c != id) {
+        return Err(UploadError::IdMismatch { claimed, id }.into());
     }
-    drop(out.tx);
-    let stored = match out.task.await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("upload task failed: {e}")),
+    let tag_expires = match header.tag("Expires") {
+        None => None,
+        Some(v) => Some(
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(UploadError::BadExpiresTag)?,
+        ),
     };
-    if let Err(e) = stored {
-        tracing::warn!(error = %e, settled = !headers.is_empty(), "node refused the upload");
-        return Err(Refusal::Error(
-            ApiError::bad_gateway(format!("the node did not store the item: {e}")),
-            headers,
-        ));
-    }
-    let meta = ItemMeta::from_header(
-        &verified.header,
-        bucket,
-        key,
-        verified.size,
-        opts.private,
-        expires_at,
-        Some(now),
+    let expires_at = upload_expiry(
+        tag_expires,
+        intake.expires_at,
+        intake.expiry_days,
+        gate.config.expiry.default_days,
+        now,
     );
-    gate.items.remember(meta.clone()).await?;
-    tracing::info!(id = %meta.id, size = meta.size, private = meta.private, "item stored");
-    Ok(Stored {
-        status: 201,
-        body: receipt(&meta),
-        headers,
-    })
+    if expires_at.is_some_and(|t| t <= now) {
+        return Err(UploadError::AlreadyExpired.into());
+    }
+    let up = &gate.config.upstream;
+    let bucket = if intake.private {
+        up.private_bucket.clone()
+    } else {
+        up.public_bucket.clone()
+    };
+    let key = gate.upstream.item_key(&id.to_string());
+    let existing = gate.items.known(&bucket, &id.to_string()).await?;
+    let new_object = match &existing {
+        None => true,
+        // An expired copy is replaced; a copy the node lost is stored again.
+        Some(meta) if meta.expires_at.is_some_and(|at| at <= now) => true,
+        Some(meta) => match gate.upstream.object_size(&meta.bucket, &meta.key).await? {
+            None => true,
+            Some(_) if extends(meta.expires_at, expires_at) => false,
+            Some(_) => return Ok(Plan::Duplicate(meta.clone())),
+        },
+    };
+    gate.upstream.ensure_bucket(&bucket).await?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let stream =
+        reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+    let put = gate.upstream.put_object(
+        &bucket,
+        &key,
+        stream,
+        intake.content_length,
+        lifecycle_days(expires_at, now),
+    );
+    let out = Outbound {
+        tx,
+        task: tokio::spawn(put),
+        chunk_timeout: up.write_timeout,
+    };
+    Ok(Plan::Store(
+        Placement {
+            id,
+            bucket,
+            key,
+            expires_at,
+            new_object,
+        },
+        out,
+    ))
+}
+
+/// Whether a new lifetime is longer than the stored one (`None`: never expires).
+fn extends(stored: Option<u64>, new: Option<u64>) -> bool {
+    match (stored, new) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(old), Some(new)) => new > old,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_only_grow() {
+        assert!(extends(Some(10), Some(11)));
+        assert!(extends(Some(10), None));
+        assert!(!extends(Some(10), Some(10)));
+        assert!(!extends(Some(10), Some(9)));
+        assert!(!extends(None, Some(9)));
+        assert!(!extends(None, None));
+    }
 }

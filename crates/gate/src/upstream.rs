@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hb402_ans104::{Header, HeaderParser};
+use futures_util::StreamExt as _;
+use hb402_ans104::{Header, HeaderParser, StreamingVerifier, VerifiedItem};
 use reqwest::StatusCode;
 use tokio::sync::Mutex;
 
@@ -39,6 +40,9 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub struct Upstream {
     client: reqwest::Client,
+    /// For uploads: no read bound while the body is still being sent (the caller bounds each
+    /// chunk and the wait for the answer).
+    writer: reqwest::Client,
     base: String,
     authorization: String,
     config: UpstreamConfig,
@@ -48,13 +52,24 @@ pub struct Upstream {
 impl Upstream {
     /// A client for `config`.
     pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+        // Bounds are per connect and per read, never on a whole transfer: a large object takes
+        // as long as it takes while it keeps moving.
+        let builder = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .connect_timeout(config.connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(60))
+        };
+        let client = builder()
+            .read_timeout(config.read_timeout)
+            .build()
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        let writer = builder()
             .build()
             .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
         Ok(Upstream {
             client,
+            writer,
             base: format!("http://{}", config.authority),
             authorization: authorization_header(&config.access_key_id),
             config: config.clone(),
@@ -148,6 +163,74 @@ impl Upstream {
         Ok(bytes.to_vec())
     }
 
+    /// Reads a whole object (`size` bytes) through the DataItem verifier: the item, only if it
+    /// is a valid DataItem of exactly that size ([`UpstreamError::Corrupt`] otherwise).
+    pub async fn read_verified(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        max_header_bytes: usize,
+    ) -> Result<VerifiedItem, UpstreamError> {
+        let resp = self
+            .client
+            .get(format!("{}{}", self.base, Self::object_path(bucket, key)))
+            .header("authorization", &self.authorization)
+            .send()
+            .await
+            .map_err(Self::error)?;
+        if resp.status() != StatusCode::OK {
+            return Err(UpstreamError::Status {
+                status: resp.status().as_u16(),
+                message: "GetObject failed".into(),
+            });
+        }
+        let mut verifier = StreamingVerifier::new(max_header_bytes);
+        let mut body = resp.bytes_stream();
+        let mut read = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Self::error)?;
+            read += chunk.len() as u64;
+            if read > size {
+                return Err(UpstreamError::Corrupt(format!(
+                    "the object is longer than its {size} bytes"
+                )));
+            }
+            verifier
+                .push(&chunk)
+                .map_err(|e| UpstreamError::Corrupt(e.to_string()))?;
+        }
+        if read != size {
+            return Err(UpstreamError::Corrupt(format!(
+                "read {read} of the object's {size} bytes"
+            )));
+        }
+        verifier
+            .finish()
+            .map_err(|e| UpstreamError::Corrupt(e.to_string()))
+    }
+
+    /// Deletes an object; an object already gone is not an error.
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), UpstreamError> {
+        let resp = self
+            .client
+            .delete(format!("{}{}", self.base, Self::object_path(bucket, key)))
+            .header("authorization", &self.authorization)
+            .timeout(self.config.write_timeout)
+            .send()
+            .await
+            .map_err(Self::error)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            // The device answers 500 for a missing key (and every other failure): check.
+            _ if self.object_size(bucket, key).await?.is_none() => Ok(()),
+            status => Err(UpstreamError::Status {
+                status,
+                message: "DeleteObject failed".into(),
+            }),
+        }
+    }
+
     /// Reads an item's header from the head of its object (`size` bytes long), with as many
     /// ranged reads as the header needs, up to `max_header_bytes`.
     pub async fn read_header(
@@ -220,7 +303,8 @@ impl Upstream {
     }
 
     /// Starts a PutObject whose body arrives through `body`; the returned future completes when
-    /// the node has answered.
+    /// the node has answered. No bound covers the whole transfer: the body's sender bounds each
+    /// chunk, and the client's read bound covers the wait for the answer.
     pub fn put_object(
         &self,
         bucket: &str,
@@ -230,11 +314,10 @@ impl Upstream {
         expiry_days: Option<u32>,
     ) -> impl std::future::Future<Output = Result<(), UpstreamError>> + Send + 'static {
         let mut req = self
-            .client
+            .writer
             .put(format!("{}{}", self.base, Self::object_path(bucket, key)))
             .header("authorization", &self.authorization)
-            .header("content-type", "application/octet-stream")
-            .timeout(self.config.write_timeout.max(Duration::from_secs(60)));
+            .header("content-type", "application/octet-stream");
         if let Some(len) = content_length {
             req = req.header("content-length", len);
         }

@@ -528,6 +528,7 @@ async fn load_compatible_paywalled_links() {
         .client
         .post(format!("{}/upload", h.url))
         .header("x-private", "true")
+        .bearer_auth(common::ADMIN_KEY)
         .body(it.to_bytes())
         .send()
         .await

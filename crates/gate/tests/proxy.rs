@@ -398,7 +398,9 @@ async fn private_items_need_a_valid_link_and_refusals_never_go_upstream() {
         b"for your eyes only",
     );
     let id = secret.id().to_string();
-    let (status, body) = upload(&h, "/upload", secret.to_bytes(), &[("x-private", "true")]).await;
+    let bearer = format!("Bearer {}", common::ADMIN_KEY);
+    let private = [("x-private", "true"), ("authorization", bearer.as_str())];
+    let (status, body) = upload(&h, "/upload", secret.to_bytes(), &private).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["private"], true);
     let key = format!("dataitems/{id}.ans104");
@@ -413,8 +415,11 @@ async fn private_items_need_a_valid_link_and_refusals_never_go_upstream() {
         b[n - 2] = if b[n - 2] == b'A' { b'B' } else { b'A' };
         String::from_utf8(b).unwrap()
     };
+    // Without a link, `/resolve/<id>` names the public copy: there is none, and the answer does
+    // not reveal that a private one exists.
+    let resp = get(&h, &format!("/resolve/{id}"), None).await;
+    assert_eq!(resp.status(), 404);
     for (label, query) in [
-        ("no token", String::new()),
         (
             "expired",
             format!("?token={}", token("hb402-private", &key, now() as i64 - 1)),
@@ -427,16 +432,17 @@ async fn private_items_need_a_valid_link_and_refusals_never_go_upstream() {
                 token("hb402-private", &format!("dataitems/{other}.ans104"), later)
             ),
         ),
-        (
-            "other bucket",
-            format!("?token={}", token("offchain-dataitems", &key, later)),
-        ),
     ] {
         let resp = get(&h, &format!("/resolve/{id}{query}"), None).await;
         assert_eq!(resp.status(), 401, "{label}");
         let body: Value = resp.json().await.unwrap();
         assert!(body["error"].is_string(), "{label}");
     }
+    // A valid link naming the public bucket names a copy that does not exist there: each
+    // bucket's copy is its own, and the private one is not served through it.
+    let other_bucket = token("offchain-dataitems", &key, later);
+    let resp = get(&h, &format!("/resolve/{id}?token={other_bucket}"), None).await;
+    assert_eq!(resp.status(), 404);
     // The raw S3 route is no way around it.
     let resp = get(&h, &format!("/~s3@1.0/hb402-private/{key}"), None).await;
     assert_eq!(resp.status(), 401);
@@ -539,18 +545,15 @@ async fn metrics_have_bounded_labels_on_the_admin_listener() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pass_through_deny_list_and_preflight() {
-    let h = Harness::start_with(Options {
-        extra_toml: "[passthrough]\ndeny = [\"/~meta@1.0/\"]".into(),
-        ..Options::default()
-    })
-    .await;
-    // Pass-through: the node answers (its ListBuckets quirk).
-    let resp = get(&h, "/~s3@1.0/", None).await;
-    assert_eq!(resp.status(), 501);
-    // Denied by configuration, and the node's unauthenticated cache route always.
+async fn only_allowed_pass_through_reaches_the_node_and_preflight_is_answered() {
+    let h = Harness::start().await;
+    // The default allow list: the node's informational routes.
+    let resp = get(&h, "/~meta@1.0/info/address", None).await;
+    assert_eq!(resp.status(), 200);
+    // The node's S3 API and its unauthenticated cache are hb402's, and refused.
     for path in [
-        "/~meta@1.0/info/address",
+        "/~s3@1.0/",
+        "/~s3@1.0/offchain-dataitems",
         "/~s3@1.0/cache/offchain-dataitems/x",
     ] {
         let resp = get(&h, path, None).await;
@@ -558,6 +561,10 @@ async fn pass_through_deny_list_and_preflight() {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "forbidden");
     }
+    // Anything else is not forwarded.
+    let resp = get(&h, "/~hyperbuddy@1.0/dashboard", None).await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(h.node_requests(hb402_devnode::RouteKind::Other), 0);
     let id = item(9, vec![], b"x").id();
     let resp = h
         .client

@@ -68,9 +68,14 @@ pub(crate) struct UploadArgs {
     /// Keep the item until this unix time (`x-expires-at`).
     #[arg(long)]
     expires_at: Option<u64>,
-    /// Store it in the private bucket (`x-private: true`).
+    /// Store it in the private bucket (`x-private: true`). The gateway decides who may: by
+    /// default only holders of its upload key (see `--upload-key-env`).
     #[arg(long)]
     private: bool,
+    /// The environment variable holding the gateway's upload key, sent as
+    /// `Authorization: Bearer` with `--private` when set.
+    #[arg(long, default_value = "HB402_UPLOAD_KEY")]
+    upload_key_env: String,
     #[command(flatten)]
     pay: PayArgs,
 }
@@ -116,6 +121,12 @@ pub(crate) fn upload(args: UploadArgs) -> ExitCode {
     }
     if args.private {
         extra.push(("x-private".to_owned(), "true".to_owned()));
+        if let Some(key) = std::env::var(&args.upload_key_env)
+            .ok()
+            .filter(|k| !k.is_empty())
+        {
+            extra.push(("authorization".to_owned(), format!("Bearer {key}")));
+        }
     }
     finish(run(
         &args.url,

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 const PRICE: u128 = 10_000;
 const ADMIN_KEY: &str = "e2e-admin-key-0123456789abcdef";
+const UPLOAD_KEY: &str = "e2e-upload-key-0123456789abcdef";
 const SHARE_SECRET: &str = "e2e-share-secret-0123456789abcdef";
 const RECEIPT_SECRET: &str = "e2e-receipt-secret-0123456789abcdef";
 
@@ -196,6 +197,8 @@ state_dir = "{state}"
 secret = "${{E2E_SHARE_SECRET}}"
 [admin]
 bearer_key = "${{E2E_ADMIN_KEY}}"
+[uploads]
+key = "${{E2E_UPLOAD_KEY}}"
 [payments]
 mode = "facilitator"
 facilitator_url = "{facilitator}"
@@ -236,6 +239,7 @@ price = "0.01"
             .arg(&self.config)
             .env("E2E_SHARE_SECRET", SHARE_SECRET)
             .env("E2E_ADMIN_KEY", ADMIN_KEY)
+            .env("E2E_UPLOAD_KEY", UPLOAD_KEY)
             .env("E2E_RECEIPT_SECRET", RECEIPT_SECRET)
             .env("RUST_LOG", "info");
         for var in [
@@ -344,7 +348,7 @@ fn sign_and_upload(
     assert_eq!(code, 0, "sign-item: {err}");
     let mut args = vec!["upload", item_file.to_str().unwrap(), url];
     args.extend_from_slice(extra);
-    let (code, out, err) = hb402_cli(&args, &[]);
+    let (code, out, err) = hb402_cli(&args, &[("HB402_UPLOAD_KEY", UPLOAD_KEY.to_owned())]);
     assert_eq!(code, 0, "upload: {err}");
     let answer: Value = serde_json::from_slice(&out).unwrap();
     answer["id"].as_str().unwrap().to_owned()

@@ -54,6 +54,10 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) passthrough: PassthroughFile,
     #[serde(default)]
+    pub(crate) uploads: UploadsPolicyFile,
+    #[serde(default)]
+    pub(crate) responses: ResponsesFile,
+    #[serde(default)]
     pub(crate) payments: PaymentsFile,
     #[serde(default)]
     pub(crate) pricing: PricingFile,
@@ -136,6 +140,7 @@ pub(crate) struct LimitsFile {
     pub(crate) max_header_bytes: u64,
     pub(crate) max_payment_header_bytes: u64,
     pub(crate) max_admin_body_bytes: u64,
+    pub(crate) max_verify_bytes: u64,
 }
 
 impl Default for LimitsFile {
@@ -145,6 +150,7 @@ impl Default for LimitsFile {
             max_header_bytes: 640 * 1024,
             max_payment_header_bytes: 16 * 1024,
             max_admin_body_bytes: 64 * 1024,
+            max_verify_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -156,6 +162,7 @@ pub(crate) struct StoreFile {
     pub(crate) kind: String,
     pub(crate) state_dir: String,
     pub(crate) redis_url: Option<String>,
+    pub(crate) purge_interval_seconds: u64,
 }
 
 impl Default for StoreFile {
@@ -164,6 +171,7 @@ impl Default for StoreFile {
             kind: "redb".into(),
             state_dir: default_state_dir(),
             redis_url: None,
+            purge_interval_seconds: 60,
         }
     }
 }
@@ -172,15 +180,18 @@ impl Default for StoreFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct CacheFile {
-    pub(crate) metadata_entries: u64,
+    pub(crate) metadata_bytes: u64,
     pub(crate) metadata_ttl_seconds: u64,
+    /// Replaced by `metadata_bytes`; kept only to say so.
+    pub(crate) metadata_entries: Option<u64>,
 }
 
 impl Default for CacheFile {
     fn default() -> Self {
         CacheFile {
-            metadata_entries: 100_000,
+            metadata_bytes: 64 * 1024 * 1024,
             metadata_ttl_seconds: 3600,
+            metadata_entries: None,
         }
     }
 }
@@ -191,6 +202,7 @@ impl Default for CacheFile {
 pub(crate) struct ExpiryFile {
     pub(crate) default_days: u32,
     pub(crate) max_days: u32,
+    pub(crate) tombstone_days: u32,
 }
 
 impl Default for ExpiryFile {
@@ -198,6 +210,7 @@ impl Default for ExpiryFile {
         ExpiryFile {
             default_days: 0,
             max_days: 365,
+            tombstone_days: 7,
         }
     }
 }
@@ -228,11 +241,58 @@ pub(crate) struct AdminFile {
     pub(crate) bearer_key: Option<String>,
 }
 
-/// `[passthrough]`: routes forwarded to the node unchanged.
-#[derive(Debug, Default, Deserialize)]
+/// `[passthrough]`: the only routes, besides hb402's own, that reach the node.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PassthroughFile {
-    pub(crate) deny: Vec<String>,
+    pub(crate) allow: Vec<String>,
+    pub(crate) methods: Vec<String>,
+    pub(crate) allow_query: bool,
+    /// Replaced by `allow`; kept only to say so.
+    pub(crate) deny: Option<Vec<String>>,
+}
+
+impl Default for PassthroughFile {
+    fn default() -> Self {
+        PassthroughFile {
+            allow: vec!["/~meta@1.0/info".into()],
+            methods: vec!["GET".into(), "HEAD".into()],
+            allow_query: false,
+            deny: None,
+        }
+    }
+}
+
+/// `[uploads]`: who may store what.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct UploadsPolicyFile {
+    pub(crate) private: String,
+    pub(crate) key: Option<String>,
+}
+
+impl Default for UploadsPolicyFile {
+    fn default() -> Self {
+        UploadsPolicyFile {
+            private: "restricted".into(),
+            key: None,
+        }
+    }
+}
+
+/// `[responses]`: headers on served content.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ResponsesFile {
+    pub(crate) active_content_csp: String,
+}
+
+impl Default for ResponsesFile {
+    fn default() -> Self {
+        ResponsesFile {
+            active_content_csp: "sandbox".into(),
+        }
+    }
 }
 
 /// `[payments]`: how payments are verified and settled.
@@ -250,6 +310,9 @@ pub(crate) struct PaymentsFile {
     pub(crate) settle_timeout_seconds: u64,
     pub(crate) receipt_window_seconds: u64,
     pub(crate) receipt_secret: Option<String>,
+    pub(crate) max_failures_per_payer: u32,
+    pub(crate) failure_window_seconds: u64,
+    pub(crate) ledger_retention_days: u32,
     pub(crate) accept: Vec<AcceptFile>,
     pub(crate) networks: Vec<NetworkFile>,
 }
@@ -268,6 +331,9 @@ impl Default for PaymentsFile {
             settle_timeout_seconds: 30,
             receipt_window_seconds: 600,
             receipt_secret: None,
+            max_failures_per_payer: 10,
+            failure_window_seconds: 600,
+            ledger_retention_days: 30,
             accept: Vec::new(),
             networks: Vec::new(),
         }

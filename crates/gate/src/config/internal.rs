@@ -145,6 +145,8 @@ pub struct Limits {
     pub max_payment_header_bytes: usize,
     /// Largest admin request body.
     pub max_admin_body_bytes: usize,
+    /// Largest item whose metadata hb402 learns from the node: it is read and verified whole.
+    pub max_verify_bytes: u64,
 }
 
 /// Which store implementation.
@@ -166,13 +168,15 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     /// Directory for local state.
     pub state_dir: PathBuf,
+    /// How often lapsed locks, stale ledger entries and expired items are purged.
+    pub purge_interval: Duration,
 }
 
 /// `[cache]`.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    /// Metadata entries kept in memory.
-    pub metadata_entries: u64,
+    /// Bytes of metadata kept in memory (each entry weighed by its size).
+    pub metadata_bytes: u64,
     /// How long an entry is kept.
     pub metadata_ttl: Duration,
 }
@@ -182,8 +186,11 @@ pub struct CacheConfig {
 pub struct ExpiryConfig {
     /// Days applied to uploads that set none (0: never expire).
     pub default_days: u32,
-    /// Largest accepted `x-expiry-days`.
+    /// Longest lifetime an upload may ask for (`x-expiry-days`, `x-expires-at`).
     pub max_days: u32,
+    /// How long an expired copy is still answered `410 Gone` before hb402 deletes it from the
+    /// node and forgets it.
+    pub tombstone_days: u32,
 }
 
 /// `[share_links]`.
@@ -207,8 +214,39 @@ pub struct AdminConfig {
 /// `[passthrough]`.
 #[derive(Debug, Clone, Default)]
 pub struct PassthroughConfig {
-    /// Path prefixes answered 403 instead of forwarded.
-    pub deny: Vec<String>,
+    /// Canonical path prefixes (whole segments) forwarded to the node.
+    pub allow: Vec<crate::path::CanonicalPath>,
+    /// Methods forwarded on them.
+    pub methods: Vec<String>,
+    /// Whether a query string is forwarded (otherwise such a request is refused).
+    pub allow_query: bool,
+}
+
+/// Who may store items in the private bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivateUploads {
+    /// Only with `Authorization: Bearer` carrying the admin key or `uploads.key`.
+    Restricted,
+    /// Anyone.
+    Open,
+    /// Nobody: `x-private` uploads are refused.
+    Off,
+}
+
+/// `[uploads]`.
+#[derive(Debug, Clone)]
+pub struct UploadPolicy {
+    /// Who may store private items.
+    pub private: PrivateUploads,
+    /// A key, besides the admin key, that may store private items.
+    pub key: Option<Secret>,
+}
+
+/// `[responses]`.
+#[derive(Debug, Clone)]
+pub struct ResponsesConfig {
+    /// `Content-Security-Policy` sent with active content (HTML, SVG, XML); `None`: not sent.
+    pub active_content_csp: Option<String>,
 }
 
 /// The validated configuration.
@@ -234,6 +272,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[passthrough]`.
     pub passthrough: PassthroughConfig,
+    /// `[uploads]`.
+    pub uploads: UploadPolicy,
+    /// `[responses]`.
+    pub responses: ResponsesConfig,
     /// `[payments]` and `[pricing]`.
     pub payments: PaymentsConfig,
 }
@@ -288,6 +330,16 @@ pub struct PaymentsConfig {
     /// Key of receipts; without one, a random key per process (receipts then hold on one
     /// instance until it restarts).
     pub receipt_secret: Option<Secret>,
+    /// An EVM JSON-RPC hb402 reads to learn what became of a settlement whose outcome it was not
+    /// told (local mode: `rpc_url`; facilitator mode: `rpc_url` when set).
+    pub chain_rpc_url: Option<String>,
+    /// Failed payments (refused by the facilitator, or failed settlements) a payer may make
+    /// within `failure_window` before its payments are refused without asking the facilitator.
+    pub max_failures_per_payer: u32,
+    /// The window of `max_failures_per_payer`.
+    pub failure_window: Duration,
+    /// How long ledger entries that ended without a settlement (failed, released) are kept.
+    pub ledger_retention: Duration,
 }
 
 impl PaymentsConfig {
@@ -426,6 +478,22 @@ fn payments(
             ));
         }
     };
+    if matches!(mode, PaymentMode::Facilitator { .. })
+        && let Some(url) = &p.rpc_url
+    {
+        reqwest::Url::parse(url).map_err(|e| invalid("payments.rpc_url", e.to_string()))?;
+    }
+    let chain_rpc_url = match &mode {
+        PaymentMode::Local { rpc_url, .. } => Some(rpc_url.clone()),
+        PaymentMode::Facilitator { .. } => p.rpc_url.clone(),
+        PaymentMode::Off => None,
+    };
+    if p.max_failures_per_payer == 0 {
+        return Err(invalid(
+            "payments.max_failures_per_payer",
+            "must be at least 1",
+        ));
+    }
     let mut registry = Registry::builtin();
     for (i, n) in p.networks.iter().enumerate() {
         let key = format!("payments.networks[{i}]");
@@ -651,6 +719,76 @@ fn payments(
             .as_deref()
             .map(|v| secret("payments.receipt_secret", v, env))
             .transpose()?,
+        chain_rpc_url,
+        max_failures_per_payer: p.max_failures_per_payer,
+        failure_window: seconds("payments.failure_window_seconds", p.failure_window_seconds)?,
+        ledger_retention: Duration::from_secs(u64::from(p.ledger_retention_days.max(1)) * 86_400),
+    })
+}
+
+fn passthrough(f: &FileConfig) -> Result<PassthroughConfig, ConfigError> {
+    let p = &f.passthrough;
+    if p.deny.is_some() {
+        return Err(invalid(
+            "passthrough.deny",
+            "replaced by passthrough.allow: the edge is closed, list the prefixes to forward",
+        ));
+    }
+    let mut allow = Vec::new();
+    for (i, prefix) in p.allow.iter().enumerate() {
+        let key = format!("passthrough.allow[{i}]");
+        let canonical = crate::path::normalize(prefix).map_err(|e| invalid(&key, e.to_string()))?;
+        let parts = canonical.parts();
+        let Some(first) = parts.first() else {
+            return Err(invalid(
+                &key,
+                "\"/\" would forward every path; name a prefix",
+            ));
+        };
+        let owned = [
+            "~s3@1.0",
+            "resolve",
+            "binary",
+            "protected",
+            "upload",
+            "tx",
+            "~bundler@1.0",
+        ];
+        if owned.iter().any(|o| first.eq_ignore_ascii_case(o))
+            || crate::route::starts_with_item_id(first)
+        {
+            return Err(invalid(
+                &key,
+                "this prefix is one of hb402's own routes (or a DataItem id) and is never forwarded",
+            ));
+        }
+        if canonical.to_uri_path() != *prefix {
+            return Err(invalid(
+                &key,
+                format!(
+                    "write the prefix in canonical form: {:?}",
+                    canonical.to_uri_path()
+                ),
+            ));
+        }
+        allow.push(canonical);
+    }
+    let mut methods = Vec::new();
+    for (i, m) in p.methods.iter().enumerate() {
+        match m.as_str() {
+            "GET" | "HEAD" | "OPTIONS" => methods.push(m.clone()),
+            other => {
+                return Err(invalid(
+                    &format!("passthrough.methods[{i}]"),
+                    format!("{other:?}: only GET and HEAD are forwarded"),
+                ));
+            }
+        }
+    }
+    Ok(PassthroughConfig {
+        allow,
+        methods,
+        allow_query: p.allow_query,
     })
 }
 
@@ -835,6 +973,12 @@ impl Config {
                 "must be between 1 KiB and 1 MiB",
             ));
         }
+        if l.max_verify_bytes == 0 || l.max_verify_bytes > 64 * 1024 * 1024 * 1024 {
+            return Err(invalid(
+                "limits.max_verify_bytes",
+                "must be between 1 byte and 64 GiB",
+            ));
+        }
         if !(1024..=16 * 1024 * 1024).contains(&l.max_admin_body_bytes) {
             return Err(invalid(
                 "limits.max_admin_body_bytes",
@@ -846,6 +990,7 @@ impl Config {
             max_header_bytes: l.max_header_bytes as usize,
             max_payment_header_bytes: l.max_payment_header_bytes as usize,
             max_admin_body_bytes: l.max_admin_body_bytes as usize,
+            max_verify_bytes: l.max_verify_bytes,
         };
 
         if f.store.state_dir.is_empty() {
@@ -878,13 +1023,23 @@ impl Config {
         let store = StoreConfig {
             kind,
             state_dir: PathBuf::from(&f.store.state_dir),
+            purge_interval: seconds(
+                "store.purge_interval_seconds",
+                f.store.purge_interval_seconds,
+            )?,
         };
 
-        if f.cache.metadata_entries == 0 {
-            return Err(invalid("cache.metadata_entries", "must be at least 1"));
+        if f.cache.metadata_entries.is_some() {
+            return Err(invalid(
+                "cache.metadata_entries",
+                "replaced by cache.metadata_bytes (the cache is bounded in bytes)",
+            ));
+        }
+        if f.cache.metadata_bytes < 64 * 1024 {
+            return Err(invalid("cache.metadata_bytes", "must be at least 64 KiB"));
         }
         let cache = CacheConfig {
-            metadata_entries: f.cache.metadata_entries,
+            metadata_bytes: f.cache.metadata_bytes,
             metadata_ttl: Duration::from_secs(f.cache.metadata_ttl_seconds.max(1)),
         };
 
@@ -900,9 +1055,16 @@ impl Config {
                 "must not exceed expiry.max_days",
             ));
         }
+        if !(2..=3650).contains(&f.expiry.tombstone_days) {
+            return Err(invalid(
+                "expiry.tombstone_days",
+                "must be between 2 and 3650 (the node's lifecycle works in whole days)",
+            ));
+        }
         let expiry = ExpiryConfig {
             default_days: f.expiry.default_days,
             max_days: f.expiry.max_days,
+            tombstone_days: f.expiry.tombstone_days,
         };
 
         let share_links = match &f.share_links.secret {
@@ -931,14 +1093,36 @@ impl Config {
                 .map(|v| secret("admin.bearer_key", v, env))
                 .transpose()?,
         };
-        for (i, prefix) in f.passthrough.deny.iter().enumerate() {
-            if !prefix.starts_with('/') {
-                return Err(invalid(
-                    &format!("passthrough.deny[{i}]"),
-                    "a path prefix starts with '/'",
-                ));
-            }
+        let passthrough = passthrough(&f)?;
+        let uploads = UploadPolicy {
+            private: match f.uploads.private.as_str() {
+                "restricted" => PrivateUploads::Restricted,
+                "open" => PrivateUploads::Open,
+                "off" => PrivateUploads::Off,
+                other => {
+                    return Err(invalid(
+                        "uploads.private",
+                        format!("{other:?} is not \"restricted\", \"open\" or \"off\""),
+                    ));
+                }
+            },
+            key: f
+                .uploads
+                .key
+                .as_deref()
+                .map(|v| secret("uploads.key", v, env))
+                .transpose()?,
+        };
+        let csp = f.responses.active_content_csp.trim();
+        if csp.len() > 1024 || !csp.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(invalid(
+                "responses.active_content_csp",
+                "must be printable ASCII, at most 1 KiB",
+            ));
         }
+        let responses = ResponsesConfig {
+            active_content_csp: (!csp.is_empty()).then(|| csp.to_owned()),
+        };
         let payments = payments(&f, env)?;
         Ok(Config {
             server,
@@ -954,9 +1138,9 @@ impl Config {
             expiry,
             share_links,
             admin: admin_config,
-            passthrough: PassthroughConfig {
-                deny: f.passthrough.deny.clone(),
-            },
+            passthrough,
+            uploads,
+            responses,
             payments,
         })
     }
@@ -1017,8 +1201,19 @@ mod tests {
         );
         assert!(err("version = 1\n[store]\nkind = \"redis\"").starts_with("store.redis_url:"));
         assert!(err("version = 1\n[expiry]\nmax_days = 400").starts_with("expiry.max_days:"));
+        assert!(err("version = 1\n[passthrough]\ndeny = [\"x\"]").starts_with("passthrough.deny:"));
+        for bad in ["/", "/~s3@1.0", "/resolve", "/~meta@1.0//info", "/Upload"] {
+            let e = err(&format!("version = 1\n[passthrough]\nallow = [\"{bad}\"]"));
+            assert!(e.starts_with("passthrough.allow[0]:"), "{bad}: {e}");
+        }
         assert!(
-            err("version = 1\n[passthrough]\ndeny = [\"x\"]").starts_with("passthrough.deny[0]:")
+            err("version = 1\n[passthrough]\nmethods = [\"POST\"]")
+                .starts_with("passthrough.methods[0]:")
+        );
+        assert!(err("version = 1\n[uploads]\nprivate = \"x\"").starts_with("uploads.private:"));
+        assert!(
+            err("version = 1\n[cache]\nmetadata_entries = 5")
+                .starts_with("cache.metadata_entries:")
         );
     }
 

@@ -10,6 +10,6 @@ mod internal;
 
 pub use internal::{
     AdminConfig, CacheConfig, Config, ConfigError, ExpiryConfig, Limits, ListenConfig, LogFormat,
-    Overrides, PassthroughConfig, PaymentMode, PaymentsConfig, Secret, ServerConfig,
-    ShareLinkConfig, StoreConfig, StoreKind, UpstreamConfig,
+    Overrides, PassthroughConfig, PaymentMode, PaymentsConfig, PrivateUploads, ResponsesConfig,
+    Secret, ServerConfig, ShareLinkConfig, StoreConfig, StoreKind, UploadPolicy, UpstreamConfig,
 };

@@ -1,8 +1,7 @@
-//! State that outlives a request: item metadata, payment replay locks, receipts and the payment
-//! ledger. [`Store`] is the interface; [`RedbStore`] keeps it in an embedded redb file (one
+//! State that outlives a request: item metadata, payment replay locks and the payment ledger. [`Store`] is the interface; [`RedbStore`] keeps it in an embedded redb file (one
 //! node), [`RedisStore`] in a Redis that a fleet of sidecars shares.
 //!
-//! Time: operations that depend on "now" (lock and receipt expiry) read the store's [`Clock`], so
+//! Time: operations that depend on "now" (lock expiry) read the store's [`Clock`], so
 //! tests inject one and a fleet's stores can agree on a single source.
 
 mod redb;
@@ -66,34 +65,62 @@ pub enum StoreError {
     },
 }
 
-/// A settled payment's receipt: for a short window the payer may read the same resource again
-/// without paying (a broken download is not paid twice).
+/// Where an authorization's replay lock stands. One record per `(chain, asset, from, nonce)`;
+/// every change is a compare-and-swap of the whole record ([`Store::lock_swap`]), so two requests
+/// can never both believe they hold it.
+///
+/// `Held → Delivered` (settled, response sent) · `Held → Settled` (settled, nothing delivered yet:
+/// the same payment may fetch its response) · `Held → Pending` (the settlement's outcome is not
+/// known) · `Held → free` (released: never settled). `Pending` and `Settled` are taken again
+/// (`→ Held`) by the request that retries the same payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockState {
+    /// A request is using the authorization.
+    Held,
+    /// Settlement was attempted and its outcome is unknown: kept locked until it is known.
+    Pending,
+    /// Settled on chain; the payer has not received what it paid for yet.
+    Settled,
+    /// Settled and delivered: any further use is a replay.
+    Delivered,
+}
+
+/// A replay lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Receipt {
-    /// What the payment bought (the resource URL or item id).
-    pub resource: String,
-    /// Who paid (the `from` address).
-    pub payer: String,
-    /// Network, as offered (`base-sepolia`, `eip155:84532`).
-    pub network: String,
-    /// The settlement transaction.
-    pub transaction: String,
-    /// Until when the receipt grants reads (unix seconds, exclusive).
-    pub valid_until: u64,
+pub struct LockRecord {
+    /// Where it stands.
+    pub state: LockState,
+    /// The request that holds it (a random token), or empty when none does.
+    pub owner: String,
+    /// When it lapses (unix seconds, store clock): once the authorization can no longer be used.
+    pub until: u64,
+    /// The ledger entry of the payment.
+    #[serde(default)]
+    pub ledger_id: Option<u64>,
+    /// The settlement transaction, once one is known.
+    #[serde(default)]
+    pub transaction: Option<String>,
 }
 
 /// Where a payment is in its life.
 ///
-/// `Reserved → Verified → Settled | Failed | Released`, and `Reserved → Failed | Released`
-/// (refused before verification); nothing is settled unverified. `Settled`, `Failed` and
-/// `Released` are final.
+/// `Verified → Settled | Failed | Released | Pending`, `Pending → Settled | Failed | Released`;
+/// `Reserved` is only read from older ledgers. Nothing is settled unverified. `Settled`,
+/// `Failed` and `Released` are final.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PaymentState {
-    /// The replay lock is held; nothing checked remotely yet.
+    /// The replay lock is held; nothing checked remotely yet (older ledgers only).
     Reserved,
     /// The facilitator verified the authorization.
     Verified,
+    /// Settlement was attempted; its outcome is not known yet.
+    Pending {
+        /// The transaction, when one was reported.
+        #[serde(default)]
+        transaction: Option<String>,
+    },
     /// Settled on chain.
     Settled {
         /// The transaction hash.
@@ -114,6 +141,7 @@ impl PaymentState {
         match self {
             PaymentState::Reserved => "reserved",
             PaymentState::Verified => "verified",
+            PaymentState::Pending { .. } => "pending",
             PaymentState::Settled { .. } => "settled",
             PaymentState::Failed { .. } => "failed",
             PaymentState::Released => "released",
@@ -130,14 +158,16 @@ impl PaymentState {
 
     /// Whether the state machine allows going from `self` to `next`.
     pub fn may_become(&self, next: &PaymentState) -> bool {
+        use PaymentState as S;
         matches!(
             (self, next),
-            (PaymentState::Reserved, PaymentState::Verified)
+            (S::Reserved, S::Verified)
                 | (
-                    PaymentState::Reserved | PaymentState::Verified,
-                    PaymentState::Failed { .. } | PaymentState::Released
+                    S::Reserved | S::Verified | S::Pending { .. },
+                    S::Failed { .. } | S::Released
                 )
-                | (PaymentState::Verified, PaymentState::Settled { .. })
+                | (S::Verified | S::Pending { .. }, S::Settled { .. })
+                | (S::Verified, S::Pending { .. })
         )
     }
 }
@@ -178,40 +208,52 @@ pub struct PaymentRecord {
     pub state: PaymentState,
 }
 
+/// What one [`Store::purge`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Lapsed replay locks.
+    pub locks: u64,
+    /// Ledger entries that ended without a settlement and are older than the retention.
+    pub ledger: u64,
+}
+
+/// The key of an item's metadata: the same item may be stored in the public and the private
+/// bucket, and each copy is its own.
+pub fn item_key(bucket: &str, id: &str) -> String {
+    format!("{bucket}/{id}")
+}
+
 /// hb402's persistent state.
-///
-/// Locks: a key (for payments, `(chain, asset, from, nonce)`) is either free, locked until a time
-/// (a request is using it), or spent until a time (the authorization was settled and stays
-/// unusable until its `validBefore`). Expired entries count as free.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// The metadata of an item, if known.
-    async fn get_meta(&self, id: &str) -> Result<Option<ItemMeta>, StoreError>;
+    /// The metadata of the copy of item `id` in `bucket`, if known.
+    async fn get_meta(&self, bucket: &str, id: &str) -> Result<Option<ItemMeta>, StoreError>;
 
-    /// Stores (or replaces) an item's metadata.
+    /// Stores (or replaces) a copy's metadata.
     async fn put_meta(&self, meta: &ItemMeta) -> Result<(), StoreError>;
+
+    /// Forgets a copy's metadata.
+    async fn delete_meta(&self, bucket: &str, id: &str) -> Result<(), StoreError>;
+
+    /// Up to `limit` copies that expired at or before `before`, earliest first.
+    async fn expired_items(&self, before: u64, limit: usize) -> Result<Vec<ItemMeta>, StoreError>;
 
     /// Checks the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Atomically takes `key` until `until` (unix seconds) if it is free or its previous lock or
-    /// spent mark has expired. `true`: this caller holds it; `false`: someone else does.
-    async fn try_lock(&self, key: &str, until: u64) -> Result<bool, StoreError>;
+    /// The lock under `key`, or `None` when there is none or it has lapsed.
+    async fn lock_get(&self, key: &str) -> Result<Option<LockRecord>, StoreError>;
 
-    /// Frees a lock taken with [`Store::try_lock`]. A spent mark is never released (an
-    /// authorization settled once stays spent).
-    async fn release(&self, key: &str) -> Result<(), StoreError>;
+    /// Replaces the lock under `key` with `new` (`None` deletes it) if it is exactly `expected`
+    /// (`None`: absent or lapsed). `true` when swapped.
+    async fn lock_swap(
+        &self,
+        key: &str,
+        expected: Option<&LockRecord>,
+        new: Option<&LockRecord>,
+    ) -> Result<bool, StoreError>;
 
-    /// Marks `key` spent until `until`: [`Store::try_lock`] refuses it until then.
-    async fn mark_spent(&self, key: &str, until: u64) -> Result<(), StoreError>;
-
-    /// Stores a receipt under `key` (e.g. a hash of payer and resource), replacing any.
-    async fn put_receipt(&self, key: &str, receipt: &Receipt) -> Result<(), StoreError>;
-
-    /// The receipt under `key`, if it is still valid.
-    async fn get_receipt(&self, key: &str) -> Result<Option<Receipt>, StoreError>;
-
-    /// Appends a payment in state [`PaymentState::Reserved`]; returns its id.
+    /// Appends a verified payment; returns its id.
     async fn ledger_append(&self, payment: &NewPayment) -> Result<u64, StoreError>;
 
     /// Moves a payment to `state`, if the state machine allows it.
@@ -222,8 +264,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn ledger_list(&self, since: u64, limit: usize)
     -> Result<Vec<PaymentRecord>, StoreError>;
 
-    /// Deletes expired locks, spent marks and receipts; returns how many.
-    async fn purge_expired(&self) -> Result<u64, StoreError>;
+    /// Deletes lapsed locks, and ledger entries that ended without a settlement (failed,
+    /// released) and last changed before `ledger_before`.
+    async fn purge(&self, ledger_before: u64) -> Result<Purged, StoreError>;
+}
+
+/// Whether a ledger entry may be purged: it ended without moving money, before `before`.
+pub(crate) fn purgeable(record_state: &PaymentState, updated_at: u64, before: u64) -> bool {
+    matches!(
+        record_state,
+        PaymentState::Failed { .. } | PaymentState::Released
+    ) && updated_at < before
 }
 
 #[cfg(test)]
@@ -248,6 +299,12 @@ mod tests {
         assert!(!settled.may_become(&Released));
         assert!(!Released.may_become(&settled));
         assert!(!failed.may_become(&Verified));
+        let pending = Pending { transaction: None };
+        assert!(Verified.may_become(&pending));
+        assert!(pending.may_become(&settled));
+        assert!(pending.may_become(&Released));
+        assert!(!pending.may_become(&Verified));
+        assert!(!settled.may_become(&pending));
     }
 
     #[test]

@@ -11,16 +11,17 @@ use ::redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, T
 use async_trait::async_trait;
 
 use super::{
-    Clock, NewPayment, PaymentRecord, PaymentState, Receipt, Store, StoreError, system_clock,
+    Clock, LockRecord, NewPayment, PaymentRecord, PaymentState, Purged, Store, StoreError,
+    item_key, purgeable, system_clock,
 };
 use crate::meta::ItemMeta;
 
-/// Item id → JSON [`ItemMeta`].
-const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
-/// Lock key → (until, spent).
-const LOCKS: TableDefinition<&str, (u64, bool)> = TableDefinition::new("locks");
-/// Receipt key → JSON [`Receipt`].
-const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
+/// `bucket/id` → JSON [`ItemMeta`].
+const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items_v2");
+/// (expires at, `bucket/id`) for every copy that expires: the janitor's work list.
+const EXPIRIES: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiries");
+/// Lock key → JSON [`LockRecord`].
+const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks_v2");
 /// Ledger id → JSON [`PaymentRecord`].
 const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger");
 
@@ -64,8 +65,8 @@ impl RedbStore {
         let txn = db.begin_write().map_err(backend)?;
         {
             txn.open_table(ITEMS).map_err(backend)?;
+            txn.open_table(EXPIRIES).map_err(backend)?;
             txn.open_table(LOCKS).map_err(backend)?;
-            txn.open_table(RECEIPTS).map_err(backend)?;
             txn.open_table(LEDGER).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
@@ -95,14 +96,25 @@ impl RedbStore {
     }
 }
 
+/// The lock under `key` as stored, lapsed or not.
+fn read_lock(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<LockRecord>, StoreError> {
+    match table.get(key).map_err(backend)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        None => Ok(None),
+    }
+}
+
 #[async_trait]
 impl Store for RedbStore {
-    async fn get_meta(&self, id: &str) -> Result<Option<ItemMeta>, StoreError> {
-        let id = id.to_owned();
+    async fn get_meta(&self, bucket: &str, id: &str) -> Result<Option<ItemMeta>, StoreError> {
+        let key = item_key(bucket, id);
         self.run(move |db, _| {
             let txn = db.begin_read().map_err(backend)?;
             let table = txn.open_table(ITEMS).map_err(backend)?;
-            let Some(value) = table.get(id.as_str()).map_err(backend)? else {
+            let Some(value) = table.get(key.as_str()).map_err(backend)? else {
                 return Ok(None);
             };
             Ok(Some(serde_json::from_slice(value.value())?))
@@ -111,15 +123,75 @@ impl Store for RedbStore {
     }
 
     async fn put_meta(&self, meta: &ItemMeta) -> Result<(), StoreError> {
-        let id = meta.id.clone();
+        let key = item_key(&meta.bucket, &meta.id);
         let json = serde_json::to_vec(meta)?;
+        let expires_at = meta.expires_at;
         self.run(move |db, _| {
             let txn = db.begin_write().map_err(backend)?;
-            txn.open_table(ITEMS)
-                .map_err(backend)?
-                .insert(id.as_str(), json.as_slice())
-                .map_err(backend)?;
+            {
+                let mut items = txn.open_table(ITEMS).map_err(backend)?;
+                let mut expiries = txn.open_table(EXPIRIES).map_err(backend)?;
+                let old: Option<ItemMeta> = match items.get(key.as_str()).map_err(backend)? {
+                    Some(v) => serde_json::from_slice(v.value()).ok(),
+                    None => None,
+                };
+                if let Some(at) = old.and_then(|m| m.expires_at) {
+                    expiries.remove((at, key.as_str())).map_err(backend)?;
+                }
+                if let Some(at) = expires_at {
+                    expiries.insert((at, key.as_str()), ()).map_err(backend)?;
+                }
+                items
+                    .insert(key.as_str(), json.as_slice())
+                    .map_err(backend)?;
+            }
             txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_meta(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
+        let key = item_key(bucket, id);
+        self.run(move |db, _| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut items = txn.open_table(ITEMS).map_err(backend)?;
+                let old: Option<ItemMeta> = match items.remove(key.as_str()).map_err(backend)? {
+                    Some(v) => serde_json::from_slice(v.value()).ok(),
+                    None => None,
+                };
+                if let Some(at) = old.and_then(|m| m.expires_at) {
+                    txn.open_table(EXPIRIES)
+                        .map_err(backend)?
+                        .remove((at, key.as_str()))
+                        .map_err(backend)?;
+                }
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn expired_items(&self, before: u64, limit: usize) -> Result<Vec<ItemMeta>, StoreError> {
+        self.run(move |db, _| {
+            let txn = db.begin_read().map_err(backend)?;
+            let expiries = txn.open_table(EXPIRIES).map_err(backend)?;
+            let items = txn.open_table(ITEMS).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in expiries
+                .range::<(u64, &str)>((0, "")..=(before, "\u{10FFFF}"))
+                .map_err(backend)?
+            {
+                if out.len() == limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(backend)?;
+                let (_, name) = key.value();
+                if let Some(v) = items.get(name).map_err(backend)? {
+                    out.push(serde_json::from_slice(v.value())?);
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -136,94 +208,52 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn try_lock(&self, key: &str, until: u64) -> Result<bool, StoreError> {
+    async fn lock_get(&self, key: &str) -> Result<Option<LockRecord>, StoreError> {
         let key = key.to_owned();
         self.run(move |db, now| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(LOCKS).map_err(backend)?;
+            Ok(read_lock(&table, &key)?.filter(|r| r.until > now))
+        })
+        .await
+    }
+
+    async fn lock_swap(
+        &self,
+        key: &str,
+        expected: Option<&LockRecord>,
+        new: Option<&LockRecord>,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        let expected = expected.cloned();
+        let new = new.map(serde_json::to_vec).transpose()?;
+        self.run(move |db, now| {
             let txn = db.begin_write().map_err(backend)?;
-            let taken = {
+            let swapped = {
                 let mut table = txn.open_table(LOCKS).map_err(backend)?;
-                let held = table
-                    .get(key.as_str())
-                    .map_err(backend)?
-                    .is_some_and(|v| v.value().0 > now);
-                if !held {
-                    table
-                        .insert(key.as_str(), (until, false))
-                        .map_err(backend)?;
+                let current = read_lock(&table, &key)?.filter(|r| r.until > now);
+                if current == expected {
+                    match &new {
+                        Some(json) => {
+                            table
+                                .insert(key.as_str(), json.as_slice())
+                                .map_err(backend)?;
+                        }
+                        None => {
+                            table.remove(key.as_str()).map_err(backend)?;
+                        }
+                    }
+                    true
+                } else {
+                    false
                 }
-                !held
             };
-            if taken {
+            if swapped {
                 txn.commit().map_err(backend)?;
             } else {
                 txn.abort().map_err(backend)?;
             }
-            Ok(taken)
-        })
-        .await
-    }
-
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
-        let key = key.to_owned();
-        self.run(move |db, _| {
-            let txn = db.begin_write().map_err(backend)?;
-            {
-                let mut table = txn.open_table(LOCKS).map_err(backend)?;
-                let spent = table
-                    .get(key.as_str())
-                    .map_err(backend)?
-                    .map(|v| v.value().1);
-                if spent == Some(false) {
-                    table.remove(key.as_str()).map_err(backend)?;
-                }
-            }
-            txn.commit().map_err(backend)
-        })
-        .await
-    }
-
-    async fn mark_spent(&self, key: &str, until: u64) -> Result<(), StoreError> {
-        let key = key.to_owned();
-        self.run(move |db, _| {
-            let txn = db.begin_write().map_err(backend)?;
-            {
-                let mut table = txn.open_table(LOCKS).map_err(backend)?;
-                // Never shorten an existing spent mark.
-                let until = match table.get(key.as_str()).map_err(backend)? {
-                    Some(v) if v.value().1 => v.value().0.max(until),
-                    _ => until,
-                };
-                table.insert(key.as_str(), (until, true)).map_err(backend)?;
-            }
-            txn.commit().map_err(backend)
-        })
-        .await
-    }
-
-    async fn put_receipt(&self, key: &str, receipt: &Receipt) -> Result<(), StoreError> {
-        let key = key.to_owned();
-        let json = serde_json::to_vec(receipt)?;
-        self.run(move |db, _| {
-            let txn = db.begin_write().map_err(backend)?;
-            txn.open_table(RECEIPTS)
-                .map_err(backend)?
-                .insert(key.as_str(), json.as_slice())
-                .map_err(backend)?;
-            txn.commit().map_err(backend)
-        })
-        .await
-    }
-
-    async fn get_receipt(&self, key: &str) -> Result<Option<Receipt>, StoreError> {
-        let key = key.to_owned();
-        self.run(move |db, now| {
-            let txn = db.begin_read().map_err(backend)?;
-            let table = txn.open_table(RECEIPTS).map_err(backend)?;
-            let Some(value) = table.get(key.as_str()).map_err(backend)? else {
-                return Ok(None);
-            };
-            let receipt: Receipt = serde_json::from_slice(value.value())?;
-            Ok((receipt.valid_until > now).then_some(receipt))
+            Ok(swapped)
         })
         .await
     }
@@ -241,7 +271,7 @@ impl Store for RedbStore {
                     created_at: now,
                     updated_at: now,
                     payment,
-                    state: PaymentState::Reserved,
+                    state: PaymentState::Verified,
                 };
                 let json = serde_json::to_vec(&record)?;
                 table.insert(id, json.as_slice()).map_err(backend)?;
@@ -300,28 +330,35 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn purge_expired(&self) -> Result<u64, StoreError> {
+    async fn purge(&self, ledger_before: u64) -> Result<Purged, StoreError> {
         self.run(move |db, now| {
             let txn = db.begin_write().map_err(backend)?;
-            let removed = {
+            let purged = {
                 let mut locks = txn.open_table(LOCKS).map_err(backend)?;
                 let before = locks.len().map_err(backend)?;
-                locks.retain(|_, (until, _)| until > now).map_err(backend)?;
-                let mut removed = before - locks.len().map_err(backend)?;
-
-                let mut receipts = txn.open_table(RECEIPTS).map_err(backend)?;
-                let before = receipts.len().map_err(backend)?;
-                receipts
+                locks
                     .retain(|_, json| {
-                        // An undecodable receipt grants nothing: drop it too.
-                        serde_json::from_slice::<Receipt>(json).is_ok_and(|r| r.valid_until > now)
+                        // An undecodable lock holds nothing: drop it too.
+                        serde_json::from_slice::<LockRecord>(json).is_ok_and(|r| r.until > now)
                     })
                     .map_err(backend)?;
-                removed += before - receipts.len().map_err(backend)?;
-                removed
+                let locks_removed = before - locks.len().map_err(backend)?;
+
+                let mut ledger = txn.open_table(LEDGER).map_err(backend)?;
+                let before = ledger.len().map_err(backend)?;
+                ledger
+                    .retain(|_, json| {
+                        serde_json::from_slice::<PaymentRecord>(json)
+                            .map_or(true, |r| !purgeable(&r.state, r.updated_at, ledger_before))
+                    })
+                    .map_err(backend)?;
+                Purged {
+                    locks: locks_removed,
+                    ledger: before - ledger.len().map_err(backend)?,
+                }
             };
             txn.commit().map_err(backend)?;
-            Ok(removed)
+            Ok(purged)
         })
         .await
     }

@@ -7,16 +7,16 @@
 //!
 //! Time: expiry is decided by the store's [`Clock`], passed to the scripts as `now`, exactly as
 //! in the redb store, so tests inject one. Redis's own key expiry is only garbage collection: a
-//! lock, spent mark or receipt lives in Redis for [`EXPIRY_GRACE_SECONDS`] beyond its end, which
-//! tolerates that much clock skew between instances before a lapsed entry is collected.
+//! lock lives in Redis for [`EXPIRY_GRACE_SECONDS`] beyond its end, which tolerates that much
+//! clock skew between instances before a lapsed lock is collected.
 //!
 //! Layout under the key prefix (default `hb402:`):
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `item:{id}` | string | JSON [`ItemMeta`] |
-//! | `lock:{key}` | string | `L:{until}` (locked) or `S:{until}` (spent), expiring with a grace |
-//! | `receipt:{key}` | string | JSON [`Receipt`], expiring with a grace |
+//! | `item:{bucket}/{id}` | string | JSON [`ItemMeta`]; an expiring copy expires in Redis [`ITEM_GRACE_SECONDS`] after hb402's janitor is due to forget it |
+//! | `items:expiry` | sorted set | `{bucket}/{id}` of every expiring copy, scored by its expiry |
+//! | `hold:{key}` | string | JSON [`LockRecord`], expiring with a grace |
 //! | `ledger:next` | string | the last ledger id handed out (`INCR`) |
 //! | `ledger:records` | hash | id → JSON entry (the [`PaymentRecord`] without its id) |
 //! | `ledger:ids` | sorted set | every id, scored by itself, for paging |
@@ -30,7 +30,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Clock, NewPayment, PaymentRecord, PaymentState, Receipt, Store, StoreError, system_clock,
+    Clock, LockRecord, NewPayment, PaymentRecord, PaymentState, Purged, Store, StoreError,
+    item_key, purgeable, system_clock,
 };
 use crate::meta::ItemMeta;
 
@@ -48,77 +49,39 @@ const SCAN_BATCH: usize = 500;
 /// Attempts of a ledger update racing other writers of the same entry.
 const UPDATE_ATTEMPTS: usize = 16;
 
-/// `gt(a, b)`: whether decimal string `a` is greater than decimal string `b` (no leading zeros),
-/// exactly, whatever their size (Lua numbers are doubles).
-const LUA_GT: &str = r"
-local function gt(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
-end
-";
+/// How long after its expiry an expiring item's metadata stays in Redis. The janitor forgets
+/// expired copies long before (`expiry.tombstone_days`); this only bounds what a stopped janitor
+/// leaves behind.
+pub const ITEM_GRACE_SECONDS: u64 = 400 * 24 * 3600;
 
-/// KEYS[1] lock key; ARGV now, until, expiry seconds or "". 1 if taken, 0 if held.
-static TRY_LOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{LUA_GT}
-local v = redis.call('GET', KEYS[1])
-if v and gt(string.sub(v, 3), ARGV[1]) then return 0 end
-if ARGV[3] == '' then
-  redis.call('SET', KEYS[1], 'L:' .. ARGV[2])
-else
-  redis.call('SET', KEYS[1], 'L:' .. ARGV[2], 'EX', ARGV[3])
-end
-return 1
-"
-    ))
-});
-
-/// KEYS[1] lock key. Deletes it only if it is a lock, never a spent mark.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS[1] lock key; ARGV now, expected JSON or "" (absent or lapsed), new JSON or "" (delete),
+/// new until, expiry seconds or "". 1 if swapped.
+static LOCK_SWAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 2) == 'L:' then redis.call('DEL', KEYS[1]) end
-return 0
+if v then
+  local ok, r = pcall(cjson.decode, v)
+  if not ok or type(r) ~= 'table' or type(r['until']) ~= 'number' or r['until'] <= tonumber(ARGV[1]) then
+    v = false
+  end
+end
+local current = v or ''
+if current ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[5] == '' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[5])
+end
+return 1
 ",
     )
 });
 
-/// KEYS[1] lock key; ARGV until, expiry seconds or "". Never shortens an existing spent mark.
-static MARK_SPENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{LUA_GT}
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 2) == 'S:' and not gt(ARGV[1], string.sub(v, 3)) then return 0 end
-if ARGV[2] == '' then
-  redis.call('SET', KEYS[1], 'S:' .. ARGV[1])
-else
-  redis.call('SET', KEYS[1], 'S:' .. ARGV[1], 'EX', ARGV[2])
-end
-return 1
-"
-    ))
-});
-
-/// KEYS lock keys; ARGV[1] now. Deletes those whose time is over; returns how many.
+/// KEYS lock keys; ARGV[1] now. Deletes lapsed and undecodable ones; returns how many.
 static PURGE_LOCKS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{LUA_GT}
-local removed = 0
-for _, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
-  if v and not gt(string.sub(v, 3), ARGV[1]) then
-    redis.call('DEL', key)
-    removed = removed + 1
-  end
-end
-return removed
-"
-    ))
-});
-
-/// KEYS receipt keys; ARGV[1] now. Deletes expired and undecodable receipts; returns how many.
-static PURGE_RECEIPTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local now = tonumber(ARGV[1])
@@ -127,8 +90,7 @@ for _, key in ipairs(KEYS) do
   local v = redis.call('GET', key)
   if v then
     local ok, r = pcall(cjson.decode, v)
-    -- An undecodable receipt grants nothing: drop it too.
-    if not ok or type(r) ~= 'table' or type(r.valid_until) ~= 'number' or r.valid_until <= now then
+    if not ok or type(r) ~= 'table' or type(r['until']) ~= 'number' or r['until'] <= now then
       redis.call('DEL', key)
       removed = removed + 1
     end
@@ -387,11 +349,58 @@ impl RedisStore {
     }
 }
 
+/// The canonical JSON of a lock record: what the swap script compares byte for byte.
+fn lock_json(record: Option<&LockRecord>) -> Result<String, StoreError> {
+    Ok(match record {
+        Some(r) => serde_json::to_string(r)?,
+        None => String::new(),
+    })
+}
+
+impl RedisStore {
+    /// Moves ledger entries that ended without a settlement before `before` out, in batches.
+    async fn purge_ledger(&self, before: u64) -> Result<u64, StoreError> {
+        let records = self.key("ledger", "records");
+        let ids_key = self.key("ledger", "ids");
+        let mut removed = 0;
+        let mut since = 0u64;
+        loop {
+            let page = self.ledger_list(since, SCAN_BATCH).await?;
+            let Some(last) = page.last() else {
+                return Ok(removed);
+            };
+            since = last.id;
+            let stale: Vec<u64> = page
+                .iter()
+                .filter(|r| purgeable(&r.state, r.updated_at, before))
+                .map(|r| r.id)
+                .collect();
+            if !stale.is_empty() {
+                // Index first, in one transaction: a reader never sees an id without its entry.
+                let mut pipe = ::redis::pipe();
+                pipe.atomic()
+                    .cmd("ZREM")
+                    .arg(&ids_key)
+                    .arg(&stale)
+                    .ignore()
+                    .cmd("HDEL")
+                    .arg(&records)
+                    .arg(&stale)
+                    .ignore();
+                pipe.query_async::<()>(&mut self.conn.clone())
+                    .await
+                    .map_err(backend)?;
+                removed += stale.len() as u64;
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Store for RedisStore {
-    async fn get_meta(&self, id: &str) -> Result<Option<ItemMeta>, StoreError> {
+    async fn get_meta(&self, bucket: &str, id: &str) -> Result<Option<ItemMeta>, StoreError> {
         let json: Option<Vec<u8>> = self
-            .query(::redis::cmd("GET").arg(self.key("item", id)))
+            .query(::redis::cmd("GET").arg(self.key("item", &item_key(bucket, id))))
             .await?;
         json.map(|j| serde_json::from_slice(&j))
             .transpose()
@@ -400,12 +409,86 @@ impl Store for RedisStore {
 
     async fn put_meta(&self, meta: &ItemMeta) -> Result<(), StoreError> {
         let json = serde_json::to_vec(meta)?;
-        self.query(
-            ::redis::cmd("SET")
-                .arg(self.key("item", &meta.id))
-                .arg(json),
-        )
-        .await
+        let name = item_key(&meta.bucket, &meta.id);
+        let mut set = ::redis::cmd("SET");
+        set.arg(self.key("item", &name)).arg(json);
+        if let Some(at) = meta.expires_at {
+            let ttl = expiry(at.saturating_add(ITEM_GRACE_SECONDS), self.now());
+            if !ttl.is_empty() {
+                set.arg("EX").arg(ttl);
+            }
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.atomic().add_command(set).ignore();
+        match meta.expires_at {
+            Some(at) => pipe
+                .cmd("ZADD")
+                .arg(self.key("items", "expiry"))
+                .arg(at)
+                .arg(&name)
+                .ignore(),
+            None => pipe
+                .cmd("ZREM")
+                .arg(self.key("items", "expiry"))
+                .arg(&name)
+                .ignore(),
+        };
+        pipe.query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(backend)
+    }
+
+    async fn delete_meta(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
+        let name = item_key(bucket, id);
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(self.key("item", &name))
+            .ignore()
+            .cmd("ZREM")
+            .arg(self.key("items", "expiry"))
+            .arg(&name)
+            .ignore();
+        pipe.query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(backend)
+    }
+
+    async fn expired_items(&self, before: u64, limit: usize) -> Result<Vec<ItemMeta>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = self
+            .query(
+                ::redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.key("items", "expiry"))
+                    .arg("-inf")
+                    .arg(before)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let json: Option<Vec<u8>> = self
+                .query(::redis::cmd("GET").arg(self.key("item", &name)))
+                .await?;
+            match json {
+                Some(json) => out.push(serde_json::from_slice(&json)?),
+                // Collected by Redis already: only the index entry is left.
+                None => {
+                    let _: i64 = self
+                        .query(
+                            ::redis::cmd("ZREM")
+                                .arg(self.key("items", "expiry"))
+                                .arg(&name),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -419,59 +502,34 @@ impl Store for RedisStore {
         }
     }
 
-    async fn try_lock(&self, key: &str, until: u64) -> Result<bool, StoreError> {
-        let now = self.now();
-        let taken: i64 = TRY_LOCK
-            .key(self.key("lock", key))
-            .arg(now)
-            .arg(until)
-            .arg(expiry(until, now))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(backend)?;
-        Ok(taken == 1)
-    }
-
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
-        let _: i64 = RELEASE
-            .key(self.key("lock", key))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn mark_spent(&self, key: &str, until: u64) -> Result<(), StoreError> {
-        let _: i64 = MARK_SPENT
-            .key(self.key("lock", key))
-            .arg(until)
-            .arg(expiry(until, self.now()))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn put_receipt(&self, key: &str, receipt: &Receipt) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(receipt)?;
-        let mut cmd = ::redis::cmd("SET");
-        cmd.arg(self.key("receipt", key)).arg(json);
-        let seconds = expiry(receipt.valid_until, self.now());
-        if !seconds.is_empty() {
-            cmd.arg("EX").arg(seconds);
-        }
-        self.query(&mut cmd).await
-    }
-
-    async fn get_receipt(&self, key: &str) -> Result<Option<Receipt>, StoreError> {
+    async fn lock_get(&self, key: &str) -> Result<Option<LockRecord>, StoreError> {
         let json: Option<Vec<u8>> = self
-            .query(::redis::cmd("GET").arg(self.key("receipt", key)))
+            .query(::redis::cmd("GET").arg(self.key("hold", key)))
             .await?;
-        let Some(json) = json else {
-            return Ok(None);
-        };
-        let receipt: Receipt = serde_json::from_slice(&json)?;
-        Ok((receipt.valid_until > self.now()).then_some(receipt))
+        let now = self.now();
+        Ok(json
+            .and_then(|j| serde_json::from_slice::<LockRecord>(&j).ok())
+            .filter(|r| r.until > now))
+    }
+
+    async fn lock_swap(
+        &self,
+        key: &str,
+        expected: Option<&LockRecord>,
+        new: Option<&LockRecord>,
+    ) -> Result<bool, StoreError> {
+        let now = self.now();
+        let swapped: i64 = LOCK_SWAP
+            .key(self.key("hold", key))
+            .arg(now)
+            .arg(lock_json(expected)?)
+            .arg(lock_json(new)?)
+            .arg(new.map_or(0, |r| r.until))
+            .arg(new.map_or_else(String::new, |r| expiry(r.until, now)))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(swapped == 1)
     }
 
     async fn ledger_append(&self, payment: &NewPayment) -> Result<u64, StoreError> {
@@ -480,7 +538,7 @@ impl Store for RedisStore {
             created_at: now,
             updated_at: now,
             payment: payment.clone(),
-            state: PaymentState::Reserved,
+            state: PaymentState::Verified,
         };
         let json = serde_json::to_string(&entry)?;
         // One script: ids become visible in the order they are handed out, so paging with the
@@ -574,11 +632,11 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn purge_expired(&self) -> Result<u64, StoreError> {
+    async fn purge(&self, ledger_before: u64) -> Result<Purged, StoreError> {
         let now = self.now();
-        let locks = self.purge_kind("lock", &PURGE_LOCKS, now).await?;
-        let receipts = self.purge_kind("receipt", &PURGE_RECEIPTS, now).await?;
-        Ok(locks + receipts)
+        let locks = self.purge_kind("hold", &PURGE_LOCKS, now).await?;
+        let ledger = self.purge_ledger(ledger_before).await?;
+        Ok(Purged { locks, ledger })
     }
 }
 

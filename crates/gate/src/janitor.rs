@@ -1,0 +1,103 @@
+//! State that would otherwise only grow, purged on a schedule (`store.purge_interval_seconds`):
+//!
+//! - replay locks whose authorization can no longer be used (past `validBefore`);
+//! - ledger entries that ended without moving money (failed, released) and are older than
+//!   `payments.ledger_retention_days` (settlements are kept: they are money);
+//! - expired copies, `expiry.tombstone_days` after they expired (until then they answer
+//!   `410 Gone`): hb402 deletes the node's object (its lifecycle may have done so already) and
+//!   then forgets the copy. A copy whose object cannot be deleted yet is kept and tried again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::gate::Gate;
+use crate::items::now_secs;
+
+/// Expired copies handled per round.
+const ITEMS_PER_ROUND: usize = 256;
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// Lapsed locks removed.
+    pub locks: u64,
+    /// Ledger entries removed.
+    pub ledger: u64,
+    /// Expired copies deleted and forgotten.
+    pub items: u64,
+}
+
+/// The purge task.
+#[derive(Debug)]
+pub struct Janitor {
+    gate: Arc<Gate>,
+}
+
+impl Janitor {
+    /// A janitor over shared state.
+    pub fn new(gate: Arc<Gate>) -> Self {
+        Janitor { gate }
+    }
+
+    /// One round of purging; errors are logged and the next round tries again.
+    pub async fn round(&self) -> Round {
+        let gate = &self.gate;
+        let now = now_secs();
+        let mut round = Round::default();
+        let retention = gate.config.payments.ledger_retention.as_secs();
+        match gate.store.purge(now.saturating_sub(retention)).await {
+            Ok(p) => {
+                round.locks = p.locks;
+                round.ledger = p.ledger;
+            }
+            Err(e) => tracing::warn!(error = %e, "purging locks and the ledger failed"),
+        }
+        let tombstone = u64::from(gate.config.expiry.tombstone_days) * 86_400;
+        let expired = match gate
+            .store
+            .expired_items(now.saturating_sub(tombstone), ITEMS_PER_ROUND)
+            .await
+        {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing expired items failed");
+                return round;
+            }
+        };
+        for meta in expired {
+            if let Err(e) = gate.upstream.delete_object(&meta.bucket, &meta.key).await {
+                tracing::warn!(id = %meta.id, error = %e, "expired object not deleted yet");
+                continue;
+            }
+            match gate.items.forget(&meta.bucket, &meta.id).await {
+                Ok(()) => round.items += 1,
+                Err(e) => tracing::warn!(id = %meta.id, error = %e, "expired item not forgotten"),
+            }
+        }
+        if round != Round::default() {
+            tracing::info!(?round, "purged");
+        }
+        round
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Janitor {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let period: Duration = self.gate.config.store.purge_interval;
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.round().await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,764 @@
+//! One payment, from the header that carries it to its end: a typed value consumed once.
+//!
+//! [`hold`] turns a payment header into a [`Hold`]: decode (bounded) → match an offer → local
+//! checks (no network) → the payer's failure budget → the replay lock on (chain, asset, from,
+//! nonce), taken with an owner token → the facilitator's `/verify`. A `Hold` then ends in exactly
+//! one of two ways, each consuming it:
+//!
+//! - [`Hold::settle`], once the response is ready: `Settled` (the content may go out),
+//!   a failure (402, the lock is freed: nothing was paid), or an unknown outcome (the lock stays,
+//!   marked pending; the client is told to retry the same payment);
+//! - [`finish`] without settling (the node failed, the client left): the lock is given back
+//!   exactly as it was taken — freed for a fresh payment, still pending for one whose earlier
+//!   settlement is unknown, still settled-but-undelivered for one already paid.
+//!
+//! Every authorization thus ends as *settled with the content available to the payer* or *not
+//! settled and no content*. A retry of a pending payment asks the settlement backend again and,
+//! when a chain RPC is configured, reads the chain ([`crate::chain`]): the retry converges to the
+//! content (it settled) or a 402 (it did not). A settled payment whose response never left
+//! hb402 is delivered to the next request carrying it, without a second charge. A payment
+//! delivered once is a replay ever after (until its `validBefore`, when the local checks refuse
+//! it anyway).
+//!
+//! Fail closed everywhere (x402.md §3.1): anything that is not a clear success is a refusal, and
+//! a lock is freed only when no settlement can have happened.
+
+use std::time::Instant;
+
+use alloy::primitives::B256;
+use hb402_x402::facilitator::SETTLEMENT_PENDING;
+use hb402_x402::{
+    Offer, PaymentPayload, ResourceInfo, SettleResponse, V1, VerifyRequest, decode_payment,
+    encode_header, match_offers, verify_locally,
+};
+
+use crate::chain::{Authorization, Outcome};
+use crate::gate::Gate;
+use crate::metrics::{
+    AssetLabel, FacilitatorOp, NetworkLabel, PaymentRequiredReason, PaymentResult,
+};
+use crate::store::{LockRecord, LockState, NewPayment, PaymentState, StoreError};
+
+/// How long a lock outlives its authorization's `validBefore` (clock skew between hb402 and the
+/// chain): after that no settlement of it can happen any more.
+const LOCK_GRACE_SECONDS: u64 = 120;
+
+/// How long a client is asked to wait before retrying a payment whose outcome is unknown.
+pub(crate) const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// What a priced request offers, and the resource it offers it for.
+#[derive(Debug, Clone)]
+pub(crate) struct Offered {
+    /// The offers (never empty for a priced request).
+    pub(crate) offers: Vec<Offer>,
+    /// The resource.
+    pub(crate) resource: ResourceInfo,
+}
+
+/// A 402 and why.
+#[derive(Debug)]
+pub(crate) struct Challenge {
+    /// What is offered.
+    pub(crate) offered: Offered,
+    /// Metric label.
+    pub(crate) label: PaymentRequiredReason,
+    /// The x402 `error` code (hb402's, or a facilitator's checked to be a plain code).
+    pub(crate) code: String,
+    /// A message written by hb402.
+    pub(crate) message: String,
+    /// A failed settlement's response (header `PAYMENT-RESPONSE` / `X-PAYMENT-RESPONSE`).
+    pub(crate) settlement: Option<(u32, SettleResponse)>,
+}
+
+/// Why a payment did not buy the request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PaymentRefusal {
+    /// 402: pay (again).
+    #[error("payment required: {}", .0.code)]
+    Required(Box<Challenge>),
+    /// 429: this payer failed too often; its payments are refused for a while.
+    #[error("payer throttled for {retry_after} s")]
+    Throttled {
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// 504: the settlement's outcome is not known yet; retry the same payment.
+    #[error("settlement pending")]
+    Pending {
+        /// The settlement response to show (`success: false`, `settlement_pending`).
+        version: u32,
+        /// What is known of it.
+        settlement: Box<SettleResponse>,
+    },
+    /// 503: the state store failed, so no lock could be taken.
+    #[error("store unavailable: {0}")]
+    Unavailable(StoreError),
+}
+
+/// Where a held payment came from, which decides how it is given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A new authorization, verified by the facilitator.
+    Fresh,
+    /// A retry of one whose settlement's outcome was unknown.
+    WasPending,
+    /// A retry of one settled but never delivered.
+    WasSettled,
+}
+
+/// The facts of one authorization.
+#[derive(Debug, Clone)]
+struct Paid {
+    version: u32,
+    chain_id: u64,
+    request: VerifyRequest,
+    network: String,
+    network_label: NetworkLabel,
+    asset_label: AssetLabel,
+    payer: String,
+    amount: String,
+    authorization: Authorization,
+    valid_before: u64,
+}
+
+/// A payment held for one request: its replay lock is taken by this request alone.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    key: String,
+    /// The lock as stored: every change compares against it.
+    record: LockRecord,
+    origin: Origin,
+    paid: Paid,
+    offered: Offered,
+    ledger_id: Option<u64>,
+}
+
+/// A settled payment, its response header ready.
+#[derive(Debug)]
+pub(crate) struct Settled {
+    key: String,
+    record: LockRecord,
+    paid: Paid,
+    header: (&'static str, String),
+}
+
+/// A request's payment, wherever it is.
+#[derive(Debug)]
+pub(crate) enum Payment {
+    /// Taken, not settled.
+    Held(Hold),
+    /// Settled.
+    Settled(Settled),
+}
+
+fn random_owner() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex_string(&bytes)
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_secs() -> u64 {
+    crate::items::now_secs()
+}
+
+/// A facilitator's reason, if it is a plain code; its free text is never repeated.
+fn plain_code(reason: Option<&str>, fallback: &str) -> String {
+    match reason {
+        Some(r)
+            if (1..=64).contains(&r.len())
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+        {
+            r.to_owned()
+        }
+        _ => fallback.to_owned(),
+    }
+}
+
+fn required(
+    offered: &Offered,
+    label: PaymentRequiredReason,
+    code: &str,
+    message: impl Into<String>,
+) -> PaymentRefusal {
+    PaymentRefusal::Required(Box::new(Challenge {
+        offered: offered.clone(),
+        label,
+        code: code.to_owned(),
+        message: message.into(),
+        settlement: None,
+    }))
+}
+
+fn header_name(version: u32) -> &'static str {
+    if version == V1 {
+        "x-payment-response"
+    } else {
+        "payment-response"
+    }
+}
+
+/// Checks a request's payment against what it is offered and holds it for this request.
+pub(crate) async fn hold(
+    gate: &Gate,
+    header: Option<&str>,
+    offered: Offered,
+) -> Result<Hold, PaymentRefusal> {
+    let Some(header) = header else {
+        return Err(required(
+            &offered,
+            PaymentRequiredReason::Missing,
+            "payment_required",
+            "Payment required",
+        ));
+    };
+    let paid = check_locally(gate, header, &offered)?;
+    if let Err(retry_after) = gate.limiter.check(&paid.payer) {
+        gate.metrics
+            .record_payment(&paid.network_label, PaymentResult::Throttled);
+        return Err(PaymentRefusal::Throttled { retry_after });
+    }
+    acquire(gate, paid, offered).await
+}
+
+/// Decode, match and the local checks: no network, no state.
+fn check_locally(gate: &Gate, header: &str, offered: &Offered) -> Result<Paid, PaymentRefusal> {
+    let metrics = &gate.metrics;
+    let refuse = |label: PaymentRequiredReason, code: &str, message: String| {
+        required(offered, label, code, message)
+    };
+    let max = gate.config.limits.max_payment_header_bytes;
+    let decoded = decode_payment(header, max).map_err(|e| {
+        refuse(
+            PaymentRequiredReason::Malformed,
+            "invalid_payload",
+            e.to_string(),
+        )
+    })?;
+    let candidates = match_offers(&offered.offers, &decoded.payload);
+    let Some(first) = candidates.first() else {
+        return Err(refuse(
+            PaymentRequiredReason::NoMatchingOffer,
+            "invalid_payment_requirements",
+            "the payment does not match any offer of this resource".into(),
+        ));
+    };
+    let now = now_secs();
+    let skew = gate.config.payments.skew_seconds;
+    // v1 names no asset: the candidate whose domain the signature verifies under is the one.
+    let mut verified = Err(None);
+    for offer in &candidates {
+        match verify_locally(offer, &decoded.payload, now, skew) {
+            Ok(v) => {
+                verified = Ok((*offer, v));
+                break;
+            }
+            Err(r) if verified.is_err() => verified = Err(Some(r)),
+            Err(_) => {}
+        }
+    }
+    let (offer, local) = match verified {
+        Ok(v) => v,
+        Err(refusal) => {
+            let refusal = refusal.unwrap_or_else(|| {
+                hb402_x402::Refusal::new(hb402_x402::Reason::InvalidPayload, "no offer verifies")
+            });
+            metrics.record_payment(&network_label(gate, first), PaymentResult::Rejected);
+            return Err(refuse(
+                refusal.reason.into(),
+                refusal.reason.as_str(),
+                refusal.message,
+            ));
+        }
+    };
+    let version = decoded.payload.version();
+    let auth = &local.authorization;
+    let network = match (&decoded.payload, &offer.v1) {
+        (PaymentPayload::V1(_), Some(v1)) => v1.network.clone(),
+        _ => offer.v2.network.clone(),
+    };
+    Ok(Paid {
+        version,
+        chain_id: offer.terms.asset.chain_id,
+        request: VerifyRequest {
+            x402_version: version,
+            payment_payload: decoded.raw.clone(),
+            payment_requirements: offer.requirements_json(version),
+        },
+        network,
+        network_label: network_label(gate, offer),
+        asset_label: AssetLabel::new(&offer.terms.asset),
+        payer: auth.from.to_checksum(None),
+        amount: offer.terms.amount.to_string(),
+        authorization: Authorization {
+            asset: offer.terms.asset.address,
+            from: auth.from,
+            to: auth.to,
+            value: auth.value,
+            nonce: auth.nonce,
+        },
+        valid_before: local.valid_before_secs(),
+    })
+}
+
+fn network_label(gate: &Gate, offer: &Offer) -> NetworkLabel {
+    let registry = &gate.config.payments.registry;
+    match registry.network_by_chain(offer.terms.asset.chain_id) {
+        Some(network) => NetworkLabel::new(network),
+        // Offers are only built for registered networks.
+        None => NetworkLabel::new(&hb402_x402::Network {
+            v1_name: None,
+            chain_id: offer.terms.asset.chain_id,
+        }),
+    }
+}
+
+fn lock_key(paid: &Paid) -> String {
+    let a = &paid.authorization;
+    format!(
+        "x402:{}:{:#x}:{:#x}:{}",
+        paid.chain_id, a.asset, a.from, a.nonce
+    )
+}
+
+/// Takes the replay lock: a fresh authorization is then verified; a pending or
+/// settled-but-undelivered one is taken over by this request.
+async fn acquire(gate: &Gate, paid: Paid, offered: Offered) -> Result<Hold, PaymentRefusal> {
+    let store = &gate.store;
+    let key = lock_key(&paid);
+    let owner = random_owner();
+    let fresh = LockRecord {
+        state: LockState::Held,
+        owner: owner.clone(),
+        until: paid.valid_before.saturating_add(LOCK_GRACE_SECONDS),
+        ledger_id: None,
+        transaction: None,
+    };
+    let replay = |message: &str| {
+        gate.metrics
+            .record_payment(&paid.network_label, PaymentResult::Replayed);
+        required(
+            &offered,
+            PaymentRequiredReason::Replay,
+            "duplicate_settlement",
+            message,
+        )
+    };
+    // A few rounds: the record may change between the failed swap and the read.
+    for _ in 0..3 {
+        let taken = store
+            .lock_swap(&key, None, Some(&fresh))
+            .await
+            .map_err(PaymentRefusal::Unavailable)?;
+        if taken {
+            let hold = Hold {
+                key,
+                record: fresh,
+                origin: Origin::Fresh,
+                paid,
+                offered,
+                ledger_id: None,
+            };
+            return hold.verify(gate).await;
+        }
+        let Some(current) = store
+            .lock_get(&key)
+            .await
+            .map_err(PaymentRefusal::Unavailable)?
+        else {
+            continue;
+        };
+        let origin = match current.state {
+            LockState::Held => {
+                return Err(replay(
+                    "this payment authorization is in use by another request; sign a new one",
+                ));
+            }
+            LockState::Delivered => {
+                return Err(replay(
+                    "this payment authorization was already used; sign a new one",
+                ));
+            }
+            LockState::Pending => Origin::WasPending,
+            LockState::Settled => Origin::WasSettled,
+        };
+        let mine = LockRecord {
+            state: LockState::Held,
+            owner: owner.clone(),
+            ..current.clone()
+        };
+        if store
+            .lock_swap(&key, Some(&current), Some(&mine))
+            .await
+            .map_err(PaymentRefusal::Unavailable)?
+        {
+            tracing::info!(payer = %paid.payer, ?origin, "payment taken over by its retry");
+            return Ok(Hold {
+                key,
+                ledger_id: mine.ledger_id,
+                record: mine,
+                origin,
+                paid,
+                offered,
+            });
+        }
+    }
+    Err(replay(
+        "this payment authorization is in use by another request; sign a new one",
+    ))
+}
+
+/// How a settlement attempt ended.
+enum Verdict {
+    Settled(String),
+    Failed(String),
+    Unknown(Option<String>),
+}
+
+impl Hold {
+    /// The facilitator's `/verify` of a fresh authorization; on any refusal the lock is freed.
+    async fn verify(self, gate: &Gate) -> Result<Hold, PaymentRefusal> {
+        let Some(facilitator) = &gate.facilitator else {
+            let refusal = required(
+                &self.offered,
+                PaymentRequiredReason::FacilitatorUnavailable,
+                "unexpected_verify_error",
+                "payments are not configured",
+            );
+            self.give_back(gate).await;
+            return Err(refusal);
+        };
+        let started = Instant::now();
+        let verdict = facilitator.verify(&self.paid.request).await;
+        gate.metrics
+            .observe_facilitator(FacilitatorOp::Verify, started.elapsed());
+        let (label, result, code, message) = match verdict {
+            Ok(v) if v.is_valid => {
+                let mut hold = self;
+                hold.ledger_id = ledger_append(gate, &hold).await;
+                return Ok(hold);
+            }
+            Ok(v) => (
+                PaymentRequiredReason::VerifyFailed,
+                PaymentResult::VerifyFailed,
+                plain_code(v.invalid_reason.as_deref(), "invalid_payment"),
+                "the facilitator refused the payment",
+            ),
+            // Fail closed: an unreachable, slow or incoherent facilitator is a refusal.
+            Err(e) => {
+                tracing::warn!(error = %e, payer = %self.paid.payer, "facilitator /verify failed");
+                (
+                    PaymentRequiredReason::FacilitatorUnavailable,
+                    PaymentResult::FacilitatorError,
+                    "unexpected_verify_error".to_owned(),
+                    "the payment could not be verified now; try again",
+                )
+            }
+        };
+        gate.limiter.failed(&self.paid.payer);
+        gate.metrics
+            .record_payment(&self.paid.network_label, result);
+        let refusal = required(&self.offered, label, &code, message);
+        self.give_back(gate).await;
+        Err(refusal)
+    }
+
+    /// Settles (or, for a payment already settled, delivers) it. `Err` is what to answer
+    /// instead of the content.
+    pub(crate) async fn settle(self, gate: &Gate) -> Result<Settled, PaymentRefusal> {
+        let verdict = match self.origin {
+            Origin::WasSettled => {
+                Verdict::Settled(self.record.transaction.clone().unwrap_or_default())
+            }
+            Origin::Fresh | Origin::WasPending => self.attempt(gate).await,
+        };
+        match verdict {
+            Verdict::Settled(tx) => Ok(self.settled(gate, tx).await),
+            Verdict::Failed(reason) => Err(self.failed(gate, reason).await),
+            Verdict::Unknown(tx) => Err(self.pending(gate, tx).await),
+        }
+    }
+
+    /// One settlement attempt, read against the chain when its outcome is not clear.
+    async fn attempt(&self, gate: &Gate) -> Verdict {
+        let Some(facilitator) = &gate.facilitator else {
+            return Verdict::Failed("unexpected_settle_error".into());
+        };
+        let started = Instant::now();
+        let result = facilitator.settle(&self.paid.request).await;
+        gate.metrics
+            .observe_facilitator(FacilitatorOp::Settle, started.elapsed());
+        let verdict = match result {
+            Ok(s) if s.success => Verdict::Settled(s.transaction),
+            // Broadcast but not confirmed, or confirmed as failed: the chain knows which.
+            Ok(s)
+                if s.error_reason.as_deref() == Some(SETTLEMENT_PENDING)
+                    || !s.transaction.is_empty() =>
+            {
+                Verdict::Unknown(Some(s.transaction).filter(|t| !t.is_empty()))
+            }
+            // A retry's settlement may fail because its earlier attempt used the authorization.
+            Ok(s) if self.origin == Origin::WasPending => {
+                tracing::info!(reason = ?s.error_reason, "retried settlement refused");
+                Verdict::Unknown(self.record.transaction.clone())
+            }
+            Ok(s) => Verdict::Failed(plain_code(s.error_reason.as_deref(), "settlement_failed")),
+            // No answer: it may have been broadcast.
+            Err(e) => {
+                tracing::warn!(error = %e, payer = %self.paid.payer, "facilitator /settle failed");
+                Verdict::Unknown(self.record.transaction.clone())
+            }
+        };
+        match verdict {
+            Verdict::Unknown(hint) => self.read_chain(gate, hint).await,
+            other => other,
+        }
+    }
+
+    /// Resolves an unknown outcome from the chain, when hb402 can read it.
+    async fn read_chain(&self, gate: &Gate, hint: Option<String>) -> Verdict {
+        let Some(chain) = &gate.chain else {
+            return Verdict::Unknown(hint);
+        };
+        let tx = hint.as_deref().and_then(|t| t.parse::<B256>().ok());
+        match chain.outcome(&self.paid.authorization, tx).await {
+            Ok(Outcome::Transferred(tx)) => Verdict::Settled(tx.to_string()),
+            Ok(Outcome::UsedOtherwise) => Verdict::Failed("authorization_used_otherwise".into()),
+            // Unused once it can no longer be used: it never will be.
+            Ok(Outcome::Unused) if now_secs() >= self.paid.valid_before => {
+                Verdict::Failed("settlement_expired".into())
+            }
+            Ok(Outcome::Unused) => Verdict::Unknown(hint),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the settlement's outcome");
+                Verdict::Unknown(hint)
+            }
+        }
+    }
+
+    async fn settled(self, gate: &Gate, tx: String) -> Settled {
+        let delivered = LockRecord {
+            state: LockState::Delivered,
+            transaction: Some(tx.clone()),
+            ledger_id: self.ledger_id,
+            ..self.record.clone()
+        };
+        swap(gate, &self.key, Some(&self.record), Some(&delivered)).await;
+        if self.origin != Origin::WasSettled {
+            ledger(
+                gate,
+                self.ledger_id,
+                PaymentState::Settled {
+                    transaction: tx.clone(),
+                },
+            )
+            .await;
+            let metrics = &gate.metrics;
+            metrics.record_payment(&self.paid.network_label, PaymentResult::Settled);
+            if let Ok(atomic) = self.paid.amount.parse::<u64>() {
+                metrics.record_paid(&self.paid.network_label, &self.paid.asset_label, atomic);
+            }
+        }
+        let response = SettleResponse {
+            success: true,
+            error_reason: None,
+            error_message: None,
+            payer: Some(self.paid.payer.clone()),
+            transaction: tx,
+            network: self.paid.network.clone(),
+        };
+        Settled {
+            key: self.key,
+            record: delivered,
+            header: (header_name(self.paid.version), encode_header(&response)),
+            paid: self.paid,
+        }
+    }
+
+    async fn failed(self, gate: &Gate, reason: String) -> PaymentRefusal {
+        swap(gate, &self.key, Some(&self.record), None).await;
+        ledger(
+            gate,
+            self.ledger_id,
+            PaymentState::Failed {
+                reason: reason.clone(),
+            },
+        )
+        .await;
+        gate.limiter.failed(&self.paid.payer);
+        gate.metrics
+            .record_payment(&self.paid.network_label, PaymentResult::SettleFailed);
+        let response = SettleResponse {
+            success: false,
+            error_reason: Some(reason.clone()),
+            error_message: None,
+            payer: Some(self.paid.payer.clone()),
+            transaction: String::new(),
+            network: self.paid.network.clone(),
+        };
+        PaymentRefusal::Required(Box::new(Challenge {
+            offered: self.offered,
+            label: PaymentRequiredReason::SettleFailed,
+            code: reason,
+            message: "the payment could not be settled; nothing was charged".into(),
+            settlement: Some((self.paid.version, response)),
+        }))
+    }
+
+    async fn pending(self, gate: &Gate, tx: Option<String>) -> PaymentRefusal {
+        let pending = LockRecord {
+            state: LockState::Pending,
+            owner: String::new(),
+            transaction: tx.clone().or(self.record.transaction.clone()),
+            ledger_id: self.ledger_id,
+            ..self.record.clone()
+        };
+        swap(gate, &self.key, Some(&self.record), Some(&pending)).await;
+        if self.origin == Origin::Fresh {
+            ledger(
+                gate,
+                self.ledger_id,
+                PaymentState::Pending {
+                    transaction: tx.clone(),
+                },
+            )
+            .await;
+        }
+        gate.metrics
+            .record_payment(&self.paid.network_label, PaymentResult::Pending);
+        PaymentRefusal::Pending {
+            version: self.paid.version,
+            settlement: Box::new(SettleResponse {
+                success: false,
+                error_reason: Some(SETTLEMENT_PENDING.to_owned()),
+                error_message: None,
+                payer: Some(self.paid.payer.clone()),
+                transaction: pending.transaction.unwrap_or_default(),
+                network: self.paid.network,
+            }),
+        }
+    }
+
+    /// Gives the lock back as it was taken: nothing was settled by this request.
+    async fn give_back(self, gate: &Gate) {
+        let back = match self.origin {
+            Origin::Fresh => None,
+            Origin::WasPending => Some(LockRecord {
+                state: LockState::Pending,
+                owner: String::new(),
+                ..self.record.clone()
+            }),
+            Origin::WasSettled => Some(LockRecord {
+                state: LockState::Settled,
+                owner: String::new(),
+                ..self.record.clone()
+            }),
+        };
+        swap(gate, &self.key, Some(&self.record), back.as_ref()).await;
+        if self.origin == Origin::Fresh && self.ledger_id.is_some() {
+            ledger(gate, self.ledger_id, PaymentState::Released).await;
+            gate.metrics
+                .record_payment(&self.paid.network_label, PaymentResult::Released);
+        }
+    }
+}
+
+impl Settled {
+    /// The response header carrying the settlement.
+    pub(crate) fn header(&self) -> (&'static str, &str) {
+        (self.header.0, &self.header.1)
+    }
+
+    /// The payer's address.
+    pub(crate) fn payer(&self) -> &str {
+        &self.paid.payer
+    }
+
+    /// The response never left hb402: the payer may fetch it with the same payment.
+    async fn undelivered(self, gate: &Gate) {
+        let back = LockRecord {
+            state: LockState::Settled,
+            owner: String::new(),
+            ..self.record.clone()
+        };
+        swap(gate, &self.key, Some(&self.record), Some(&back)).await;
+        tracing::info!(payer = %self.paid.payer, "settled payment not delivered; its retry will be served");
+    }
+}
+
+/// Ends a request's payment: the one place every payment is finalised. `delivered`: the
+/// response head (with the settlement) was sent.
+pub(crate) async fn finish(gate: &Gate, payment: Option<Payment>, delivered: bool) {
+    match payment {
+        None => {}
+        Some(Payment::Held(hold)) => hold.give_back(gate).await,
+        Some(Payment::Settled(settled)) if !delivered => settled.undelivered(gate).await,
+        Some(Payment::Settled(_)) => {}
+    }
+}
+
+/// A lock change whose expected state this request owns; a failure is logged (the lock then
+/// lapses at its `until`, never earlier).
+async fn swap(gate: &Gate, key: &str, expected: Option<&LockRecord>, new: Option<&LockRecord>) {
+    match gate.store.lock_swap(key, expected, new).await {
+        Ok(true) => {}
+        Ok(false) => tracing::error!(%key, "payment lock changed under its owner"),
+        Err(e) => tracing::error!(%key, error = %e, "payment lock could not be updated"),
+    }
+}
+
+async fn ledger_append(gate: &Gate, hold: &Hold) -> Option<u64> {
+    let payment = NewPayment {
+        resource: hold.offered.resource.url.clone(),
+        network: hold.paid.network.clone(),
+        asset: format!("{:#x}", hold.paid.authorization.asset),
+        payer: hold.paid.payer.clone(),
+        pay_to: hold.paid.authorization.to.to_checksum(None),
+        amount: hold.paid.amount.clone(),
+        lock_key: hold.key.clone(),
+    };
+    match gate.store.ledger_append(&payment).await {
+        Ok(id) => Some(id),
+        // The ledger is an audit trail: its failure does not change the answer.
+        Err(e) => {
+            tracing::error!(error = %e, "ledger append failed");
+            None
+        }
+    }
+}
+
+async fn ledger(gate: &Gate, id: Option<u64>, state: PaymentState) {
+    if let Some(id) = id
+        && let Err(e) = gate.store.ledger_update(id, state).await
+    {
+        tracing::error!(id, error = %e, "ledger update failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_codes_pass_through() {
+        assert_eq!(
+            plain_code(Some("insufficient_funds"), "x"),
+            "insufficient_funds"
+        );
+        for text in [
+            "error sending request for url (http://10.0.0.1:8545/?key=abc)",
+            "Insufficient",
+            "",
+            "a-b",
+        ] {
+            assert_eq!(plain_code(Some(text), "invalid_payment"), "invalid_payment");
+        }
+        assert_eq!(plain_code(None, "fallback"), "fallback");
+        assert_eq!(plain_code(Some(&"a".repeat(65)), "f"), "f");
+    }
+}
