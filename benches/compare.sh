@@ -7,6 +7,9 @@
 #
 #   ./benches/compare.sh [DURATION] [CONNECTIONS]
 #
+# HB402_BASELINE=/path/to/another/hb402 adds that build beside this one (same devnode, same run)
+# and prints this build's ratio to it, for pass-through and the 1 KiB read.
+#
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light).
 cd "$(dirname "$0")/.."
 source benches/lib.sh
@@ -27,11 +30,25 @@ small=$(upload_item "$hb402" small application/octet-stream 1024)
 large=$(upload_item "$hb402" large application/octet-stream 65536)
 
 path=/~meta@1.0/info/address
+current_pid=$HB402_PID
+baseline_rows=()
+if [ -n "${HB402_BASELINE:-}" ]; then
+  base_port=$(free_port)
+  HB402_NAME=baseline HB402_BIN=$HB402_BASELINE start_hb402 "$base_port" "$(free_port)" \
+    "http://127.0.0.1:$node_port"
+  baseline=http://127.0.0.1:$base_port
+  baseline_rows=(
+    "baseline pass-through → devnode|$baseline$path"
+    "baseline DataItem read, 1 KiB|$baseline/$small"
+  )
+fi
 rows=(
   "devnode directly|http://127.0.0.1:$node_port$path"
   "nginx → devnode|http://127.0.0.1:$nginx_port$path"
   "hb402 pass-through → devnode|$hb402$path"
+  ${baseline_rows[0]:+"${baseline_rows[0]}"}
   "hb402 DataItem read, 1 KiB|$hb402/$small"
+  ${baseline_rows[1]:+"${baseline_rows[1]}"}
   "hb402 DataItem read, 64 KiB|$hb402/$large"
 )
 declare -A rps
@@ -50,4 +67,10 @@ echo
 for name in "hb402 pass-through → devnode" "hb402 DataItem read, 1 KiB"; do
   awk -v a="${rps[$name]}" -v b="$nginx_rps" -v n="$name" 'BEGIN { printf "%s / nginx: %.2f\n", n, a / b }'
 done
-echo "hb402 peak RSS: $(peak_rss_mib "$HB402_PID") MiB; nginx config and logs in $BENCH_DIR"
+if [ -n "${HB402_BASELINE:-}" ]; then
+  for kind in "pass-through → devnode" "DataItem read, 1 KiB"; do
+    awk -v a="${rps["hb402 $kind"]}" -v b="${rps["baseline $kind"]}" -v n="$kind" \
+      'BEGIN { printf "hb402 / baseline, %s: %.3f\n", n, a / b }'
+  done
+fi
+echo "hb402 peak RSS: $(peak_rss_mib "$current_pid") MiB; nginx config and logs in $BENCH_DIR"

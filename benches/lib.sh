@@ -74,7 +74,8 @@ CONF
   wait_port "$1" nginx
 }
 
-start_hb402() { # PUBLIC ADMIN UPSTREAM_URL [EXTRA_TOML]; $HB402_NAME names its files
+start_hb402() { # PUBLIC ADMIN UPSTREAM_URL [EXTRA_TOML]; $HB402_NAME names its files, $HB402_BIN
+  # runs another hb402 binary
   local name=${HB402_NAME:-hb402}
   cat >"$BENCH_DIR/$name.toml" <<TOML
 version = 1
@@ -92,7 +93,7 @@ url = "$3"
 state_dir = "$BENCH_DIR/$name-state"
 ${4:-}
 TOML
-  RUST_LOG=warn target/release/hb402 --config "$BENCH_DIR/$name.toml" >"$BENCH_DIR/$name.log" 2>&1 &
+  RUST_LOG=warn "${HB402_BIN:-target/release/hb402}" --config "$BENCH_DIR/$name.toml" >"$BENCH_DIR/$name.log" 2>&1 &
   pids+=($!)
   HB402_PID=$!
   wait_port "$1" hb402

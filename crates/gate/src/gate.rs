@@ -30,4 +30,6 @@ pub struct Gate {
     pub chain: Option<crate::chain::ChainProbe>,
     /// Payers that keep failing.
     pub(crate) limiter: crate::limiter::FailureLimiter,
+    /// Uploads in progress (`limits.max_concurrent_uploads`).
+    pub(crate) uploads: tokio::sync::Semaphore,
 }

@@ -38,7 +38,7 @@ pub mod route;
 pub mod server;
 pub mod share;
 pub mod store;
-mod upload;
+pub(crate) mod upload;
 pub mod upstream;
 
 pub use server::{Built, build, run_until};

@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 
 /// The longest raw path accepted.
-pub const MAX_PATH_BYTES: usize = 8 * 1024;
+pub const MAX_PATH_BYTES: usize = 2 * 1024;
 
 /// The most segments a path may have.
 pub const MAX_SEGMENTS: usize = 64;
@@ -120,7 +120,12 @@ pub fn normalize(raw: &str) -> Result<CanonicalPath, PathError> {
             }
         }
     }
-    Ok(CanonicalPath { segments })
+    let path = CanonicalPath { segments };
+    // Bounded as it is forwarded (escaped), so that the canonical form normalises to itself.
+    if path.wire_len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    Ok(path)
 }
 
 /// Whether a decoded byte may appear unescaped in a forwarded path segment (RFC 3986 `pchar`
@@ -159,6 +164,20 @@ impl CanonicalPath {
         self.segments.iter().map(String::as_str).collect()
     }
 
+    /// The length of [`CanonicalPath::to_uri_path`], without building it.
+    fn wire_len(&self) -> usize {
+        self.segments
+            .iter()
+            .map(|s| {
+                1 + s
+                    .bytes()
+                    .map(|b| if plain(b) { 1 } else { 3 })
+                    .sum::<usize>()
+            })
+            .sum::<usize>()
+            .max(1)
+    }
+
     /// The path to put on the wire: `/` and the segments, each escaped where it must be. It
     /// normalises to itself.
     pub fn to_uri_path(&self) -> String {
@@ -179,14 +198,10 @@ impl CanonicalPath {
         out
     }
 
-    /// Whether `prefix`'s segments start this path, each compared without regard to ASCII case.
+    /// Whether `prefix`'s segments start this path, byte for byte (a path the node might read
+    /// differently, in another case, is not under an allowed prefix).
     pub fn starts_with(&self, prefix: &CanonicalPath) -> bool {
-        self.segments.len() >= prefix.segments.len()
-            && self
-                .segments
-                .iter()
-                .zip(&prefix.segments)
-                .all(|(a, b)| a.eq_ignore_ascii_case(b))
+        self.segments.starts_with(&prefix.segments)
     }
 }
 
@@ -251,6 +266,15 @@ mod tests {
             normalize(&format!("/{}", "a".repeat(MAX_PATH_BYTES))),
             Err(PathError::TooLong)
         );
+        // Found by fuzzing: a path short as sent but longer once escaped for the wire had a
+        // canonical form that did not normalise again.
+        let wide = format!("/{}", "é".repeat(MAX_PATH_BYTES / 4));
+        assert!(wide.len() <= MAX_PATH_BYTES);
+        assert_eq!(normalize(&wide), Err(PathError::TooLong));
+        let fits = format!("/{}", "é".repeat(MAX_PATH_BYTES / 7));
+        let p = normalize(&fits).unwrap();
+        assert_eq!(normalize(&p.to_uri_path()), Ok(p.clone()));
+        assert_eq!(p.wire_len(), p.to_uri_path().len());
     }
 
     #[test]
@@ -263,11 +287,16 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_match_whole_segments_ignoring_case() {
-        let p = normalize("/~Meta@1.0/INFO/address").unwrap();
+    fn prefixes_match_whole_segments_exactly() {
+        let p = normalize("/~meta@1.0/info/address").unwrap();
         assert!(p.starts_with(&normalize("/~meta@1.0/info").unwrap()));
         assert!(!p.starts_with(&normalize("/~meta@1.0/inf").unwrap()));
         assert!(p.starts_with(&normalize("/").unwrap()));
+        assert!(
+            !normalize("/~META@1.0/INFO/address")
+                .unwrap()
+                .starts_with(&normalize("/~meta@1.0/info").unwrap())
+        );
     }
 
     proptest! {

@@ -240,6 +240,18 @@ fn check_locally(gate: &Gate, header: &str, offered: &Offered) -> Result<Paid, P
             e.to_string(),
         )
     })?;
+    // A v2 payload may name the resource it was signed for: then it is this one.
+    if let PaymentPayload::V2(p) = &decoded.payload
+        && p.resource
+            .as_ref()
+            .is_some_and(|r| r.url != offered.resource.url)
+    {
+        return Err(refuse(
+            PaymentRequiredReason::NoMatchingOffer,
+            "invalid_payment_requirements",
+            "the payment was made for another resource".into(),
+        ));
+    }
     let candidates = match_offers(&offered.offers, &decoded.payload);
     let Some(first) = candidates.first() else {
         return Err(refuse(
@@ -326,6 +338,19 @@ fn lock_key(paid: &Paid) -> String {
     )
 }
 
+fn replay(gate: &Gate, paid: &Paid, offered: &Offered, message: &str) -> PaymentRefusal {
+    gate.metrics
+        .record_payment(&paid.network_label, PaymentResult::Replayed);
+    required(
+        offered,
+        PaymentRequiredReason::Replay,
+        "duplicate_settlement",
+        message,
+    )
+}
+
+const IN_USE: &str = "this payment authorization is in use by another request; sign a new one";
+
 /// Takes the replay lock: a fresh authorization is then verified; a pending or
 /// settled-but-undelivered one is taken over by this request.
 async fn acquire(gate: &Gate, paid: Paid, offered: Offered) -> Result<Hold, PaymentRefusal> {
@@ -338,16 +363,6 @@ async fn acquire(gate: &Gate, paid: Paid, offered: Offered) -> Result<Hold, Paym
         until: paid.valid_before.saturating_add(LOCK_GRACE_SECONDS),
         ledger_id: None,
         transaction: None,
-    };
-    let replay = |message: &str| {
-        gate.metrics
-            .record_payment(&paid.network_label, PaymentResult::Replayed);
-        required(
-            &offered,
-            PaymentRequiredReason::Replay,
-            "duplicate_settlement",
-            message,
-        )
     };
     // A few rounds: the record may change between the failed swap and the read.
     for _ in 0..3 {
@@ -374,15 +389,10 @@ async fn acquire(gate: &Gate, paid: Paid, offered: Offered) -> Result<Hold, Paym
             continue;
         };
         let origin = match current.state {
-            LockState::Held => {
-                return Err(replay(
-                    "this payment authorization is in use by another request; sign a new one",
-                ));
-            }
+            LockState::Held => return Err(replay(gate, &paid, &offered, IN_USE)),
             LockState::Delivered => {
-                return Err(replay(
-                    "this payment authorization was already used; sign a new one",
-                ));
+                let used = "this payment authorization was already used; sign a new one";
+                return Err(replay(gate, &paid, &offered, used));
             }
             LockState::Pending => Origin::WasPending,
             LockState::Settled => Origin::WasSettled,
@@ -408,9 +418,7 @@ async fn acquire(gate: &Gate, paid: Paid, offered: Offered) -> Result<Hold, Paym
             });
         }
     }
-    Err(replay(
-        "this payment authorization is in use by another request; sign a new one",
-    ))
+    Err(replay(gate, &paid, &offered, IN_USE))
 }
 
 /// How a settlement attempt ended.
@@ -421,6 +429,11 @@ enum Verdict {
 }
 
 impl Hold {
+    /// The payer's address.
+    pub(crate) fn payer(&self) -> &str {
+        &self.paid.payer
+    }
+
     /// The facilitator's `/verify` of a fresh authorization; on any refusal the lock is freed.
     async fn verify(self, gate: &Gate) -> Result<Hold, PaymentRefusal> {
         let Some(facilitator) = &gate.facilitator else {
@@ -438,11 +451,7 @@ impl Hold {
         gate.metrics
             .observe_facilitator(FacilitatorOp::Verify, started.elapsed());
         let (label, result, code, message) = match verdict {
-            Ok(v) if v.is_valid => {
-                let mut hold = self;
-                hold.ledger_id = ledger_append(gate, &hold).await;
-                return Ok(hold);
-            }
+            Ok(v) if v.is_valid => return Ok(self),
             Ok(v) => (
                 PaymentRequiredReason::VerifyFailed,
                 PaymentResult::VerifyFailed,
@@ -470,7 +479,12 @@ impl Hold {
 
     /// Settles (or, for a payment already settled, delivers) it. `Err` is what to answer
     /// instead of the content.
-    pub(crate) async fn settle(self, gate: &Gate) -> Result<Settled, PaymentRefusal> {
+    pub(crate) async fn settle(mut self, gate: &Gate) -> Result<Settled, PaymentRefusal> {
+        // The ledger records money that may move: a payment gets its entry when its settlement
+        // is attempted, never for a payment only verified and given back.
+        if self.origin == Origin::Fresh {
+            self.ledger_id = ledger_append(gate, &self).await;
+        }
         let verdict = match self.origin {
             Origin::WasSettled => {
                 Verdict::Settled(self.record.transaction.clone().unwrap_or_default())
@@ -660,11 +674,6 @@ impl Hold {
             }),
         };
         swap(gate, &self.key, Some(&self.record), back.as_ref()).await;
-        if self.origin == Origin::Fresh && self.ledger_id.is_some() {
-            ledger(gate, self.ledger_id, PaymentState::Released).await;
-            gate.metrics
-                .record_payment(&self.paid.network_label, PaymentResult::Released);
-        }
     }
 }
 
@@ -696,7 +705,13 @@ impl Settled {
 pub(crate) async fn finish(gate: &Gate, payment: Option<Payment>, delivered: bool) {
     match payment {
         None => {}
-        Some(Payment::Held(hold)) => hold.give_back(gate).await,
+        Some(Payment::Held(hold)) => {
+            if hold.origin == Origin::Fresh {
+                gate.metrics
+                    .record_payment(&hold.paid.network_label, PaymentResult::Released);
+            }
+            hold.give_back(gate).await;
+        }
         Some(Payment::Settled(settled)) if !delivered => settled.undelivered(gate).await,
         Some(Payment::Settled(_)) => {}
     }

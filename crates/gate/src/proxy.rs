@@ -40,6 +40,24 @@ const FORWARDED_HEADERS: &[&str] = &[
     "cache-control",
 ];
 
+/// Node response headers a pass-through passes back; the rest (server software, internal
+/// hosts, cookies) stays here.
+const RETURNED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "content-encoding",
+    "content-language",
+    "content-range",
+    "accept-ranges",
+    "etag",
+    "last-modified",
+    "cache-control",
+    "expires",
+    "vary",
+    "date",
+];
+
 /// The proxy service.
 #[derive(Debug, Clone)]
 pub struct Proxy {
@@ -103,6 +121,23 @@ fn route_label(route: &Route) -> RouteLabel {
         Route::Preflight => RouteLabel::Preflight,
         Route::Refused(_) => RouteLabel::Other,
     }
+}
+
+/// Bodies up to this size are read and discarded before a refusal sent before the body was read
+/// (a 402 for an unpaid upload), so that a client still sending gets the answer instead of a
+/// reset connection; larger ones, or slower ones, are not waited for.
+const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// After a refused upload: discard a small unread body, and never reuse the connection.
+async fn drain_unread(session: &mut Session) {
+    let small = header(session.req_header(), "content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|len| len <= DRAIN_BYTES);
+    if session.body_bytes_read() == 0 && small {
+        let _ = tokio::time::timeout(DRAIN_TIME, session.drain_request_body()).await;
+    }
+    session.set_keepalive(None);
 }
 
 /// The request body, as the upload path reads it.
@@ -191,6 +226,9 @@ impl Proxy {
         target: UploadTarget,
     ) -> std::result::Result<Option<Reply>, Refusal> {
         let gate = &self.gate;
+        let Ok(_permit) = gate.uploads.try_acquire() else {
+            return Err(upload::UploadError::Busy.into());
+        };
         let req = session.req_header();
         let headers = UploadHeaders {
             private: header(req, "x-private"),
@@ -253,8 +291,7 @@ impl ProxyHttp for Proxy {
             Route::Upload(t) => {
                 let result = self.upload(session, t).await;
                 if result.is_err() {
-                    // Whatever the client still sends is not read: close the connection.
-                    session.set_keepalive(None);
+                    drain_unread(session).await;
                 }
                 result
             }
@@ -347,11 +384,7 @@ impl ProxyHttp for Proxy {
         }
         let plan = match &ctx.forward {
             Some(Forward::Read(plan)) => plan,
-            _ => {
-                upstream_response.insert_header("x-content-type-options", "nosniff")?;
-                upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
-                return Ok(());
-            }
+            _ => return self.passed_through(upstream_response, ctx),
         };
         let status = upstream_response.status.as_u16();
         let refusal = match status {
@@ -437,6 +470,32 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
+    /// A pass-through's answer: the node's content with a short list of its headers; its errors
+    /// become hb402's own (the node's error text never reaches the client).
+    fn passed_through(&self, response: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let status = response.status.as_u16();
+        if status >= 400 {
+            ctx.refusal = Some(match status {
+                404 | 410 => Refusal::Route(Refused::NotFound),
+                400..=499 => Refusal::Route(Refused::NodeRefused(status)),
+                _ => Refusal::Node(UpstreamError::Status {
+                    status,
+                    message: "pass-through".into(),
+                }),
+            });
+            return Err(Error::explain(ErrorType::HTTPStatus(502), "node error"));
+        }
+        let names: Vec<_> = response.headers.keys().cloned().collect();
+        for name in names {
+            if !RETURNED_HEADERS.contains(&name.as_str()) {
+                response.remove_header(&name);
+            }
+        }
+        response.insert_header("x-content-type-options", "nosniff")?;
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
     /// The head of a read's answer, once the node answered with content: the payment is settled
     /// first, and on failure no byte goes out.
     async fn content_head(&self, ctx: &mut Ctx) -> Result<ResponseHeader> {

@@ -316,42 +316,64 @@ pub(crate) struct Shape {
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
-/// The item's content type if it is a plain, printable media type; otherwise bytes.
-fn content_type(meta: &ItemMeta) -> String {
-    meta.content_type
-        .as_deref()
-        .map(str::trim)
-        .filter(|ct| {
-            (3..=255).contains(&ct.len())
-                && ct.contains('/')
-                && ct.bytes().all(|b| (0x20..0x7f).contains(&b))
-        })
-        .unwrap_or("application/octet-stream")
-        .to_owned()
+/// RFC 9110 `tchar`.
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Whether a browser would run content of this type on the gateway's origin.
+/// The item's content type if it is one RFC 9110 media type (`type/subtype`, then
+/// `; name=value` parameters of plain tokens), lower-cased; otherwise bytes. Anything a browser
+/// might read otherwise (a comma list, quotes, stray characters) is not passed on.
+fn content_type(meta: &ItemMeta) -> String {
+    const BYTES: &str = "application/octet-stream";
+    let Some(ct) = meta.content_type.as_deref().map(str::trim) else {
+        return BYTES.to_owned();
+    };
+    let token = |s: &str| !s.is_empty() && s.bytes().all(tchar);
+    let mut parts = ct.split(';');
+    let media = parts.next().unwrap_or_default().trim();
+    let media_ok = ct.len() <= 255
+        && media
+            .split_once('/')
+            .is_some_and(|(t, sub)| token(t) && token(sub));
+    let params_ok = parts.all(|p| {
+        p.trim()
+            .split_once('=')
+            .is_some_and(|(n, v)| token(n.trim()) && token(v.trim()))
+    });
+    if media_ok && params_ok {
+        ct.to_ascii_lowercase()
+    } else {
+        BYTES.to_owned()
+    }
+}
+
+/// Whether content of this type may run as a document on the gateway's origin: everything but
+/// types known to be passive (images other than SVG, audio, video, fonts, plain text, JSON, PDF,
+/// archives, bytes) gets the sandbox.
 fn is_active(content_type: &str) -> bool {
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        media.as_str(),
-        "text/html"
-            | "application/xhtml+xml"
-            | "image/svg+xml"
-            | "text/xml"
-            | "application/xml"
-            | "text/xsl"
-            | "application/xslt+xml"
-            | "text/javascript"
-            | "application/javascript"
-            | "application/ecmascript"
-            | "application/x-shockwave-flash"
-    ) || media.ends_with("+xml")
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let (major, minor) = media.split_once('/').unwrap_or((media, ""));
+    let passive = match major {
+        "image" => !minor.contains("svg") && !minor.ends_with("xml"),
+        "audio" | "video" | "font" => true,
+        "text" => matches!(minor, "plain" | "csv" | "markdown" | "tab-separated-values"),
+        "application" => matches!(
+            minor,
+            "octet-stream"
+                | "json"
+                | "pdf"
+                | "zip"
+                | "gzip"
+                | "x-tar"
+                | "wasm"
+                | "cbor"
+                | "msgpack"
+                | "ld+json"
+        ),
+        _ => false,
+    };
+    !passive
 }
 
 /// Step 4: the range and the headers, from metadata alone.
@@ -470,6 +492,9 @@ pub(crate) fn price(
         description: Some(format!("DataItem {}", meta.id)),
         mime_type: Some(shape.content_type.clone()),
     };
+    // The item's own type, on every route: `/binary/<id>` and the raw route serve the same data
+    // inside the whole item, and must cost what the data costs.
+    let item_type = content_type(meta);
     let facts = ReadFacts {
         route: match (&route.via, route.kind) {
             (Via::Raw { .. }, _) => PriceRoute::Raw,
@@ -477,7 +502,7 @@ pub(crate) fn price(
             (_, ReadKind::Binary) => PriceRoute::Binary,
         },
         bucket: &meta.bucket,
-        content_type: &shape.content_type,
+        content_type: &item_type,
         owner: &meta.owner_address,
         bytes: shape.total,
     };
@@ -604,19 +629,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn active_content_is_recognised() {
+    fn only_known_passive_types_go_without_the_sandbox() {
         for ct in [
             "text/html",
             "text/html; charset=utf-8",
-            "TEXT/HTML",
             "image/svg+xml",
             "application/xhtml+xml",
             "application/rss+xml",
             "text/xml",
+            "text/javascript",
+            "application/x-unknown",
+            "model/x3d+xml",
         ] {
             assert!(is_active(ct), "{ct}");
         }
-        for ct in ["text/plain", "image/png", "application/json", "video/mp4"] {
+        for ct in [
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "image/png",
+            "application/json",
+            "video/mp4",
+            "application/octet-stream",
+        ] {
             assert!(!is_active(ct), "{ct}");
         }
     }
@@ -638,9 +672,19 @@ mod tests {
             uploaded_at: None,
         };
         assert_eq!(content_type(&meta), "application/octet-stream");
-        meta.content_type = Some("nothing".into());
-        assert_eq!(content_type(&meta), "application/octet-stream");
-        meta.content_type = Some(" text/plain; charset=utf-8 ".into());
+        // Browsers take the last type of a comma list: never passed on.
+        for odd in [
+            "nothing",
+            "image/png,text/html",
+            "text/plain, text/html",
+            "text/plain; a=\"x,text/html\"",
+            "text/ html",
+            "text/plain;",
+        ] {
+            meta.content_type = Some(odd.into());
+            assert_eq!(content_type(&meta), "application/octet-stream", "{odd}");
+        }
+        meta.content_type = Some(" Text/Plain; charset=utf-8 ".into());
         assert_eq!(content_type(&meta), "text/plain; charset=utf-8");
     }
 

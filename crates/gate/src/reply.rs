@@ -156,6 +156,10 @@ fn route_error(r: &Refused) -> (ApiError, Vec<(&'static str, String)>) {
             ApiError::bad_request("query strings are not forwarded to the node on this route"),
             vec![],
         ),
+        Refused::NodeRefused(status) => (
+            ApiError::new(*status, "refused_by_node", "the node refused this request"),
+            vec![],
+        ),
         Refused::BodyNotAllowed => (
             ApiError::bad_request("this route takes no request body"),
             vec![],

@@ -121,6 +121,8 @@ pub enum Refused {
     QueryNotForwarded,
     /// A body on a route that forwards none (reads, pass-through).
     BodyNotAllowed,
+    /// The node refused a pass-through with this 4xx status.
+    NodeRefused(u16),
 }
 
 /// A classified request.
@@ -197,91 +199,96 @@ fn is(segment: &str, name: &str) -> bool {
     segment.eq_ignore_ascii_case(name)
 }
 
+/// What the segments of a path name, before the method is looked at.
+enum Target {
+    /// A DataItem read.
+    Read(ReadKind, ItemId, Via),
+    /// An upload route.
+    Upload(UploadRoute),
+    /// One of hb402's names, or a DataItem id, naming nothing hb402 serves.
+    Nothing,
+    /// None of hb402's routes.
+    Other,
+}
+
+/// hb402's own routes (not `/~s3@1.0`), by their segments.
+fn target(parts: &[&str]) -> Target {
+    let read = |kind, id, via| Target::Read(kind, id, via);
+    match parts {
+        [r, key @ ..] if is(r, "resolve") && !key.is_empty() => {
+            let last = key[key.len() - 1];
+            match (key.len(), item_id(last), key_item_id(last)) {
+                (1, Some(id), _) => read(ReadKind::Data, id, Via::Resolve),
+                (_, _, Some(id)) => read(ReadKind::Data, id, Via::ResolveKey(key.join("/"))),
+                _ => Target::Nothing,
+            }
+        }
+        [b, id] if is(b, "binary") => match key_item_id(id) {
+            Some(id) => read(ReadKind::Binary, id, Via::Binary),
+            None => Target::Nothing,
+        },
+        [p, r, payee, key @ .., network, amount] if is(p, "protected") && is(r, "resolve") => {
+            let Some(id) = key.last().and_then(|last| key_item_id(last)) else {
+                return Target::Nothing;
+            };
+            let terms = ProtectedTerms {
+                payee: (*payee).to_owned(),
+                network: (*network).to_owned(),
+                amount: (*amount).to_owned(),
+            };
+            read(
+                ReadKind::Data,
+                id,
+                Via::Protected {
+                    key: key.join("/"),
+                    terms,
+                },
+            )
+        }
+        [u] if is(u, "upload") => Target::Upload(UploadRoute::Upload),
+        [t] if is(t, "tx") => Target::Upload(UploadRoute::Tx),
+        [b, i] if is(b, "~bundler@1.0") && (is(i, "item") || is(i, "tx")) => {
+            Target::Upload(UploadRoute::Bundler)
+        }
+        [r, ..] if is(r, "resolve") || is(r, "binary") || is(r, "protected") => Target::Nothing,
+        [id] if let Some(id) = item_id(id) => read(ReadKind::Data, id, Via::Id),
+        // `/<id>/…`, `/<id>~device@1.0/…`: the node would serve the item's content.
+        [first, ..] if starts_with_item_id(first) => Target::Nothing,
+        _ => Target::Other,
+    }
+}
+
 /// Classifies a request on its canonical path.
 pub fn classify(config: &Config, method: &str, path: &CanonicalPath, query: Option<&str>) -> Route {
     let parts = path.parts();
-    let canonical = || path.to_uri_path();
-    let read = |kind, id, via| {
-        Route::Read(ReadRoute {
+    if parts.first().is_some_and(|first| is(first, S3_DEVICE)) {
+        return classify_s3(config, method, &parts[1..], query, path.to_uri_path());
+    }
+    let refused = |allow: &str| {
+        Route::Refused(Refused::MethodNotAllowed {
+            allow: allow.to_owned(),
+        })
+    };
+    match (target(&parts), method) {
+        (Target::Other, _) => pass_through(config, method, path, query),
+        (Target::Nothing, _) => Route::Refused(Refused::NotFound),
+        (_, "OPTIONS") => Route::Preflight,
+        (Target::Read(kind, id, via), "GET" | "HEAD") => Route::Read(ReadRoute {
             kind,
             id,
             head: method == "HEAD",
             token: query_param(query, "token"),
             via,
-            path: canonical(),
-        })
-    };
-    let upload = |route, claimed_id, bucket| {
-        Route::Upload(UploadTarget {
+            path: path.to_uri_path(),
+        }),
+        (Target::Read(..), _) => refused(READ_METHODS),
+        (Target::Upload(route), "POST") => Route::Upload(UploadTarget {
             route,
-            claimed_id,
-            bucket,
-            path: canonical(),
-        })
-    };
-    let on_read = |route: Route| match method {
-        "GET" | "HEAD" => route,
-        "OPTIONS" => Route::Preflight,
-        _ => Route::Refused(Refused::MethodNotAllowed {
-            allow: READ_METHODS.to_owned(),
+            claimed_id: None,
+            bucket: None,
+            path: path.to_uri_path(),
         }),
-    };
-    let on_upload = |route: UploadRoute| match method {
-        "POST" => upload(route, None, None),
-        "OPTIONS" => Route::Preflight,
-        _ => Route::Refused(Refused::MethodNotAllowed {
-            allow: UPLOAD_METHODS.to_owned(),
-        }),
-    };
-    let not_found = Route::Refused(Refused::NotFound);
-    let Some(first) = parts.first().copied() else {
-        return pass_through(config, method, path, query);
-    };
-    if is(first, S3_DEVICE) {
-        return classify_s3(config, method, &parts[1..], query, canonical());
-    }
-    match parts.as_slice() {
-        [r, key @ ..] if is(r, "resolve") && !key.is_empty() => {
-            let last = key[key.len() - 1];
-            match (key.len(), item_id(last), key_item_id(last)) {
-                (1, Some(id), _) => on_read(read(ReadKind::Data, id, Via::Resolve)),
-                (_, _, Some(id)) => {
-                    on_read(read(ReadKind::Data, id, Via::ResolveKey(key.join("/"))))
-                }
-                _ => not_found,
-            }
-        }
-        [b, id] if is(b, "binary") => match key_item_id(id) {
-            Some(id) => on_read(read(ReadKind::Binary, id, Via::Binary)),
-            None => not_found,
-        },
-        [p, r, payee, key @ .., network, amount] if is(p, "protected") && is(r, "resolve") => {
-            let Some(id) = key.last().and_then(|last| key_item_id(last)) else {
-                return not_found;
-            };
-            let via = Via::Protected {
-                key: key.join("/"),
-                terms: ProtectedTerms {
-                    payee: (*payee).to_owned(),
-                    network: (*network).to_owned(),
-                    amount: (*amount).to_owned(),
-                },
-            };
-            on_read(read(ReadKind::Data, id, via))
-        }
-        [u] if is(u, "upload") => on_upload(UploadRoute::Upload),
-        [t] if is(t, "tx") => on_upload(UploadRoute::Tx),
-        [b, i] if is(b, "~bundler@1.0") && (is(i, "item") || is(i, "tx")) => {
-            on_upload(UploadRoute::Bundler)
-        }
-        [r, ..] if is(r, "resolve") || is(r, "binary") || is(r, "protected") => not_found,
-        [id] if item_id(id).is_some() => match item_id(id) {
-            Some(id) => on_read(read(ReadKind::Data, id, Via::Id)),
-            None => not_found,
-        },
-        // `/<id>/…`, `/<id>~device@1.0/…`: the node would serve the item's content.
-        _ if starts_with_item_id(first) => not_found,
-        _ => pass_through(config, method, path, query),
+        (Target::Upload(_), _) => refused(UPLOAD_METHODS),
     }
 }
 
@@ -362,4 +369,276 @@ fn pass_through(config: &Config, method: &str, path: &CanonicalPath, query: Opti
         return Route::Refused(Refused::QueryNotForwarded);
     }
     Route::PassThrough(path.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::normalize;
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    const ID: &str = "Ekaibo2KKp_NjU_R73cJQriRQ3CH5Nnejan4p8lhF3Y";
+
+    fn config() -> Config {
+        Config::from_toml("version = 1", Path::new("t"), &Default::default(), &|_| {
+            None
+        })
+        .unwrap()
+    }
+
+    fn route(method: &str, path: &str, query: Option<&str>) -> Route {
+        match normalize(path) {
+            Ok(p) => classify(&config(), method, &p, query),
+            Err(e) => Route::Refused(Refused::BadPath(e)),
+        }
+    }
+
+    fn read(method: &str, path: &str) -> ReadRoute {
+        match route(method, path, Some("token=abc%2Bd&x=1")) {
+            Route::Read(r) => r,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads() {
+        let id: ItemId = ID.parse().unwrap();
+        for (path, kind, via) in [
+            (format!("/{ID}"), ReadKind::Data, Via::Id),
+            (format!("/resolve/{ID}"), ReadKind::Data, Via::Resolve),
+            (format!("/RESOLVE/{ID}/"), ReadKind::Data, Via::Resolve),
+            (
+                format!("/resolve/dataitems/{ID}.ans104"),
+                ReadKind::Data,
+                Via::ResolveKey(format!("dataitems/{ID}.ans104")),
+            ),
+            (format!("/binary/{ID}"), ReadKind::Binary, Via::Binary),
+            (
+                format!("/~s3@1.0/offchain-dataitems/dataitems/{ID}.ans104"),
+                ReadKind::Binary,
+                Via::Raw {
+                    bucket: "offchain-dataitems".into(),
+                },
+            ),
+        ] {
+            let r = read("GET", &path);
+            assert_eq!((r.kind, &r.id, &r.via), (kind, &id, &via), "{path}");
+            assert_eq!(r.token.as_deref(), Some("abc+d"));
+            assert!(!r.head);
+        }
+        let r = read(
+            "HEAD",
+            &format!("/protected/resolve/0xabc/dataitems/{ID}.ans104/base-sepolia/0.01"),
+        );
+        assert!(r.head);
+        assert_eq!(
+            r.via,
+            Via::Protected {
+                key: format!("dataitems/{ID}.ans104"),
+                terms: ProtectedTerms {
+                    payee: "0xabc".into(),
+                    network: "base-sepolia".into(),
+                    amount: "0.01".into()
+                }
+            }
+        );
+        assert_eq!(
+            r.path,
+            format!("/protected/resolve/0xabc/dataitems/{ID}.ans104/base-sepolia/0.01")
+        );
+    }
+
+    #[test]
+    fn uploads() {
+        for (path, kind) in [
+            ("/~bundler@1.0/item", UploadRoute::Bundler),
+            ("/~bundler@1.0/tx", UploadRoute::Bundler),
+            ("/tx", UploadRoute::Tx),
+            ("/upload", UploadRoute::Upload),
+            ("/upload/", UploadRoute::Upload),
+        ] {
+            match route("POST", path, Some("codec-device=ans104@1.0")) {
+                Route::Upload(t) => {
+                    assert_eq!((t.route, t.claimed_id, t.bucket), (kind, None, None))
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        match route("PUT", &format!("/~s3@1.0/hb402-private/{ID}.ans104"), None) {
+            Route::Upload(t) => {
+                assert_eq!(t.route, UploadRoute::S3Put);
+                assert_eq!(t.claimed_id, Some(ID.parse().unwrap()));
+                assert_eq!(t.bucket.as_deref(), Some("hb402-private"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            route("GET", "/upload", None),
+            Route::Refused(Refused::MethodNotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn the_edge_is_closed() {
+        let refused =
+            |method: &str, path: &str, query: Option<&str>| match route(method, path, query) {
+                Route::Refused(r) => r,
+                other => panic!("{method} {path}: {other:?}"),
+            };
+        for path in [
+            "/~s3@1.0",
+            "/~s3@1.0/",
+            "/~s3@1.0/offchain-dataitems",
+            "/~S3@1.0/offchain-dataitems/",
+            "/~s3@1.0/cache/offchain-dataitems/dataitems/x.ans104",
+            "/~s3@1.0/get-presigned",
+            "/~s3@1.0/other-bucket/dataitems/x.ans104",
+        ] {
+            assert_eq!(refused("GET", path, None), Refused::NodeApi, "{path}");
+        }
+        let object = format!("/~s3@1.0/offchain-dataitems/dataitems/{ID}.ans104");
+        for method in ["DELETE", "POST", "PATCH"] {
+            assert_eq!(refused(method, &object, None), Refused::NodeApi, "{method}");
+        }
+        for path in [
+            format!("/{ID}/data"),
+            format!("/{ID}~json@1.0"),
+            format!("/{ID}.ans104"),
+            "/resolve/not-an-id".into(),
+            "/binary/a/b".into(),
+            "/".into(),
+            "/~cache@1.0/read".into(),
+            "/~meta@1.0/infox".into(),
+            "/~meta@1.0/info/~s3@1.0".into(),
+            format!("/~meta@1.0/info/{ID}"),
+        ] {
+            assert_eq!(refused("GET", &path, None), Refused::NotFound, "{path}");
+        }
+        assert_eq!(
+            refused("GET", "/~meta@1.0/info", Some("path=/~s3@1.0")),
+            Refused::QueryNotForwarded
+        );
+        assert!(matches!(
+            refused("POST", "/~meta@1.0/info", None),
+            Refused::MethodNotAllowed { .. }
+        ));
+        assert!(matches!(
+            refused("DELETE", &format!("/{ID}"), None),
+            Refused::MethodNotAllowed { .. }
+        ));
+        assert!(matches!(
+            refused("GET", "/a%2Fb", None),
+            Refused::BadPath(_)
+        ));
+        assert_eq!(
+            route("GET", "/~meta@1.0/info/address", None),
+            Route::PassThrough(normalize("/~meta@1.0/info/address").unwrap())
+        );
+        assert_eq!(route("OPTIONS", &format!("/{ID}"), None), Route::Preflight);
+    }
+
+    /// Segments from which paths hb402 and the node both care about are built.
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(ID.to_owned()),
+            Just(format!("{ID}.ans104")),
+            Just(format!("{ID}~json@1.0")),
+            Just("resolve".to_owned()),
+            Just("binary".to_owned()),
+            Just("protected".to_owned()),
+            Just("~s3@1.0".to_owned()),
+            Just("~S3@1.0".to_owned()),
+            Just("cache".to_owned()),
+            Just("offchain-dataitems".to_owned()),
+            Just("hb402-private".to_owned()),
+            Just("dataitems".to_owned()),
+            Just("~meta@1.0".to_owned()),
+            Just("info".to_owned()),
+            Just("upload".to_owned()),
+            Just("~bundler@1.0".to_owned()),
+            Just("item".to_owned()),
+            "[a-zA-Z0-9._~@&=+-]{1,10}",
+        ]
+        .prop_filter("not a dot segment", |s| s != "." && s != "..")
+    }
+
+    fn method() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("GET"),
+            Just("HEAD"),
+            Just("PUT"),
+            Just("POST"),
+            Just("DELETE"),
+            Just("OPTIONS")
+        ]
+    }
+
+    proptest! {
+        /// Every spelling of a path — any byte percent-encoded (either case), doubled slashes,
+        /// dot segments, a trailing slash — is classified exactly as its canonical form.
+        #[test]
+        fn every_spelling_classifies_as_the_canonical_form(
+            segments in proptest::collection::vec(segment(), 0..7),
+            method in method(),
+            escape in proptest::collection::vec(any::<bool>(), 96),
+            noise in proptest::collection::vec(0u8..5, 8),
+        ) {
+            let config = config();
+            let canonical = format!("/{}", segments.join("/"));
+            let expected = match normalize(&canonical) {
+                Ok(p) => classify(&config, method, &p, None),
+                Err(e) => Route::Refused(Refused::BadPath(e)),
+            };
+            let mut spelled = String::new();
+            for (i, segment) in segments.iter().enumerate() {
+                spelled.push_str(match noise[i % noise.len()] {
+                    0 => "/",
+                    1 => "//",
+                    2 => "/./",
+                    3 => "/zz/../",
+                    _ => "/%2e/",
+                });
+                for (j, b) in segment.bytes().enumerate() {
+                    match escape[(i * 11 + j) % escape.len()] {
+                        true if j % 2 == 0 => spelled.push_str(&format!("%{b:02X}")),
+                        true => spelled.push_str(&format!("%{b:02x}")),
+                        false => spelled.push(b as char),
+                    }
+                }
+            }
+            if noise[7] % 2 == 0 || spelled.is_empty() {
+                spelled.push('/');
+            }
+            let got = match normalize(&spelled) {
+                Ok(p) => classify(&config, method, &p, None),
+                Err(e) => Route::Refused(Refused::BadPath(e)),
+            };
+            // The canonical path recorded in a route is the same too (receipts, resources).
+            prop_assert_eq!(got, expected, "{} vs {}", spelled, canonical);
+        }
+
+        /// Whatever a client sends, a pass-through never names the node's S3 device or a
+        /// DataItem, starts with an allowed prefix, and is forwarded in a form that normalises
+        /// to itself.
+        #[test]
+        fn no_pass_through_reaches_the_s3_device_or_an_item(
+            raw in "(/[a-zA-Z0-9._~@%&=+;:-]{0,12}){0,6}/?",
+            method in method(),
+        ) {
+            let config = config();
+            if let Ok(path) = normalize(&raw)
+                && let Route::PassThrough(forwarded) = classify(&config, method, &path, None)
+            {
+                let wire = forwarded.to_uri_path();
+                let again = normalize(&wire).unwrap();
+                prop_assert_eq!(&again, &forwarded);
+                let first = again.segments().first().cloned().unwrap_or_default();
+                prop_assert!(!first.eq_ignore_ascii_case("~s3@1.0"), "{}", wire);
+                prop_assert!(!again.segments().iter().any(|s| starts_with_item_id(s)), "{}", wire);
+                prop_assert!(config.passthrough.allow.iter().any(|p| again.starts_with(p)), "{}", wire);
+                prop_assert!(matches!(method, "GET" | "HEAD"));
+            }
+        }
+    }
 }

@@ -86,6 +86,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         receipt_key,
         chain,
         limiter,
+        uploads: tokio::sync::Semaphore::new(config.limits.max_concurrent_uploads as usize),
         items: Items::new(config.clone(), store.clone(), upstream.clone()),
         config: config.clone(),
         upstream,

@@ -83,6 +83,15 @@ pub(crate) enum UploadError {
     /// The node did not store it (the detail is logged).
     #[error("node failed: {0}")]
     NodeFailed(String),
+    /// Another upload of the same copy is in progress.
+    #[error("an upload of this item is in progress")]
+    InProgress,
+    /// `limits.max_concurrent_uploads` uploads are in progress.
+    #[error("too many uploads in progress")]
+    Busy,
+    /// The body took longer than `limits.max_upload_seconds`.
+    #[error("the upload took too long")]
+    TooSlow,
 }
 
 impl UploadError {
@@ -134,8 +143,46 @@ impl UploadError {
                 tracing::warn!(request_id, %detail, "node did not store the upload");
                 ApiError::bad_gateway("the node did not store the item; nothing was charged")
             }
+            UploadError::InProgress => {
+                return (
+                    ApiError::new(
+                        409,
+                        "upload_in_progress",
+                        "another upload of this item is in progress; retry when it is done",
+                    ),
+                    vec![("retry-after", "5".to_owned())],
+                );
+            }
+            UploadError::Busy => {
+                return (
+                    ApiError::service_unavailable(
+                        "too_many_uploads",
+                        "too many uploads are in progress; retry shortly",
+                    ),
+                    vec![("retry-after", "5".to_owned())],
+                );
+            }
+            UploadError::TooSlow => ApiError::new(
+                408,
+                "upload_timeout",
+                "the upload took longer than this gateway allows",
+            ),
         };
         (e, vec![])
+    }
+
+    /// Whether the client is to blame (a failure that counts against its payer).
+    fn clients_fault(&self) -> bool {
+        matches!(
+            self,
+            UploadError::Invalid { .. }
+                | UploadError::IdMismatch { .. }
+                | UploadError::TooLarge(_)
+                | UploadError::BadExpiresTag
+                | UploadError::AlreadyExpired
+                | UploadError::BodyUnreadable(_)
+                | UploadError::TooSlow
+        )
     }
 
     fn metric(&self) -> UploadResult {
@@ -365,6 +412,52 @@ pub(crate) fn receipt(meta: &ItemMeta) -> serde_json::Value {
     })
 }
 
+/// The lease on one copy's uploads: while one upload of a copy runs, another is refused (409),
+/// so two uploads never race over what the node holds (one's failed payment deleting the other's
+/// paid object, a shorter lifetime overwriting a longer one, both being charged).
+#[derive(Debug)]
+pub(crate) struct UploadLock {
+    key: String,
+    record: crate::store::LockRecord,
+}
+
+impl UploadLock {
+    async fn take(gate: &Gate, bucket: &str, id: &str, now: u64) -> Result<Self, Refusal> {
+        use rand::RngCore as _;
+        let mut owner = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut owner);
+        let up = &gate.config.upstream;
+        let lease = gate.config.limits.max_upload_time
+            + up.write_timeout
+            + up.read_timeout
+            + gate.config.payments.settle_timeout
+            + Duration::from_secs(60);
+        let record = crate::store::LockRecord {
+            state: crate::store::LockState::Held,
+            owner: owner.iter().map(|b| format!("{b:02x}")).collect(),
+            until: now + lease.as_secs(),
+            ledger_id: None,
+            transaction: None,
+        };
+        let key = format!("upload:{}", crate::store::item_key(bucket, id));
+        if gate.store.lock_swap(&key, None, Some(&record)).await? {
+            Ok(UploadLock { key, record })
+        } else {
+            Err(UploadError::InProgress.into())
+        }
+    }
+
+    async fn release(self, gate: &Gate) {
+        if let Err(e) = gate
+            .store
+            .lock_swap(&self.key, Some(&self.record), None)
+            .await
+        {
+            tracing::warn!(key = %self.key, error = %e, "upload lock not released; it lapses");
+        }
+    }
+}
+
 /// The upstream half of an upload in progress.
 struct Outbound {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
@@ -431,7 +524,18 @@ pub(crate) async fn handle(
     intake: Intake,
     hold: Option<Hold>,
 ) -> Result<Reply, Refusal> {
-    let result = store(gate, body, &intake, hold).await;
+    let payer = hold.as_ref().map(|h| h.payer().to_owned());
+    let mut lock = None;
+    let result = store(gate, body, &intake, hold, &mut lock).await;
+    if let Some(lock) = lock {
+        lock.release(gate).await;
+    }
+    if let (Err((Refusal::Upload(e), _)), Some(payer)) = (&result, &payer)
+        && e.clients_fault()
+    {
+        // A payment verified for an item that then fails is the payer's failure too.
+        gate.limiter.failed(payer);
+    }
     let bytes = body.bytes_read();
     let label = match &result {
         Ok((reply, _)) if reply.status == 201 => UploadResult::Stored,
@@ -460,9 +564,10 @@ async fn store(
     body: &mut dyn BodySource,
     intake: &Intake,
     hold: Option<Hold>,
+    lock: &mut Option<UploadLock>,
 ) -> Outcome {
     let held = hold.map(Payment::Held);
-    let (plan, pending, verified) = match receive(gate, body, intake).await {
+    let (plan, pending, verified) = match receive(gate, body, intake, lock).await {
         Ok(v) => v,
         Err(e) => return Err((e, held)),
     };
@@ -530,8 +635,10 @@ async fn receive(
     gate: &Gate,
     body: &mut dyn BodySource,
     intake: &Intake,
+    lock: &mut Option<UploadLock>,
 ) -> Result<(Plan, VecDeque<Bytes>, hb402_ans104::VerifiedItem), Refusal> {
     let limits = &gate.config.limits;
+    let started = std::time::Instant::now();
     let mut verifier = StreamingVerifier::new(limits.max_header_bytes);
     let mut pending: VecDeque<Bytes> = VecDeque::new();
     let mut plan: Option<Plan> = None;
@@ -543,6 +650,9 @@ async fn receive(
             Err(e) => break Some(UploadError::BodyUnreadable(e).into()),
         };
         total += chunk.len() as u64;
+        if started.elapsed() > limits.max_upload_time {
+            break Some(UploadError::TooSlow.into());
+        }
         if total > limits.max_upload_bytes {
             break Some(UploadError::TooLarge(limits.max_upload_bytes).into());
         }
@@ -560,7 +670,7 @@ async fn receive(
         };
         pending.push_back(chunk);
         if let Some(header) = header {
-            match place(gate, intake, &header).await {
+            match place(gate, intake, &header, lock).await {
                 Ok(p) => plan = Some(p),
                 Err(e) => break Some(e),
             }
@@ -611,6 +721,7 @@ async fn place(
     gate: &Gate,
     intake: &Intake,
     header: &hb402_ans104::Header,
+    lock: &mut Option<UploadLock>,
 ) -> Result<Plan, Refusal> {
     let now = intake.now;
     let id = header.id();
@@ -643,6 +754,8 @@ async fn place(
         up.public_bucket.clone()
     };
     let key = gate.upstream.item_key(&id.to_string());
+    // From here to the end of the upload, this copy is this upload's alone.
+    *lock = Some(UploadLock::take(gate, &bucket, &id.to_string(), now).await?);
     let existing = gate.items.known(&bucket, &id.to_string()).await?;
     let new_object = match &existing {
         None => true,

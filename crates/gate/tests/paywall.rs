@@ -441,8 +441,10 @@ async fn instances_sharing_redis_refuse_a_payment_used_on_either() {
     let redis = hb402_testkit::RedisServer::start().await;
     let chain = LocalChain::start().await;
     let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    // One gateway to its clients: one public URL, one Redis.
     let extra = format!(
-        "[store]\nkind = \"redis\"\nredis_url = \"{}\"\n\
+        "[listen]\npublic_base_url = \"https://fleet.example\"\n\
+         [store]\nkind = \"redis\"\nredis_url = \"{}\"\n\
          [payments]\nmode = \"facilitator\"\nfacilitator_url = \"{}\"\n\
          [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{}\"\n\
          [[pricing.rules]]\nprice = \"0.01\"\n",
@@ -937,8 +939,8 @@ async fn an_expired_item_or_a_failing_node_is_never_paid_for() {
     assert_eq!(resp.status(), 410);
     assert!(resp.headers().get("payment-response").is_none());
 
-    // The node fails after the payment was verified: no content, no settlement, the ledger
-    // says released. A 500 is how the device says a key is missing (404); any other 5xx is a
+    // The node fails after the payment was verified: no content, no settlement, no ledger
+    // entry. A 500 is how the device says a key is missing (404); any other 5xx is a
     // 502. The released authorization stays usable, so one payment serves both attempts.
     let addr = h.node().addr();
     h.node.take().unwrap().shutdown().await.unwrap();
@@ -962,42 +964,20 @@ async fn an_expired_item_or_a_failing_node_is_never_paid_for() {
         let _ = stub.await;
     }
     assert_eq!(chain.usdc_balance(payee).await, before);
-    // Released in the logging phase, after the answer: poll (bounded).
-    let mut states = Vec::new();
-    for _ in 0..50 {
-        let ledger: Value = h
-            .client
-            .get(format!("{}/admin/payments", h.admin_url))
-            .bearer_auth(common::ADMIN_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        states = ledger["payments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                (
-                    e["resource"].as_str().unwrap().to_owned(),
-                    e["state"].clone(),
-                )
-            })
-            .collect();
-        if states.iter().all(|(_, s)| s == "released") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        states,
-        vec![
-            (url.clone(), json!("released")),
-            (url.clone(), json!("released"))
-        ]
-    );
+    // Nothing was settled, so nothing entered the ledger; the released authorization stays the
+    // payer's: it buys the item once the node is back (checked above by serving both attempts
+    // with one payment).
+    let ledger: Value = h
+        .client
+        .get(format!("{}/admin/payments", h.admin_url))
+        .bearer_auth(common::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ledger["payments"], json!([]), "{url}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

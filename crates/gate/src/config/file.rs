@@ -141,6 +141,8 @@ pub(crate) struct LimitsFile {
     pub(crate) max_payment_header_bytes: u64,
     pub(crate) max_admin_body_bytes: u64,
     pub(crate) max_verify_bytes: u64,
+    pub(crate) max_upload_seconds: u64,
+    pub(crate) max_concurrent_uploads: u32,
 }
 
 impl Default for LimitsFile {
@@ -151,6 +153,8 @@ impl Default for LimitsFile {
             max_payment_header_bytes: 16 * 1024,
             max_admin_body_bytes: 64 * 1024,
             max_verify_bytes: 256 * 1024 * 1024,
+            max_upload_seconds: 600,
+            max_concurrent_uploads: 32,
         }
     }
 }

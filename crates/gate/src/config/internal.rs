@@ -147,6 +147,10 @@ pub struct Limits {
     pub max_admin_body_bytes: usize,
     /// Largest item whose metadata hb402 learns from the node: it is read and verified whole.
     pub max_verify_bytes: u64,
+    /// Longest an upload's body may take.
+    pub max_upload_time: Duration,
+    /// Uploads in progress at once; more are refused (503).
+    pub max_concurrent_uploads: u32,
 }
 
 /// Which store implementation.
@@ -979,6 +983,12 @@ impl Config {
                 "must be between 1 byte and 64 GiB",
             ));
         }
+        if !(1..=100_000).contains(&l.max_concurrent_uploads) {
+            return Err(invalid(
+                "limits.max_concurrent_uploads",
+                "must be between 1 and 100000",
+            ));
+        }
         if !(1024..=16 * 1024 * 1024).contains(&l.max_admin_body_bytes) {
             return Err(invalid(
                 "limits.max_admin_body_bytes",
@@ -991,6 +1001,8 @@ impl Config {
             max_payment_header_bytes: l.max_payment_header_bytes as usize,
             max_admin_body_bytes: l.max_admin_body_bytes as usize,
             max_verify_bytes: l.max_verify_bytes,
+            max_upload_time: Duration::from_secs(l.max_upload_seconds.clamp(1, 86_400)),
+            max_concurrent_uploads: l.max_concurrent_uploads,
         };
 
         if f.store.state_dir.is_empty() {

@@ -1,6 +1,8 @@
 //! The in-process harness: a devnode and hb402 on free loopback ports, torn down on drop.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod relay;
+
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ pub fn free_port() -> u16 {
 
 pub struct Harness {
     pub node: Option<DevnodeHandle>,
+    /// The recording relay between hb402 and the devnode, when asked for.
+    pub relay: Option<relay::Relay>,
     pub url: String,
     pub admin_url: String,
     pub client: reqwest::Client,
@@ -44,6 +48,10 @@ pub struct Options {
     pub day_seconds: u64,
     /// Put this hb402 in front of an existing node instead of starting a devnode.
     pub node_url: Option<String>,
+    /// Put a recording relay between hb402 and the devnode.
+    pub relay: bool,
+    /// Keep hb402's state here (another harness's, to restart on the same state).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -52,6 +60,8 @@ impl Default for Options {
             extra_toml: String::new(),
             day_seconds: 86_400,
             node_url: None,
+            relay: false,
+            state_dir: None,
         }
     }
 }
@@ -79,10 +89,17 @@ impl Harness {
             Some(_) => None,
             None => Some(Devnode::start(node_config).await.unwrap()),
         };
-        let node_url = options
+        let mut node_url = options
             .node_url
             .clone()
             .unwrap_or_else(|| node.as_ref().unwrap().url());
+        let relay = match options.relay {
+            true => Some(relay::Relay::start(node_url.clone()).await),
+            false => None,
+        };
+        if let Some(relay) = &relay {
+            node_url = relay.url.clone();
+        }
         let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let toml = format!(
@@ -94,7 +111,11 @@ impl Harness {
              [admin]\nbearer_key = \"${{HB402_TEST_ADMIN_KEY}}\"\n",
             "",
             node_url,
-            state_dir.path().display(),
+            options
+                .state_dir
+                .as_deref()
+                .unwrap_or(state_dir.path())
+                .display(),
         );
         let toml = merge(&toml, &options.extra_toml);
         let env = |k: &str| match k {
@@ -119,6 +140,7 @@ impl Harness {
         .unwrap();
         Harness {
             node,
+            relay,
             url: format!("http://{public}"),
             admin_url: format!("http://{admin}"),
             client: reqwest::Client::builder()
@@ -193,4 +215,76 @@ pub fn item(seed: u8, tags: Vec<hb402_ans104::Tag>, data: &[u8]) -> hb402_ans104
         data.to_vec(),
     )
     .unwrap()
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The whole response as text (head and body), to look for leaked strings.
+    pub fn all_text(&self) -> String {
+        let head: String = self
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\n"))
+            .collect();
+        format!("{head}\n{}", self.text())
+    }
+}
+
+/// Sends `head` (request line and headers, without the final blank line; `Connection: close`
+/// and `Host` are added) and `body` to the server at `url` byte for byte: paths are not
+/// normalised or re-encoded on the way, as any HTTP client library would.
+pub async fn raw(url: &str, head: &str, body: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("{head}\r\nhost: {addr}\r\nconnection: close\r\n\r\n").into_bytes();
+    request.extend_from_slice(body);
+    socket.write_all(&request).await.unwrap();
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut bytes)).await;
+    assert!(read.is_ok(), "no answer to {head:?}");
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no response head to {head:?}: {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+    let text = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line for {head:?}: {text}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: bytes[split + 4..].to_vec(),
+    }
 }

@@ -1,0 +1,170 @@
+//! The janitor: what would otherwise only grow is purged on a schedule. Expired copies past
+//! their tombstone are deleted from the node and forgotten; younger ones still answer 410;
+//! lapsed locks and stale unpaid ledger rows go, settlements stay.
+
+mod common;
+
+use hb402_gate::janitor::Janitor;
+use hb402_gate::meta::ItemMeta;
+use hb402_gate::store::{LockRecord, LockState, NewPayment, PaymentState};
+
+fn object_url(node: &str, id: &str) -> String {
+    format!("{node}/~s3@1.0/offchain-dataitems/dataitems/{id}.ans104")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_items_past_their_tombstone_leave_the_node_and_the_store() {
+    let node_dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut node_config = hb402_devnode::DevnodeConfig::new(node_dir.path());
+    node_config.listen = "127.0.0.1:0".parse().unwrap();
+    let node = hb402_devnode::Devnode::start(node_config).await.unwrap();
+    let toml = format!(
+        "version = 1\n[upstream]\nurl = \"{}\"\n[store]\nstate_dir = \"{}\"\n[expiry]\ntombstone_days = 2\n",
+        node.url(),
+        state.path().display()
+    );
+    let config = hb402_gate::config::Config::from_toml(
+        &toml,
+        std::path::Path::new("t.toml"),
+        &Default::default(),
+        &|_| None,
+    )
+    .unwrap();
+    let built = hb402_gate::build(config).unwrap();
+    let gate = built.gate.clone();
+    let now = common::now();
+    let http = reqwest::Client::new();
+    let auth = hb402_devnode::authorization_header("hb402-dev");
+    http.put(format!("{}/~s3@1.0/offchain-dataitems", node.url()))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    // Three copies on the node: long expired, just expired, never expiring.
+    let mut metas = Vec::new();
+    for (seed, expires_at) in [
+        (1u8, Some(now - 3 * 86_400)),
+        (2, Some(now - 60)),
+        (3, None),
+    ] {
+        let it = common::item(seed, vec![], b"bytes");
+        let id = it.id().to_string();
+        let resp = http
+            .put(object_url(&node.url(), &id))
+            .header("authorization", &auth)
+            .body(it.to_bytes())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let meta = ItemMeta::from_header(
+            it.header(),
+            "offchain-dataitems",
+            format!("dataitems/{id}.ans104"),
+            it.to_bytes().len() as u64,
+            false,
+            expires_at,
+            Some(now - 4 * 86_400),
+        );
+        gate.items.remember(meta.clone()).await.unwrap();
+        metas.push(meta);
+    }
+    // A lapsed lock, a live one; a settled, a released and a failed ledger row.
+    let lock = |owner: &str, until| LockRecord {
+        state: LockState::Held,
+        owner: owner.into(),
+        until,
+        ledger_id: None,
+        transaction: None,
+    };
+    assert!(
+        gate.store
+            .lock_swap("lapsed", None, Some(&lock("a", now - 1)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        gate.store
+            .lock_swap("live", None, Some(&lock("b", now + 600)))
+            .await
+            .unwrap()
+    );
+    let payment = NewPayment {
+        resource: "r".into(),
+        network: "base-sepolia".into(),
+        asset: "0xa".into(),
+        payer: "0xb".into(),
+        pay_to: "0xc".into(),
+        amount: "1".into(),
+        lock_key: "k".into(),
+    };
+    for state in [
+        PaymentState::Settled {
+            transaction: "0x1".into(),
+        },
+        PaymentState::Released,
+    ] {
+        let id = gate.store.ledger_append(&payment).await.unwrap();
+        gate.store.ledger_update(id, state).await.unwrap();
+    }
+
+    let janitor = Janitor::new(gate.clone());
+    let round = janitor.round().await;
+    assert_eq!(
+        (round.items, round.locks, round.ledger),
+        (1, 1, 0),
+        "{round:?}"
+    );
+    // The long-expired copy is gone from the node and from hb402; the others stay.
+    let head = |id: String| {
+        let (http, auth) = (http.clone(), auth.clone());
+        let url = object_url(&node.url(), &id);
+        async move {
+            http.head(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_ne!(head(metas[0].id.clone()).await, 200);
+    assert_eq!(head(metas[1].id.clone()).await, 200);
+    assert_eq!(head(metas[2].id.clone()).await, 200);
+    assert!(
+        gate.store
+            .get_meta("offchain-dataitems", &metas[0].id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        gate.items
+            .known("offchain-dataitems", &metas[0].id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        gate.store
+            .get_meta("offchain-dataitems", &metas[1].id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        gate.store
+            .get_meta("offchain-dataitems", &metas[2].id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The lapsed lock was dropped; the live one stays.
+    assert!(gate.store.lock_get("lapsed").await.unwrap().is_none());
+    assert!(gate.store.lock_get("live").await.unwrap().is_some());
+    // Ledger rows of today are within the retention: both kept.
+    assert_eq!(gate.store.ledger_list(0, 10).await.unwrap().len(), 2);
+    // A second round has nothing left to do.
+    assert_eq!(janitor.round().await.items, 0);
+}
