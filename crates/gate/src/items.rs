@@ -15,7 +15,7 @@ use moka::future::Cache;
 use crate::config::Config;
 use crate::meta::ItemMeta;
 use crate::metrics::MetaSource;
-use crate::store::{Store, StoreError, item_key};
+use crate::store::{Store, StoreError};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Where a copy is looked for when it is not known yet.
@@ -75,10 +75,10 @@ impl From<UpstreamError> for ItemsError {
 /// Metadata of items, cached.
 #[derive(Debug)]
 pub struct Items {
-    cache: Cache<String, Arc<ItemMeta>>,
+    cache: Cache<CopyKey, Arc<ItemMeta>>,
     /// Copies recently found missing, so that a stream of requests for ids nobody stored costs
     /// the node one lookup per id and interval, not one per request.
-    missing: Cache<String, ()>,
+    missing: Cache<CopyKey, ()>,
     store: Arc<dyn Store>,
     upstream: Arc<Upstream>,
     config: Arc<Config>,
@@ -95,6 +95,10 @@ pub(crate) fn now_secs() -> u64 {
 const MISSING_ENTRIES: u64 = 100_000;
 const MISSING_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A copy in memory: whether it is in the private bucket, and its id (raw bytes: a cache hit
+/// costs no encoding).
+type CopyKey = (bool, ItemId);
+
 /// What looking a copy up found, shared by concurrent lookups.
 #[derive(Debug, Clone)]
 enum Lookup {
@@ -107,8 +111,8 @@ impl Items {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, upstream: Arc<Upstream>) -> Self {
         let cache = Cache::builder()
             .max_capacity(config.cache.metadata_bytes)
-            .weigher(|key: &String, meta: &Arc<ItemMeta>| {
-                u32::try_from(key.len() + meta.weight()).unwrap_or(u32::MAX)
+            .weigher(|_: &CopyKey, meta: &Arc<ItemMeta>| {
+                u32::try_from(meta.weight()).unwrap_or(u32::MAX)
             })
             .time_to_live(config.cache.metadata_ttl)
             .build();
@@ -131,19 +135,45 @@ impl Items {
         id: &ItemId,
         location: Location<'_>,
     ) -> Result<Option<(Arc<ItemMeta>, MetaSource)>, ItemsError> {
-        let id = id.to_string();
-        let key = item_key(location.bucket(), &id);
+        let Some(key) = self.key(location.bucket(), id) else {
+            // Only the served buckets are cached (and only they are ever looked in).
+            return Ok(None);
+        };
         if let Some(meta) = self.cache.get(&key).await {
             return Ok(Some((meta, MetaSource::Memory)));
         }
         if self.missing.contains_key(&key) {
             return Ok(None);
         }
+        // Boxed: the slow path's future is large, and most lookups never take it.
+        Box::pin(self.look_up(id.to_string(), key, location)).await
+    }
+
+    fn key(&self, bucket: &str, id: &ItemId) -> Option<CopyKey> {
+        let up = &self.config.upstream;
+        match bucket {
+            b if b == up.public_bucket => Some((false, *id)),
+            b if b == up.private_bucket => Some((true, *id)),
+            _ => None,
+        }
+    }
+
+    fn key_of(&self, bucket: &str, id: &str) -> Option<CopyKey> {
+        self.key(bucket, &id.parse().ok()?)
+    }
+
+    /// The store, then the node; concurrent lookups of one copy share one.
+    async fn look_up(
+        &self,
+        id: String,
+        key: CopyKey,
+        location: Location<'_>,
+    ) -> Result<Option<(Arc<ItemMeta>, MetaSource)>, ItemsError> {
         // 0 memory (another lookup filled it), 1 store, 2 node.
         let source = AtomicU8::new(0);
         let found = self
             .cache
-            .try_get_with(key.clone(), async {
+            .try_get_with(key, async {
                 if let Some(meta) = self
                     .store
                     .get_meta(location.bucket(), &id)
@@ -235,22 +265,27 @@ impl Items {
     /// Stores and caches a copy's metadata.
     pub async fn remember(&self, meta: ItemMeta) -> Result<(), StoreError> {
         self.store.put_meta(&meta).await?;
-        let key = item_key(&meta.bucket, &meta.id);
-        self.missing.invalidate(&key).await;
-        self.cache.insert(key, Arc::new(meta)).await;
+        if let Some(key) = self.key_of(&meta.bucket, &meta.id) {
+            self.missing.invalidate(&key).await;
+            self.cache.insert(key, Arc::new(meta)).await;
+        }
         Ok(())
     }
 
     /// Forgets a copy.
     pub async fn forget(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
         self.store.delete_meta(bucket, id).await?;
-        self.cache.invalidate(&item_key(bucket, id)).await;
+        if let Some(key) = self.key_of(bucket, id) {
+            self.cache.invalidate(&key).await;
+        }
         Ok(())
     }
 
     /// A copy's metadata if already known (cache or store), without asking the node.
     pub async fn known(&self, bucket: &str, id: &str) -> Result<Option<Arc<ItemMeta>>, StoreError> {
-        if let Some(meta) = self.cache.get(&item_key(bucket, id)).await {
+        if let Some(key) = self.key_of(bucket, id)
+            && let Some(meta) = self.cache.get(&key).await
+        {
             return Ok(Some(meta));
         }
         Ok(self.store.get_meta(bucket, id).await?.map(Arc::new))

@@ -4,6 +4,31 @@
 
 use serde::{Deserialize, Serialize};
 
+/// RFC 9110 `tchar`.
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A content type as an item's tag gives it, if it is one RFC 9110 media type (`type/subtype`,
+/// then `; name=value` parameters of plain tokens), lower-cased. Anything a browser might read
+/// otherwise (a comma list, quotes, stray characters) is not kept: the item is then bytes.
+pub fn media_type(tag: &str) -> Option<String> {
+    let ct = tag.trim();
+    let token = |s: &str| !s.is_empty() && s.bytes().all(tchar);
+    let mut parts = ct.split(';');
+    let media = parts.next().unwrap_or_default().trim();
+    let media_ok = ct.len() <= 255
+        && media
+            .split_once('/')
+            .is_some_and(|(t, sub)| token(t) && token(sub));
+    let params_ok = parts.all(|p| {
+        p.trim()
+            .split_once('=')
+            .is_some_and(|(n, v)| token(n.trim()) && token(v.trim()))
+    });
+    (media_ok && params_ok).then(|| ct.to_ascii_lowercase())
+}
+
 /// What hb402 knows about one stored DataItem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemMeta {
@@ -17,7 +42,7 @@ pub struct ItemMeta {
     pub size: u64,
     /// Where the data field starts (the header's length).
     pub data_offset: u64,
-    /// The item's `Content-Type` tag, if any.
+    /// The item's `Content-Type` tag, if it is one well-formed media type ([`media_type`]).
     #[serde(default)]
     pub content_type: Option<String>,
     /// The owner's address in its chain's usual form.
@@ -76,7 +101,7 @@ impl ItemMeta {
             key: key.into(),
             size,
             data_offset: header.data_offset(),
-            content_type: header.content_type().map(str::to_owned),
+            content_type: header.content_type().and_then(media_type),
             owner_address: header.owner_address(),
             signature_type: header.signature_type().as_u16(),
             tags: header

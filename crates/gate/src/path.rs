@@ -50,10 +50,22 @@ pub enum PathError {
     AboveRoot,
 }
 
-/// A normalised path: its decoded segments, none empty, `.` or `..`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A normalised path: its decoded segments, none empty, `.` or `..`, kept as one text (`/`
+/// and the segments joined by `/`; a decoded segment never contains `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CanonicalPath {
-    segments: Vec<String>,
+    text: String,
+    /// Every byte may go on the wire as it is (nothing to escape).
+    plain: bool,
+}
+
+impl Default for CanonicalPath {
+    fn default() -> Self {
+        CanonicalPath {
+            text: "/".to_owned(),
+            plain: true,
+        }
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -98,10 +110,32 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
     Ok(text)
 }
 
+/// The common case, without decoding: a path already in canonical form (only plain bytes, no
+/// empty, `.` or `..` segment, no trailing `/`).
+fn already_canonical(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes == b"/" {
+        return true;
+    }
+    bytes.first() == Some(&b'/')
+        && bytes.last() != Some(&b'/')
+        && bytes.iter().all(|&b| b == b'/' || plain(b))
+        && raw[1..]
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+        && bytes.iter().filter(|&&b| b == b'/').count() <= MAX_SEGMENTS
+}
+
 /// Normalises a raw request path (without its query).
 pub fn normalize(raw: &str) -> Result<CanonicalPath, PathError> {
     if raw.len() > MAX_PATH_BYTES {
         return Err(PathError::TooLong);
+    }
+    if already_canonical(raw) {
+        return Ok(CanonicalPath {
+            text: raw.to_owned(),
+            plain: true,
+        });
     }
     let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
     let mut segments: Vec<String> = Vec::new();
@@ -120,7 +154,10 @@ pub fn normalize(raw: &str) -> Result<CanonicalPath, PathError> {
             }
         }
     }
-    let path = CanonicalPath { segments };
+    let path = CanonicalPath {
+        text: format!("/{}", segments.join("/")),
+        plain: segments.iter().all(|s| s.bytes().all(plain)),
+    };
     // Bounded as it is forwarded (escaped), so that the canonical form normalises to itself.
     if path.wire_len() > MAX_PATH_BYTES {
         return Err(PathError::TooLong);
@@ -128,71 +165,82 @@ pub fn normalize(raw: &str) -> Result<CanonicalPath, PathError> {
     Ok(path)
 }
 
-/// Whether a decoded byte may appear unescaped in a forwarded path segment (RFC 3986 `pchar`
-/// without `%`).
+/// The bytes that may appear unescaped in a forwarded path segment (RFC 3986 `pchar` without
+/// `%`), as a table: this is looked up for every byte of every request's path.
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        b += 1;
+    }
+    table
+};
+
+/// Whether a decoded byte may appear unescaped in a forwarded path segment.
 fn plain(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-        )
+    PLAIN[b as usize]
 }
 
 impl CanonicalPath {
     /// The decoded segments.
-    pub fn segments(&self) -> &[String] {
-        &self.segments
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.text[1..].split('/').filter(|s| !s.is_empty())
     }
 
-    /// The segments as `&str`, for slice patterns.
+    /// The segments, for slice patterns.
     pub fn parts(&self) -> Vec<&str> {
-        self.segments.iter().map(String::as_str).collect()
+        self.segments().collect()
     }
 
     /// The length of [`CanonicalPath::to_uri_path`], without building it.
     fn wire_len(&self) -> usize {
-        self.segments
-            .iter()
-            .map(|s| {
-                1 + s
-                    .bytes()
-                    .map(|b| if plain(b) { 1 } else { 3 })
-                    .sum::<usize>()
-            })
-            .sum::<usize>()
-            .max(1)
+        if self.plain {
+            return self.text.len();
+        }
+        self.text
+            .bytes()
+            .map(|b| if b == b'/' || plain(b) { 1 } else { 3 })
+            .sum()
+    }
+
+    /// The path as it goes on the wire, when that is its text (nothing to escape).
+    pub fn as_wire(&self) -> Option<&str> {
+        self.plain.then_some(self.text.as_str())
     }
 
     /// The path to put on the wire: `/` and the segments, each escaped where it must be. It
     /// normalises to itself.
     pub fn to_uri_path(&self) -> String {
-        if self.segments.is_empty() {
-            return "/".to_owned();
+        if self.plain {
+            return self.text.clone();
         }
-        let mut out = String::new();
-        for segment in &self.segments {
-            out.push('/');
-            for &b in segment.as_bytes() {
-                if plain(b) {
-                    out.push(b as char);
-                } else {
-                    let _ = write!(out, "%{b:02X}");
-                }
+        let mut out = String::with_capacity(self.wire_len());
+        for &b in self.text.as_bytes() {
+            if b == b'/' || plain(b) {
+                out.push(b as char);
+            } else {
+                let _ = write!(out, "%{b:02X}");
             }
         }
         out
@@ -201,7 +249,10 @@ impl CanonicalPath {
     /// Whether `prefix`'s segments start this path, byte for byte (a path the node might read
     /// differently, in another case, is not under an allowed prefix).
     pub fn starts_with(&self, prefix: &CanonicalPath) -> bool {
-        self.segments.starts_with(&prefix.segments)
+        prefix.text == "/"
+            || self.text == prefix.text
+            || (self.text.starts_with(&prefix.text)
+                && self.text.as_bytes().get(prefix.text.len()) == Some(&b'/'))
     }
 }
 
@@ -312,7 +363,10 @@ mod tests {
                 .into_iter()
                 .filter(|s| s != "." && s != ".." && !s.chars().any(char::is_control))
                 .collect();
-            let path = CanonicalPath { segments: segments.clone() };
+            let path = CanonicalPath {
+                text: format!("/{}", segments.join("/")),
+                plain: segments.iter().all(|s| s.bytes().all(plain)),
+            };
             let wire = path.to_uri_path();
             prop_assert_eq!(normalize(&wire).unwrap(), path.clone());
 

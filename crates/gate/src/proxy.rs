@@ -42,32 +42,49 @@ const FORWARDED_HEADERS: &[&str] = &[
 
 /// Node response headers a pass-through passes back; the rest (server software, internal
 /// hosts, cookies) stays here.
-const RETURNED_HEADERS: &[&str] = &[
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "content-encoding",
-    "content-language",
-    "content-range",
-    "accept-ranges",
-    "etag",
-    "last-modified",
-    "cache-control",
-    "expires",
-    "vary",
-    "date",
-];
+fn returned(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "content-length"
+            | "transfer-encoding"
+            | "content-encoding"
+            | "content-language"
+            | "content-range"
+            | "accept-ranges"
+            | "etag"
+            | "last-modified"
+            | "cache-control"
+            | "expires"
+            | "vary"
+            | "date"
+            | "access-control-allow-origin"
+            | "access-control-allow-methods"
+            | "access-control-allow-headers"
+            | "access-control-expose-headers"
+    )
+}
 
 /// The proxy service.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     gate: Arc<Gate>,
+    /// The node's `Host`, made once.
+    host: http::HeaderValue,
 }
 
 impl Proxy {
     /// A proxy over shared state.
     pub fn new(gate: Arc<Gate>) -> Self {
-        Proxy { gate }
+        // The authority was validated with the configuration; a value it cannot be is empty.
+        let host = http::HeaderValue::from_str(&gate.config.upstream.authority)
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+        Proxy { gate, host }
+    }
+
+    /// Sets the node's `Host`.
+    fn set_host(&self, request: &mut RequestHeader) -> Result<()> {
+        request.insert_header(http::header::HOST, self.host.clone())
     }
 }
 
@@ -84,8 +101,9 @@ enum Forward {
 #[derive(Debug)]
 pub struct Ctx {
     started: Instant,
-    request_id: String,
-    browser: bool,
+    /// Made when first needed (a reply of hb402's, a log line): most forwarded requests need
+    /// none.
+    request_id: Option<String>,
     route: RouteLabel,
     outcome: Option<Outcome>,
     forward: Option<Forward>,
@@ -104,8 +122,19 @@ fn payment_header(req: &RequestHeader) -> Option<&str> {
 
 /// Whether the request carries a body (which no forwarded route takes).
 fn has_body(req: &RequestHeader) -> bool {
-    req.headers.contains_key("transfer-encoding")
-        || header(req, "content-length").is_some_and(|v| v.trim() != "0")
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().trim_ascii() != b"0")
+}
+
+/// Whether the client prefers HTML (a browser): its 402 is then a page.
+fn wants_html(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
 }
 
 fn route_label(route: &Route) -> RouteLabel {
@@ -117,7 +146,7 @@ fn route_label(route: &Route) -> RouteLabel {
             (_, ReadKind::Binary) => RouteLabel::Binary,
         },
         Route::Upload(_) => RouteLabel::Upload,
-        Route::PassThrough(_) => RouteLabel::Passthrough,
+        Route::PassThrough => RouteLabel::Passthrough,
         Route::Preflight => RouteLabel::Preflight,
         Route::Refused(_) => RouteLabel::Other,
     }
@@ -140,6 +169,38 @@ async fn drain_unread(session: &mut Session) {
     session.set_keepalive(None);
 }
 
+fn set_uri(request: &mut RequestHeader, target: &str) -> Result<()> {
+    let uri = target
+        .parse()
+        .map_err(|_| Error::explain(ErrorType::InternalError, "path is not a URI"))?;
+    request.set_uri(uri);
+    Ok(())
+}
+
+/// Removes every header `keep` does not name.
+fn drop_headers(request: &mut RequestHeader, keep: impl Fn(&str) -> bool) {
+    if request.headers.keys().all(|n| keep(n.as_str())) {
+        return;
+    }
+    let names: Vec<_> = request
+        .headers
+        .keys()
+        .filter(|n| !keep(n.as_str()))
+        .cloned()
+        .collect();
+    for name in names {
+        request.remove_header(&name);
+    }
+}
+
+impl Ctx {
+    /// This request's id, in every reply hb402 writes and in the logs of its failures.
+    fn request_id(&mut self) -> &str {
+        self.request_id
+            .get_or_insert_with(|| format!("{:016x}", rand::random::<u64>()))
+    }
+}
+
 /// The request body, as the upload path reads it.
 struct SessionBody<'a>(&'a mut Session);
 
@@ -157,7 +218,9 @@ impl BodySource for SessionBody<'_> {
 impl Proxy {
     /// Writes a reply hb402 made itself.
     async fn answer(&self, session: &mut Session, ctx: &mut Ctx, mut reply: Reply) -> Result<()> {
-        reply.headers.push(("x-request-id", ctx.request_id.clone()));
+        reply
+            .headers
+            .push(("x-request-id", ctx.request_id().to_owned()));
         ctx.outcome = Some(Outcome::from_status(reply.status));
         let mut head = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
         for (name, value) in &reply.headers {
@@ -181,9 +244,10 @@ impl Proxy {
         if let Refusal::Payment(crate::payment::PaymentRefusal::Required(ch)) = &refusal {
             self.gate.metrics.record_payment_required(ch.label);
         }
+        let browser = wants_html(session.req_header());
         let asker = Asker {
-            request_id: &ctx.request_id,
-            browser: ctx.browser,
+            request_id: ctx.request_id(),
+            browser,
         };
         let reply = rescue(refusal, asker);
         self.answer(session, ctx, reply).await
@@ -202,9 +266,7 @@ impl Proxy {
         }
         let request = ReadRequest {
             route,
-            range: header(req, "range"),
-            payment: payment_header(req),
-            receipt: header(req, crate::receipt::HEADER),
+            headers: &req.headers,
         };
         match read::decide(&self.gate, request).await? {
             ReadStep::Answer(reply, payment) => {
@@ -255,8 +317,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
-            request_id: format!("{:016x}", rand::random::<u64>()),
-            browser: false,
+            request_id: None,
             route: RouteLabel::Other,
             outcome: None,
             forward: None,
@@ -268,16 +329,18 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
-        ctx.browser = header(req, "accept").is_some_and(|a| a.contains("text/html"));
-        let method = req.method.as_str().to_owned();
-        let route = match crate::path::normalize(req.uri.path()) {
-            Ok(path) => classify(&self.gate.config, &method, &path, req.uri.query()),
-            Err(e) => Route::Refused(Refused::BadPath(e)),
+        let method = req.method.as_str();
+        let (route, path) = match crate::path::normalize(req.uri.path()) {
+            Ok(path) => (
+                classify(&self.gate.config, method, &path, req.uri.query()),
+                path,
+            ),
+            Err(e) => (Route::Refused(Refused::BadPath(e)), Default::default()),
         };
         ctx.route = route_label(&route);
-        tracing::debug!(request_id = %ctx.request_id, %method, ?route, "request");
+        tracing::debug!(%method, ?route, "request");
         let step = match route {
-            Route::PassThrough(path) => {
+            Route::PassThrough => {
                 if has_body(session.req_header()) {
                     Err(Refusal::Route(Refused::BodyNotAllowed))
                 } else {
@@ -287,9 +350,11 @@ impl ProxyHttp for Proxy {
             }
             Route::Preflight => Ok(Some(Reply::preflight())),
             Route::Refused(r) => Err(Refusal::Route(r)),
-            Route::Read(r) => self.read(session, ctx, r).await,
+            // The read and upload futures are large (metadata, payments, streaming): boxed, they
+            // cost only the requests that take them, not every request's future.
+            Route::Read(r) => Box::pin(self.read(session, ctx, r)).await,
             Route::Upload(t) => {
-                let result = self.upload(session, t).await;
+                let result = Box::pin(self.upload(session, t)).await;
                 if result.is_err() {
                     drain_unread(session).await;
                 }
@@ -321,53 +386,47 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.upstream_started = Some(Instant::now());
-        let up = &self.gate.config.upstream;
-        let keep: Vec<(http::HeaderName, http::HeaderValue)> = match &ctx.forward {
-            Some(Forward::PassThrough(_)) => FORWARDED_HEADERS
-                .iter()
-                .filter_map(|name| {
-                    let value = session.req_header().headers.get(*name)?;
-                    Some((http::HeaderName::from_static(name), value.clone()))
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let uri = match &ctx.forward {
+        match &ctx.forward {
             Some(Forward::Read(plan)) => {
                 upstream_request.set_method(Method::GET);
-                plan.object_path.clone()
+                set_uri(upstream_request, &plan.object_path)?;
+                // Nothing of the client's request goes to the node but what hb402 decided.
+                drop_headers(upstream_request, |name| name == "host");
+                self.set_host(upstream_request)?;
+                upstream_request
+                    .insert_header("authorization", self.gate.upstream.authorization())?;
+                upstream_request
+                    .insert_header("range", format!("bytes={}-{}", plan.first, plan.last))?;
             }
             Some(Forward::PassThrough(path)) => {
                 let query = session
                     .req_header()
                     .uri
                     .query()
-                    .filter(|_| self.gate.config.passthrough.allow_query);
-                match query {
-                    Some(q) => format!("{}?{q}", path.to_uri_path()),
-                    None => path.to_uri_path(),
+                    .filter(|q| self.gate.config.passthrough.allow_query && !q.is_empty());
+                // The canonical form, whatever the client spelled (in the common case the client
+                // spelled it so, and there is nothing to rebuild).
+                let uri = &upstream_request.uri;
+                let spelled = query.is_none()
+                    && uri.scheme().is_none()
+                    && path
+                        .as_wire()
+                        .is_some_and(|wire| uri.path() == wire && uri.query().is_none());
+                if !spelled {
+                    let mut target = path.to_uri_path();
+                    if let Some(q) = query {
+                        target.push('?');
+                        target.push_str(q);
+                    }
+                    set_uri(upstream_request, &target)?;
                 }
+                drop_headers(upstream_request, |name| {
+                    name == "host" || FORWARDED_HEADERS.contains(&name)
+                });
+                self.set_host(upstream_request)?;
             }
             // Every forwarded request was classified: nothing else is.
             None => return Err(Error::explain(ErrorType::InternalError, "unclassified")),
-        };
-        upstream_request.set_uri(
-            uri.parse()
-                .map_err(|_| Error::explain(ErrorType::InternalError, "path is not a URI"))?,
-        );
-        // Nothing of the client's request goes to the node but what hb402 decided.
-        let names: Vec<_> = upstream_request.headers.keys().cloned().collect();
-        for name in names {
-            upstream_request.remove_header(&name);
-        }
-        upstream_request.insert_header("host", up.authority.as_str())?;
-        for (name, value) in keep {
-            upstream_request.insert_header(name, value)?;
-        }
-        if let Some(Forward::Read(plan)) = &ctx.forward {
-            upstream_request.insert_header("authorization", self.gate.upstream.authorization())?;
-            upstream_request
-                .insert_header("range", format!("bytes={}-{}", plan.first, plan.last))?;
         }
         Ok(())
     }
@@ -421,6 +480,11 @@ impl ProxyHttp for Proxy {
         // The connection is not reused after a failed proxy: say so, or a client reusing it
         // races the close.
         session.set_keepalive(None);
+        // A payment held for a read that failed is given back before the answer, so that the
+        // client's immediate retry finds its authorization free.
+        if let Some(held @ Payment::Held(_)) = ctx.payment.take() {
+            Box::pin(payment::finish(&self.gate, Some(held), false)).await;
+        }
         let refusal = ctx.refusal.take().or_else(|| match e.esource() {
             ErrorSource::Downstream => None,
             _ => Some(Refusal::Node(UpstreamError::Unreachable(e.to_string()))),
@@ -438,8 +502,8 @@ impl ProxyHttp for Proxy {
                 Some(refusal) => self.refuse(session, ctx, refusal).await,
                 None if code == 400 => {
                     let err = crate::error::ApiError::bad_request("the request could not be read");
-                    self.answer(session, ctx, Reply::error(&err, &ctx.request_id.clone()))
-                        .await
+                    let reply = Reply::error(&err, ctx.request_id());
+                    self.answer(session, ctx, reply).await
                 }
                 None => Ok(()),
             };
@@ -461,7 +525,9 @@ impl ProxyHttp for Proxy {
         // delivered (the same payment fetches it again), or given back unsettled.
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let delivered = (200..300).contains(&status);
-        payment::finish(&self.gate, ctx.payment.take(), delivered).await;
+        if let Some(payment) = ctx.payment.take() {
+            Box::pin(payment::finish(&self.gate, Some(payment), delivered)).await;
+        }
         let outcome = ctx.outcome.unwrap_or_else(|| Outcome::from_status(status));
         self.gate
             .metrics
@@ -485,27 +551,31 @@ impl Proxy {
             });
             return Err(Error::explain(ErrorType::HTTPStatus(502), "node error"));
         }
-        let names: Vec<_> = response.headers.keys().cloned().collect();
-        for name in names {
-            if !RETURNED_HEADERS.contains(&name.as_str()) {
+        let unlisted = |name: &http::HeaderName| !returned(name.as_str());
+        if response.headers.keys().any(unlisted) {
+            let names: Vec<_> = response
+                .headers
+                .keys()
+                .filter(|n| unlisted(n))
+                .cloned()
+                .collect();
+            for name in names {
                 response.remove_header(&name);
             }
         }
-        response.insert_header("x-content-type-options", "nosniff")?;
-        response.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
 
     /// The head of a read's answer, once the node answered with content: the payment is settled
     /// first, and on failure no byte goes out.
     async fn content_head(&self, ctx: &mut Ctx) -> Result<ResponseHeader> {
-        let Some(Forward::Read(plan)) = &ctx.forward else {
+        let Some(Forward::Read(plan)) = &mut ctx.forward else {
             return Err(Error::explain(ErrorType::InternalError, "not a read"));
         };
-        let mut headers = plan.headers.clone();
+        let mut headers = std::mem::take(&mut plan.headers);
         let (status, path) = (plan.status, plan.path.clone());
         if let Some(Payment::Held(hold)) = ctx.payment.take() {
-            match hold.settle(&self.gate).await {
+            match Box::pin(hold.settle(&self.gate)).await {
                 Ok(settled) => {
                     let (name, value) = settled.header();
                     headers.push((name, value.to_owned()));
@@ -520,8 +590,7 @@ impl Proxy {
                 }
             }
         }
-        let mut reply = Reply::new(status, headers, Bytes::new());
-        reply.headers.push(("x-request-id", ctx.request_id.clone()));
+        let reply = Reply::new(status, headers, Bytes::new());
         let mut head = ResponseHeader::build(status, Some(reply.headers.len()))?;
         for (name, value) in &reply.headers {
             head.insert_header(*name, value.as_str())?;

@@ -134,12 +134,9 @@ impl From<ItemsError> for Refusal {
 pub(crate) struct ReadRequest<'a> {
     /// The route.
     pub(crate) route: ReadRoute,
-    /// `Range`.
-    pub(crate) range: Option<&'a str>,
-    /// `PAYMENT-SIGNATURE` or `X-PAYMENT`.
-    pub(crate) payment: Option<&'a str>,
-    /// `X-Receipt`.
-    pub(crate) receipt: Option<&'a str>,
+    /// The request's headers (`Range`; for a priced read `PAYMENT-SIGNATURE` or `X-PAYMENT`, and
+    /// `X-Receipt`).
+    pub(crate) headers: &'a http::HeaderMap,
 }
 
 /// What to do with a read.
@@ -316,36 +313,12 @@ pub(crate) struct Shape {
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
-/// RFC 9110 `tchar`.
-fn tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// The item's content type if it is one RFC 9110 media type (`type/subtype`, then
-/// `; name=value` parameters of plain tokens), lower-cased; otherwise bytes. Anything a browser
-/// might read otherwise (a comma list, quotes, stray characters) is not passed on.
+/// The item's content type (checked when its metadata was made, see
+/// [`crate::meta::media_type`]), or bytes.
 fn content_type(meta: &ItemMeta) -> String {
-    const BYTES: &str = "application/octet-stream";
-    let Some(ct) = meta.content_type.as_deref().map(str::trim) else {
-        return BYTES.to_owned();
-    };
-    let token = |s: &str| !s.is_empty() && s.bytes().all(tchar);
-    let mut parts = ct.split(';');
-    let media = parts.next().unwrap_or_default().trim();
-    let media_ok = ct.len() <= 255
-        && media
-            .split_once('/')
-            .is_some_and(|(t, sub)| token(t) && token(sub));
-    let params_ok = parts.all(|p| {
-        p.trim()
-            .split_once('=')
-            .is_some_and(|(n, v)| token(n.trim()) && token(v.trim()))
-    });
-    if media_ok && params_ok {
-        ct.to_ascii_lowercase()
-    } else {
-        BYTES.to_owned()
-    }
+    meta.content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".to_owned())
 }
 
 /// Whether content of this type may run as a document on the gateway's origin: everything but
@@ -557,7 +530,8 @@ pub(crate) fn receipt_for(gate: &Gate, payer: &str, path: &str) -> Option<String
 pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep, Refusal> {
     let config = &gate.config;
     let now = now_secs();
-    let route = req.route;
+    let ReadRequest { route, headers } = req;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let access = authorize(config, &route, now)?;
     let (meta, source) = gate
         .items
@@ -566,17 +540,26 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
         .ok_or(ReadError::NotFound)?;
     gate.metrics.record_metadata_lookup(source);
     admit(&meta, &access, now)?;
-    let shape = shape(config, &meta, &route, req.range, now)?;
+    let range = headers
+        .get(http::header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let shape = shape(config, &meta, &route, range, now)?;
     let offered = match route.head {
         // HEAD is never charged.
         true => None,
         false => price(config, &meta, &route, &shape)?,
     };
-    let paid_before = req
-        .receipt
-        .and_then(|t| crate::receipt::verify(&gate.receipt_key, t, &route.path, now));
-    let hold = match (offered, paid_before) {
-        (Some(offered), None) => Some(payment::hold(gate, req.payment, offered).await?),
+    let paid_before = |offered: &Option<Offered>| {
+        offered.as_ref()?;
+        header(crate::receipt::HEADER)
+            .and_then(|t| crate::receipt::verify(&gate.receipt_key, t, &route.path, now))
+    };
+    let receipt = paid_before(&offered);
+    let hold = match (offered, receipt) {
+        (Some(offered), None) => {
+            let payment = header("payment-signature").or_else(|| header("x-payment"));
+            Some(Box::pin(payment::hold(gate, payment, offered)).await?)
+        }
         (Some(_), Some(payer)) => {
             tracing::debug!(%payer, path = %route.path, "read on a receipt");
             None
@@ -584,7 +567,7 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
         (None, _) => None,
     };
     if route.head || shape.length == 0 {
-        return answer(gate, shape, hold, route.head, &route.path).await;
+        return Box::pin(answer(gate, shape, hold, route.head, &route.path)).await;
     }
     Ok(ReadStep::Forward(ReadPlan {
         object_path: Upstream::object_path(&meta.bucket, &meta.key),
@@ -657,23 +640,10 @@ mod tests {
 
     #[test]
     fn odd_content_types_become_bytes() {
-        let mut meta = ItemMeta {
-            id: "x".into(),
-            bucket: "b".into(),
-            key: "k".into(),
-            size: 1,
-            data_offset: 0,
-            content_type: Some("text/plain\r\nset-cookie: a=b".into()),
-            owner_address: String::new(),
-            signature_type: 2,
-            tags: vec![],
-            expires_at: None,
-            private: false,
-            uploaded_at: None,
-        };
-        assert_eq!(content_type(&meta), "application/octet-stream");
+        use crate::meta::media_type;
         // Browsers take the last type of a comma list: never passed on.
         for odd in [
+            "text/plain\r\nset-cookie: a=b",
             "nothing",
             "image/png,text/html",
             "text/plain, text/html",
@@ -681,11 +651,12 @@ mod tests {
             "text/ html",
             "text/plain;",
         ] {
-            meta.content_type = Some(odd.into());
-            assert_eq!(content_type(&meta), "application/octet-stream", "{odd}");
+            assert_eq!(media_type(odd), None, "{odd}");
         }
-        meta.content_type = Some(" Text/Plain; charset=utf-8 ".into());
-        assert_eq!(content_type(&meta), "text/plain; charset=utf-8");
+        assert_eq!(
+            media_type(" Text/Plain; charset=utf-8 ").as_deref(),
+            Some("text/plain; charset=utf-8")
+        );
     }
 
     #[test]

@@ -277,7 +277,6 @@ async fn pass_through_forwards_only_the_canonical_allowed_path_and_harmless_head
     );
     let resp = raw(&h.url, &head, b"").await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(resp.header("x-content-type-options"), Some("nosniff"));
     let seen = relay.seen_since(mark);
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].target, "/~meta@1.0/info/address");
@@ -779,16 +778,7 @@ async fn the_whole_item_costs_what_its_data_costs() {
             .0,
         201
     );
-    let link = h
-        .client
-        .post(format!("{}/sign", h.admin_url))
-        .bearer_auth(common::ADMIN_KEY)
-        .header("x-bucket-name", "hb402-private")
-        .header("x-load-acc", "load_acc_test")
-        .header("x-dataitem-key", format!("dataitems/{sid}.ans104"))
-        .send()
-        .await
-        .unwrap();
+    let link = common::sign(&h, "/sign", &format!("dataitems/{sid}.ans104"), &[]).await;
     let token = link.json::<Value>().await.unwrap()["signed_url"]
         .as_str()
         .unwrap()

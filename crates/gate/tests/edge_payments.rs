@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use alloy::primitives::B256;
 use base64::Engine as _;
-use common::{Harness, Options, item, raw};
+use common::{Harness, Options, item, metric, raw};
 use hb402_ans104::Tag;
 use hb402_testkit::{
     BUYER_ACCOUNT, FACILITATOR_ACCOUNT, Facilitator, LocalChain, PAYEE_ACCOUNT, PayClient,
@@ -110,22 +110,6 @@ async fn ledger(h: &Harness) -> Vec<Value> {
     body["payments"].as_array().unwrap().clone()
 }
 
-async fn metric(h: &Harness, series: &str) -> f64 {
-    let text = h
-        .client
-        .get(format!("{}/metrics", h.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Regression (class 1): the token of a paywalled link (`POST /sign/402`) was only checked
 /// against its terms on `/protected/resolve/…`; the same `?token=` on `/resolve/<key>`, `/<id>`
 /// or `/binary/<id>` served the private item at whatever the pricing rules said (free).
@@ -148,19 +132,13 @@ async fn a_paywalled_links_token_opens_only_its_paywalled_route() {
     .await;
     let id = it.id().to_string();
     let key = format!("dataitems/{id}.ans104");
-    let resp = h
-        .client
-        .post(format!("{}/sign/402", h.admin_url))
-        .bearer_auth(common::ADMIN_KEY)
-        .header("x-bucket-name", "hb402-private")
-        .header("x-load-acc", "load_acc_test")
-        .header("x-dataitem-key", &key)
-        .header("x-402-address", PAYEE_ACCOUNT.address_checksummed())
-        .header("x-402-amount", "0.01")
-        .header("x-402-network", "base-sepolia")
-        .send()
-        .await
-        .unwrap();
+    let payee = PAYEE_ACCOUNT.address_checksummed();
+    let terms = [
+        ("x-402-address", payee.as_str()),
+        ("x-402-amount", "0.01"),
+        ("x-402-network", "base-sepolia"),
+    ];
+    let resp = common::sign(&h, "/sign/402", &key, &terms).await;
     assert_eq!(resp.status(), 200);
     let receipt: Value = serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -537,19 +537,13 @@ async fn load_compatible_paywalled_links() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     let key = format!("dataitems/{}.ans104", it.id());
-    let resp = h
-        .client
-        .post(format!("{}/sign/402", h.admin_url))
-        .bearer_auth(common::ADMIN_KEY)
-        .header("x-bucket-name", "hb402-private")
-        .header("x-load-acc", "load_acc_test")
-        .header("x-dataitem-key", &key)
-        .header("x-402-address", PAYEE_ACCOUNT.address_checksummed())
-        .header("x-402-amount", "0.02")
-        .header("x-402-network", "base-sepolia")
-        .send()
-        .await
-        .unwrap();
+    let payee = PAYEE_ACCOUNT.address_checksummed();
+    let terms = [
+        ("x-402-address", payee.as_str()),
+        ("x-402-amount", "0.02"),
+        ("x-402-network", "base-sepolia"),
+    ];
+    let resp = common::sign(&h, "/sign/402", &key, &terms).await;
     assert_eq!(resp.status(), 200);
     let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(resp.text().await.unwrap().trim())

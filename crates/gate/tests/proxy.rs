@@ -459,17 +459,7 @@ async fn private_items_need_a_valid_link_and_refusals_never_go_upstream() {
     assert_eq!(resp.bytes().await.unwrap(), secret.data());
 
     // A link minted on the admin listener, in Load's form (`/resolve/<key>?token=`), works as is.
-    let resp = h
-        .client
-        .post(format!("{}/sign", h.admin_url))
-        .bearer_auth(common::ADMIN_KEY)
-        .header("x-bucket-name", "hb402-private")
-        .header("x-load-acc", "load_acc_test")
-        .header("x-dataitem-key", &key)
-        .header("x-expires-minutes", "5")
-        .send()
-        .await
-        .unwrap();
+    let resp = common::sign(&h, "/sign", &key, &[("x-expires-minutes", "5")]).await;
     assert_eq!(resp.status(), 200);
     let minted: Value = resp.json().await.unwrap();
     let url = minted["signed_url"].as_str().unwrap();

@@ -288,3 +288,42 @@ pub async fn raw(url: &str, head: &str, body: &[u8]) -> RawResponse {
         body: bytes[split + 4..].to_vec(),
     }
 }
+
+/// Mints a share link on the admin listener: `route` is `/sign` or `/sign/402`, for `key` in
+/// the private bucket, with `extra` headers (the payment terms of `/sign/402`).
+pub async fn sign(
+    h: &Harness,
+    route: &str,
+    key: &str,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = h
+        .client
+        .post(format!("{}{route}", h.admin_url))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-bucket-name", "hb402-private")
+        .header("x-load-acc", "load_acc_test")
+        .header("x-dataitem-key", key);
+    for (name, value) in extra {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
+}
+
+/// The sum of the samples of a metric series (name and labels as printed) on the admin
+/// listener.
+pub async fn metric(h: &Harness, series: &str) -> f64 {
+    let text = h
+        .client
+        .get(format!("{}/metrics", h.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
