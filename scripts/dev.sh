@@ -27,7 +27,7 @@ done
 cat <<MSG
 
 hb402 is running:
-  public   http://127.0.0.1:8402   (DataItem routes; everything else goes to the node)
+  public   http://127.0.0.1:8402   (DataItem routes; of the node, only passthrough.allow)
   admin    http://127.0.0.1:9402   (/metrics, /healthz, /readyz)
   devnode  http://127.0.0.1:8734   (stand-in for a HyperBEAM ~s3@1.0 node)
 Press Ctrl-C to stop.

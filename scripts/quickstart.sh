@@ -251,7 +251,7 @@ ENV
 cat <<MSG
 
 hb402 is running:
-  public   $url        DataItem routes (everything else goes to the node)
+  public   $url        DataItem routes (of the node, only passthrough.allow is reachable)
   admin    $admin_url        /metrics /healthz /readyz /admin/payments
   devnode  $node_url        stand-in for a HyperBEAM ~s3@1.0 node
   chain    $rpc        anvil, chain id $chain_id, USDC at $usdc
