@@ -260,34 +260,15 @@ fn check_locally(gate: &Gate, header: &str, offered: &Offered) -> Result<Paid, P
             "the payment does not match any offer of this resource".into(),
         ));
     };
-    let now = now_secs();
-    let skew = gate.config.payments.skew_seconds;
-    // v1 names no asset: the candidate whose domain the signature verifies under is the one.
-    let mut verified = Err(None);
-    for offer in &candidates {
-        match verify_locally(offer, &decoded.payload, now, skew) {
-            Ok(v) => {
-                verified = Ok((*offer, v));
-                break;
-            }
-            Err(r) if verified.is_err() => verified = Err(Some(r)),
-            Err(_) => {}
-        }
-    }
-    let (offer, local) = match verified {
-        Ok(v) => v,
-        Err(refusal) => {
-            let refusal = refusal.unwrap_or_else(|| {
-                hb402_x402::Refusal::new(hb402_x402::Reason::InvalidPayload, "no offer verifies")
-            });
+    let (offer, local) =
+        first_verified(gate, &candidates, &decoded.payload).map_err(|refusal| {
             metrics.record_payment(&network_label(gate, first), PaymentResult::Rejected);
-            return Err(refuse(
+            refuse(
                 refusal.reason.into(),
                 refusal.reason.as_str(),
                 refusal.message,
-            ));
-        }
-    };
+            )
+        })?;
     let version = decoded.payload.version();
     let auth = &local.authorization;
     let network = match (&decoded.payload, &offer.v1) {
@@ -316,6 +297,29 @@ fn check_locally(gate: &Gate, header: &str, offered: &Offered) -> Result<Paid, P
         },
         valid_before: local.valid_before_secs(),
     })
+}
+
+/// The first candidate offer the payment passes the local checks of (v1 names no asset: the
+/// one whose domain its signature verifies under), or the first candidate's refusal.
+fn first_verified<'a>(
+    gate: &Gate,
+    candidates: &[&'a Offer],
+    payload: &PaymentPayload,
+) -> Result<(&'a Offer, hb402_x402::LocallyVerified), hb402_x402::Refusal> {
+    let now = now_secs();
+    let skew = gate.config.payments.skew_seconds;
+    let mut first_refusal = None;
+    for offer in candidates {
+        match verify_locally(offer, payload, now, skew) {
+            Ok(v) => return Ok((*offer, v)),
+            Err(r) => {
+                first_refusal.get_or_insert(r);
+            }
+        }
+    }
+    Err(first_refusal.unwrap_or_else(|| {
+        hb402_x402::Refusal::new(hb402_x402::Reason::InvalidPayload, "no offer verifies")
+    }))
 }
 
 fn network_label(gate: &Gate, offer: &Offer) -> NetworkLabel {

@@ -658,15 +658,7 @@ async fn receive(
         }
         let header = match verifier.push(&chunk) {
             Ok(header) => header.cloned(),
-            Err(e) => {
-                break Some(
-                    UploadError::Invalid {
-                        code: e.code(),
-                        message: e.to_string(),
-                    }
-                    .into(),
-                );
-            }
+            Err(e) => break Some(invalid(&e)),
         };
         pending.push_back(chunk);
         if let Some(header) = header {
@@ -698,11 +690,7 @@ async fn receive(
         Ok(v) => v,
         Err(e) => {
             abort(plan).await;
-            return Err(UploadError::Invalid {
-                code: e.code(),
-                message: e.to_string(),
-            }
-            .into());
+            return Err(invalid(&e));
         }
     };
     match plan {
@@ -714,6 +702,14 @@ async fn receive(
         }
         .into()),
     }
+}
+
+fn invalid(e: &hb402_ans104::Error) -> Refusal {
+    UploadError::Invalid {
+        code: e.code(),
+        message: e.to_string(),
+    }
+    .into()
 }
 
 /// Decides, from the item's header, where it goes and whether it needs writing.
