@@ -62,7 +62,11 @@ fuzz_target!(|data: &[u8]| {
         );
         assert!(!segments.iter().any(|s| starts_with_item_id(s)), "{raw:?}");
         assert!(
-            CONFIG.passthrough.allow.iter().any(|p| forwarded.starts_with(p)),
+            CONFIG
+                .passthrough
+                .allow
+                .iter()
+                .any(|p| forwarded.starts_with(p)),
             "{raw:?}"
         );
         assert!(query.is_none_or(str::is_empty), "{raw:?}");

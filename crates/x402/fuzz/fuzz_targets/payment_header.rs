@@ -27,7 +27,11 @@ fn offers() -> Vec<Offer> {
         mime_type: Some("text/plain".into()),
     };
     [
-        ("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", 10_000u64, 84_532u64),
+        (
+            "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+            10_000u64,
+            84_532u64,
+        ),
         ("0x70997970C51812dc3A010C7d01b50e0d17dc79C8", 20_000, 84_532),
         ("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", 10_000, 8_453),
     ]
