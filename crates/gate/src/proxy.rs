@@ -1,7 +1,8 @@
 //! The Pingora `ProxyHttp` adapter: each phase reads the session, calls the module that decides
 //! ([`crate::route`], [`crate::read`], [`crate::upload`], [`crate::payment`]) and does the I/O the
-//! decision asks for. Refusals are turned into replies by [`crate::reply::rescue`]; a request's
-//! payment is finalised in `logging`, whatever happened before.
+//! decision asks for. Refusals are turned into replies by [`crate::reply::rescue`]; a payment not
+//! settled is ended by [`crate::payment::finish`], called as soon as the request's outcome is
+//! known (`fail_to_proxy`) and otherwise in `logging`, whatever happened before.
 //!
 //! What reaches the node is built here from the decision alone: a read forwards `GET` of one
 //! object range with hb402's own credentials; a pass-through forwards the canonical path with a
