@@ -281,6 +281,29 @@ impl Items {
         Ok(())
     }
 
+    /// A copy's metadata as it is now: hb402's record, else what the node holds (read whole and
+    /// verified, then recorded). The recent-miss cache is not consulted: an upload must know
+    /// whether the node holds a copy this hb402 has no record of (stored before it was put in
+    /// front of the node, through another hb402, or before its state was lost), or it would
+    /// treat someone's object as its own to shorten or delete.
+    pub async fn current(
+        &self,
+        bucket: &str,
+        id: &ItemId,
+    ) -> Result<Option<Arc<ItemMeta>>, ItemsError> {
+        if let Some(meta) = self.known(bucket, &id.to_string()).await? {
+            return Ok(Some(meta));
+        }
+        let Some(key) = self.key(bucket, id) else {
+            return Ok(None);
+        };
+        self.missing.invalidate(&key).await;
+        Ok(self
+            .find(id, Location::Bucket(bucket))
+            .await?
+            .map(|(meta, _)| meta))
+    }
+
     /// A copy's metadata if already known (cache or store), without asking the node.
     pub async fn known(&self, bucket: &str, id: &str) -> Result<Option<Arc<ItemMeta>>, StoreError> {
         if let Some(key) = self.key_of(bucket, id)

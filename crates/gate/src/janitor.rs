@@ -16,6 +16,8 @@ use pingora::services::background::BackgroundService;
 
 use crate::gate::Gate;
 use crate::items::now_secs;
+use crate::lease::CopyLease;
+use crate::meta::ItemMeta;
 
 /// Expired copies handled per round.
 const ITEMS_PER_ROUND: usize = 256;
@@ -68,20 +70,58 @@ impl Janitor {
                 return round;
             }
         };
+        let before = now.saturating_sub(tombstone);
         for meta in expired {
-            if let Err(e) = gate.upstream.delete_object(&meta.bucket, &meta.key).await {
-                tracing::warn!(id = %meta.id, error = %e, "expired object not deleted yet");
-                continue;
-            }
-            match gate.items.forget(&meta.bucket, &meta.id).await {
-                Ok(()) => round.items += 1,
-                Err(e) => tracing::warn!(id = %meta.id, error = %e, "expired item not forgotten"),
+            if self.purge_copy(&meta, before).await {
+                round.items += 1;
             }
         }
         if round != Round::default() {
             tracing::info!(?round, "purged");
         }
         round
+    }
+
+    /// Deletes and forgets one expired copy under its lease, so that no upload of it runs
+    /// meanwhile: a paid re-upload is never deleted under its payer. `true` if it was purged.
+    async fn purge_copy(&self, listed: &ItemMeta, before: u64) -> bool {
+        let gate = &self.gate;
+        let lease = match CopyLease::take(&gate.store, &listed.bucket, &listed.id).await {
+            Ok(Some(lease)) => lease,
+            // An upload of it is in progress: the next round decides.
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(id = %listed.id, error = %e, "expired item not purged yet");
+                return false;
+            }
+        };
+        let purged = self.purge_leased(listed, before).await;
+        lease.release().await;
+        purged
+    }
+
+    async fn purge_leased(&self, listed: &ItemMeta, before: u64) -> bool {
+        let gate = &self.gate;
+        // Read again under the lease: an upload may have renewed it since it was listed.
+        let meta = match gate.store.get_meta(&listed.bucket, &listed.id).await {
+            Ok(Some(meta)) if meta.expires_at.is_some_and(|at| at <= before) => meta,
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::warn!(id = %listed.id, error = %e, "expired item not purged yet");
+                return false;
+            }
+        };
+        if let Err(e) = gate.upstream.delete_object(&meta.bucket, &meta.key).await {
+            tracing::warn!(id = %meta.id, error = %e, "expired object not deleted yet");
+            return false;
+        }
+        match gate.items.forget(&meta.bucket, &meta.id).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(id = %meta.id, error = %e, "expired item not forgotten");
+                false
+            }
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod facilitator;
 pub mod gate;
 pub mod items;
 pub mod janitor;
+pub mod lease;
 mod limiter;
 pub mod meta;
 pub mod metrics;

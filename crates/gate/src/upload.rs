@@ -27,6 +27,7 @@ use crate::config::PrivateUploads;
 use crate::error::ApiError;
 use crate::gate::Gate;
 use crate::items::now_secs;
+use crate::lease::CopyLease;
 use crate::meta::ItemMeta;
 use crate::metrics::UploadResult;
 use crate::payment::{self, Hold, Offered, Payment};
@@ -92,6 +93,10 @@ pub(crate) enum UploadError {
     /// The body took longer than `limits.max_upload_seconds`.
     #[error("the upload took too long")]
     TooSlow,
+    /// The node holds a copy of this item too large for hb402 to verify: what it is and how
+    /// long it lives are unknown, so it is left as it is.
+    #[error("the node's copy cannot be verified")]
+    Unverifiable,
 }
 
 impl UploadError {
@@ -166,6 +171,11 @@ impl UploadError {
                 408,
                 "upload_timeout",
                 "the upload took longer than this gateway allows",
+            ),
+            UploadError::Unverifiable => ApiError::new(
+                409,
+                "unverifiable_copy",
+                "the node holds a copy of this item too large to be verified here; nothing was stored",
             ),
         };
         (e, vec![])
@@ -412,52 +422,6 @@ pub(crate) fn receipt(meta: &ItemMeta) -> serde_json::Value {
     })
 }
 
-/// The lease on one copy's uploads: while one upload of a copy runs, another is refused (409),
-/// so two uploads never race over what the node holds (one's failed payment deleting the other's
-/// paid object, a shorter lifetime overwriting a longer one, both being charged).
-#[derive(Debug)]
-pub(crate) struct UploadLock {
-    key: String,
-    record: crate::store::LockRecord,
-}
-
-impl UploadLock {
-    async fn take(gate: &Gate, bucket: &str, id: &str, now: u64) -> Result<Self, Refusal> {
-        use rand::RngCore as _;
-        let mut owner = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut owner);
-        let up = &gate.config.upstream;
-        let lease = gate.config.limits.max_upload_time
-            + up.write_timeout
-            + up.read_timeout
-            + gate.config.payments.settle_timeout
-            + Duration::from_secs(60);
-        let record = crate::store::LockRecord {
-            state: crate::store::LockState::Held,
-            owner: owner.iter().map(|b| format!("{b:02x}")).collect(),
-            until: now + lease.as_secs(),
-            ledger_id: None,
-            transaction: None,
-        };
-        let key = format!("upload:{}", crate::store::item_key(bucket, id));
-        if gate.store.lock_swap(&key, None, Some(&record)).await? {
-            Ok(UploadLock { key, record })
-        } else {
-            Err(UploadError::InProgress.into())
-        }
-    }
-
-    async fn release(self, gate: &Gate) {
-        if let Err(e) = gate
-            .store
-            .lock_swap(&self.key, Some(&self.record), None)
-            .await
-        {
-            tracing::warn!(key = %self.key, error = %e, "upload lock not released; it lapses");
-        }
-    }
-}
-
 /// The upstream half of an upload in progress.
 struct Outbound {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
@@ -525,10 +489,10 @@ pub(crate) async fn handle(
     hold: Option<Hold>,
 ) -> Result<Reply, Refusal> {
     let payer = hold.as_ref().map(|h| h.payer().to_owned());
-    let mut lock = None;
-    let result = store(gate, body, &intake, hold, &mut lock).await;
-    if let Some(lock) = lock {
-        lock.release(gate).await;
+    let mut lease = None;
+    let result = store(gate, body, &intake, hold, &mut lease).await;
+    if let Some(lease) = lease {
+        lease.release().await;
     }
     if let (Err((Refusal::Upload(e), _)), Some(payer)) = (&result, &payer)
         && e.clients_fault()
@@ -564,10 +528,10 @@ async fn store(
     body: &mut dyn BodySource,
     intake: &Intake,
     hold: Option<Hold>,
-    lock: &mut Option<UploadLock>,
+    lease: &mut Option<CopyLease>,
 ) -> Outcome {
     let held = hold.map(Payment::Held);
-    let (plan, pending, verified) = match receive(gate, body, intake, lock).await {
+    let (plan, pending, verified) = match receive(gate, body, intake, lease).await {
         Ok(v) => v,
         Err(e) => return Err((e, held)),
     };
@@ -635,7 +599,7 @@ async fn receive(
     gate: &Gate,
     body: &mut dyn BodySource,
     intake: &Intake,
-    lock: &mut Option<UploadLock>,
+    lease: &mut Option<CopyLease>,
 ) -> Result<(Plan, VecDeque<Bytes>, hb402_ans104::VerifiedItem), Refusal> {
     let limits = &gate.config.limits;
     let started = std::time::Instant::now();
@@ -644,15 +608,15 @@ async fn receive(
     let mut plan: Option<Plan> = None;
     let mut total: u64 = 0;
     let failure = loop {
-        let chunk = match body.next_chunk().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break None,
-            Err(e) => break Some(UploadError::BodyUnreadable(e).into()),
+        // The time limit holds however slowly (or not at all) the bytes come.
+        let left = limits.max_upload_time.saturating_sub(started.elapsed());
+        let chunk = match tokio::time::timeout(left, body.next_chunk()).await {
+            Err(_) => break Some(UploadError::TooSlow.into()),
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => break None,
+            Ok(Err(e)) => break Some(UploadError::BodyUnreadable(e).into()),
         };
         total += chunk.len() as u64;
-        if started.elapsed() > limits.max_upload_time {
-            break Some(UploadError::TooSlow.into());
-        }
         if total > limits.max_upload_bytes {
             break Some(UploadError::TooLarge(limits.max_upload_bytes).into());
         }
@@ -662,7 +626,7 @@ async fn receive(
         };
         pending.push_back(chunk);
         if let Some(header) = header {
-            match place(gate, intake, &header, lock).await {
+            match place(gate, intake, &header, lease).await {
                 Ok(p) => plan = Some(p),
                 Err(e) => break Some(e),
             }
@@ -717,7 +681,7 @@ async fn place(
     gate: &Gate,
     intake: &Intake,
     header: &hb402_ans104::Header,
-    lock: &mut Option<UploadLock>,
+    lease: &mut Option<CopyLease>,
 ) -> Result<Plan, Refusal> {
     let now = intake.now;
     let id = header.id();
@@ -751,8 +715,20 @@ async fn place(
     };
     let key = gate.upstream.item_key(&id.to_string());
     // From here to the end of the upload, this copy is this upload's alone.
-    *lock = Some(UploadLock::take(gate, &bucket, &id.to_string(), now).await?);
-    let existing = gate.items.known(&bucket, &id.to_string()).await?;
+    *lease = Some(
+        CopyLease::take(&gate.store, &bucket, &id.to_string())
+            .await?
+            .ok_or(UploadError::InProgress)?,
+    );
+    // What the node holds, even a copy this hb402 has no record of: an upload never shortens
+    // or deletes what it did not write.
+    let existing = match gate.items.current(&bucket, &id).await {
+        Ok(existing) => existing,
+        Err(crate::items::ItemsError::TooLargeToVerify { .. }) => {
+            return Err(UploadError::Unverifiable.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let new_object = match &existing {
         None => true,
         // An expired copy is replaced; a copy the node lost is stored again.
@@ -760,7 +736,13 @@ async fn place(
         Some(meta) => match gate.upstream.object_size(&meta.bucket, &meta.key).await? {
             None => true,
             Some(_) if extends(meta.expires_at, expires_at) => false,
-            Some(_) => return Ok(Plan::Duplicate(meta.clone())),
+            Some(_) => {
+                // Nothing to write: the copy is free for others while this body is checked.
+                if let Some(lease) = lease.take() {
+                    lease.release().await;
+                }
+                return Ok(Plan::Duplicate(meta.clone()));
+            }
         },
     };
     gate.upstream.ensure_bucket(&bucket).await?;

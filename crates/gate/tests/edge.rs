@@ -512,6 +512,33 @@ async fn no_upload_makes_an_item_less_available_to_anyone_else() {
     );
 }
 
+/// Regression: an hb402 with no record of a copy the node holds took it for new, so an upload
+/// with a shorter lifetime rewrote the owner's copy to expire (and the janitor then deleted it).
+/// The copy is learned from the node first; lifetimes only grow, whoever stored the copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_never_shortens_a_copy_this_hb402_has_no_record_of() {
+    let owner = Harness::start().await;
+    let it = item(24, vec![], b"stored before hb402 knew of it");
+    let id = it.id().to_string();
+    assert_eq!(post_item(&owner, it.to_bytes(), &[]).await.0, 201);
+    let stranger = Harness::start_with(Options {
+        node_url: Some(owner.node().url()),
+        ..Options::default()
+    })
+    .await;
+    let puts = owner.node_requests(RouteKind::PutObject);
+    let (status, body) = post_item(&stranger, it.to_bytes(), &["x-expiry-days: 1"]).await;
+    assert_eq!((status, &body["expires_at"]), (200, &Value::Null), "{body}");
+    assert_eq!(owner.node_requests(RouteKind::PutObject), puts, "rewritten");
+    let resp = get_path(&stranger, &format!("/{id}")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-expires-at"), None);
+    // A longer lifetime than the node's copy has is still an extension: with none, none is.
+    let (status, _) = post_item(&stranger, it.to_bytes(), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(owner.node_requests(RouteKind::PutObject), puts);
+}
+
 /// Regression (class 5): a type-3 (Ethereum) item with its recovery byte flipped verified, so
 /// the same content got a second id.
 #[tokio::test(flavor = "multi_thread")]
@@ -717,6 +744,61 @@ async fn uploads_of_one_copy_take_turns() {
         200,
         "a shorter lifetime is a duplicate"
     );
+}
+
+/// Regression (from an attack on the running proxy): an upload that turned out to be a duplicate
+/// kept its copy's lease until its body ended, so back-to-back duplicates (never charged) kept
+/// the owner from extending the copy's lifetime. A duplicate lets go once its header is read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_upload_does_not_hold_up_its_copy() {
+    let h = Harness::start().await;
+    let it = item(53, vec![], &[5; 4096]);
+    assert_eq!(
+        post_item(&h, it.to_bytes(), &["x-expiry-days: 1"]).await.0,
+        201
+    );
+    let duplicate = Stalled::start(&h, &it.to_bytes(), &["x-expiry-days: 1"]).await;
+    // The stalled upload's header has been read well before this.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = post_item(&h, it.to_bytes(), &[]).await;
+    assert_eq!((status, &body["expires_at"]), (201, &Value::Null), "{body}");
+    assert_eq!(duplicate.finish().await, 200);
+}
+
+/// Regression (from an attack on the running proxy): an upload whose body stopped coming held
+/// its upload slot until the connection's read timeout (a minute), past
+/// `limits.max_upload_seconds`, and then got a 400. It now ends at the limit with a 408.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_upload_ends_at_the_upload_time_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with(Options {
+        extra_toml: "[limits]\nmax_upload_seconds = 2\nmax_concurrent_uploads = 1\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let it = item(54, vec![], &[6; 4096]);
+    let mut socket = tokio::net::TcpStream::connect(&h.url[7..]).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        it.to_bytes().len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&it.to_bytes()[..10]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        socket.read_to_end(&mut out),
+    )
+    .await
+    .expect("the stalled upload was never answered")
+    .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"upload_timeout\""), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Its slot is free again.
+    assert_eq!(post_item(&h, it.to_bytes(), &[]).await.0, 201);
 }
 
 /// Regression (from an attack on the running proxy): unverified upload bodies went to the node

@@ -853,3 +853,61 @@ async fn a_payment_buys_the_resource_it_names_and_refusals_reach_uploaders() {
         assert_eq!(resp.status(), 402);
     }
 }
+
+/// Regression: an hb402 with no record of a copy the node holds (put in front of an existing
+/// node, its state lost, or not sharing the store) took the copy for new: a verified payment
+/// that then failed to settle deleted the owner's object. It now learns the copy from the node
+/// first; a copy stored for at least as long is not written, and so never deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_upload_never_deletes_a_copy_this_hb402_has_no_record_of() {
+    use hb402_devnode::RouteKind;
+    let owner = Harness::start().await;
+    let it = text_item(131, b"the owner's copy");
+    upload(&owner, &it, &[]).await;
+    let facilitator = Scripted::start().await;
+    facilitator.settles_with(
+        json!({"success": false, "errorReason": "insufficient_funds", "network": "eip155:84532"}),
+    );
+    let h = Harness::start_with(Options {
+        extra_toml: paid_toml(
+            &facilitator.url,
+            "",
+            "[pricing.uploads]\nminimum = \"0.01\"\n",
+        ),
+        node_url: Some(owner.node().url()),
+        ..Options::default()
+    })
+    .await;
+    let (puts, deletes) = (
+        owner.node_requests(RouteKind::PutObject),
+        owner.node_requests(RouteKind::DeleteObject),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("item.ans104");
+    std::fs::write(&file, it.to_bytes()).unwrap();
+    let result = pay_with(
+        PayClient::Fetch,
+        &format!("{}/upload", h.url),
+        BUYER_ACCOUNT.private_key,
+        PayOptions {
+            data_file: Some(file),
+            ..PayOptions::default()
+        },
+    )
+    .await;
+    let body: Value = serde_json::from_slice(&result.body).unwrap_or(Value::Null);
+    assert_eq!(result.status, 200, "already stored: {body}");
+    assert_eq!(body["id"], it.id().to_string());
+    assert!(result.payment_response.is_none(), "nothing to pay for");
+    assert_eq!(*facilitator.settles.lock().unwrap(), 0);
+    assert_eq!(owner.node_requests(RouteKind::PutObject), puts);
+    assert_eq!(owner.node_requests(RouteKind::DeleteObject), deletes);
+    let resp = owner
+        .client
+        .get(format!("{}/{}", owner.url, it.id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap(), "the owner's copy");
+}

@@ -5,6 +5,7 @@
 mod common;
 
 use hb402_gate::janitor::Janitor;
+use hb402_gate::lease::CopyLease;
 use hb402_gate::meta::ItemMeta;
 use hb402_gate::store::{LockRecord, LockState, NewPayment, PaymentState};
 
@@ -167,4 +168,106 @@ async fn expired_items_past_their_tombstone_leave_the_node_and_the_store() {
     assert_eq!(gate.store.ledger_list(0, 10).await.unwrap().len(), 2);
     // A second round has nothing left to do.
     assert_eq!(janitor.round().await.items, 0);
+}
+
+/// Regression: the janitor deleted an expired copy while a paid upload was storing it again, so
+/// the payer was charged for an object that was then gone. Copies are purged under the same
+/// lease uploads take, and only if still expired once it is held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_being_uploaded_again_is_never_purged() {
+    let node_dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut node_config = hb402_devnode::DevnodeConfig::new(node_dir.path());
+    node_config.listen = "127.0.0.1:0".parse().unwrap();
+    let node = hb402_devnode::Devnode::start(node_config).await.unwrap();
+    let toml = format!(
+        "version = 1\n[upstream]\nurl = \"{}\"\n[store]\nstate_dir = \"{}\"\n[expiry]\ntombstone_days = 2\n",
+        node.url(),
+        state.path().display()
+    );
+    let config = hb402_gate::config::Config::from_toml(
+        &toml,
+        std::path::Path::new("t.toml"),
+        &Default::default(),
+        &|_| None,
+    )
+    .unwrap();
+    let gate = hb402_gate::build(config).unwrap().gate.clone();
+    let now = common::now();
+    let http = reqwest::Client::new();
+    let auth = hb402_devnode::authorization_header("hb402-dev");
+    http.put(format!("{}/~s3@1.0/offchain-dataitems", node.url()))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    // Two copies long past their tombstone: one is being uploaded again, one is not.
+    let mut metas = Vec::new();
+    for seed in [11u8, 12] {
+        let it = common::item(seed, vec![], b"bytes");
+        let id = it.id().to_string();
+        let resp = http
+            .put(object_url(&node.url(), &id))
+            .header("authorization", &auth)
+            .body(it.to_bytes())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let meta = ItemMeta::from_header(
+            it.header(),
+            "offchain-dataitems",
+            format!("dataitems/{id}.ans104"),
+            it.to_bytes().len() as u64,
+            false,
+            Some(now - 3 * 86_400),
+            Some(now - 4 * 86_400),
+        );
+        gate.items.remember(meta.clone()).await.unwrap();
+        metas.push(meta);
+    }
+    let head = |id: &str| {
+        let (http, auth) = (http.clone(), auth.clone());
+        let url = object_url(&node.url(), id);
+        async move {
+            http.head(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // The upload holds the copy's lease (as it does from the item's header to its answer).
+    let lease = CopyLease::take(&gate.store, "offchain-dataitems", &metas[0].id)
+        .await
+        .unwrap()
+        .expect("the copy is free");
+    let janitor = Janitor::new(gate.clone());
+    assert_eq!(
+        janitor.round().await.items,
+        1,
+        "only the copy nobody uploads"
+    );
+    assert_eq!(head(&metas[0].id).await, 200);
+    assert_ne!(head(&metas[1].id).await, 200);
+    // While it is held, no other upload (or janitor) takes it.
+    assert!(
+        CopyLease::take(&gate.store, "offchain-dataitems", &metas[0].id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The upload is paid and records the new lifetime, then lets go: nothing is purged.
+    let mut renewed = metas[0].clone();
+    renewed.expires_at = Some(now + 86_400);
+    gate.items.remember(renewed).await.unwrap();
+    lease.release().await;
+    assert_eq!(janitor.round().await.items, 0);
+    assert_eq!(head(&metas[0].id).await, 200);
+    // The lease is free again once released.
+    let again = CopyLease::take(&gate.store, "offchain-dataitems", &metas[0].id)
+        .await
+        .unwrap();
+    assert!(again.is_some());
 }
