@@ -199,3 +199,51 @@ async fn pending_settlement_is_resolved_never_resent() {
     assert!(!local.settle(&req).await.unwrap().success);
     assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
 }
+
+/// Regression (from an attack on the running proxy): the operator account's nonce was counted
+/// by the process, so any transaction from that account it did not send — a second hb402
+/// sharing `operator_key`, the operator's own — made its next settlements fail (`nonce too
+/// low`), each failure a payer's 402.
+#[tokio::test(flavor = "multi_thread")]
+async fn local_settlement_follows_the_operators_nonce_wherever_it_moves() {
+    let chain = LocalChain::start().await;
+    let (a, b) = (local(&chain).await, local(&chain).await);
+    let payee = PAYEE_ACCOUNT.address;
+    // Two instances sharing the key, taking turns.
+    for round in 0..2 {
+        settle_one(&chain, &a, &format!("a{round}")).await;
+        settle_one(&chain, &b, &format!("b{round}")).await;
+    }
+    // The operator's own transaction.
+    chain
+        .rpc(
+            "eth_sendTransaction",
+            serde_json::json!([{
+                "from": OPERATOR_ACCOUNT.address,
+                "to": PAYEE_ACCOUNT.address,
+                "value": "0x1",
+            }]),
+        )
+        .await;
+    settle_one(&chain, &a, "after the operator's own").await;
+    // Both at once: whichever loses the race for the nonce sends again.
+    let (ra, rb) = (
+        request(&payments_at(now()).await, "v2"),
+        request(&payments_at(now()).await, "v2"),
+    );
+    let before = chain.usdc_balance(payee).await;
+    let (sa, sb) = tokio::join!(a.settle(&ra), b.settle(&rb));
+    assert!(sa.unwrap().success);
+    assert!(sb.unwrap().success);
+    assert_eq!(chain.usdc_balance(payee).await, before + 20_000);
+}
+
+/// Settles a fresh payment through `backend`, checking the payee got it.
+async fn settle_one(chain: &LocalChain, backend: &LocalSettlement, label: &str) {
+    let req = request(&payments_at(now()).await, "v2");
+    let payee = PAYEE_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+    let settled = backend.settle(&req).await.unwrap();
+    assert!(settled.success, "{label}: {settled:?}");
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000, "{label}");
+}

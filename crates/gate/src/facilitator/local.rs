@@ -129,7 +129,15 @@ impl LocalSettlement {
         let url = config.rpc_url.parse().map_err(|_| {
             FacilitatorError::Unsupported(format!("invalid RPC URL {}", config.rpc_url))
         })?;
+        // The operator account's nonce is read from the chain (pending) for every send, never
+        // counted locally: another hb402 sharing the key, or the operator's own transaction,
+        // moves it behind this process's back. Sends are serialised, so reading it is enough
+        // within one process; across processes a send that lost the race is retried.
         let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
             .wallet(EthereumWallet::from(signer))
             .connect_http(url)
             .erased();
@@ -423,6 +431,43 @@ impl LocalSettlement {
     }
 }
 
+/// How many times a send is retried when another sender took the operator's nonce.
+const NONCE_RETRIES: usize = 3;
+
+/// Whether a refused send lost a race for the operator account's nonce (nothing was
+/// broadcast; it may be signed again with the next nonce).
+fn nonce_taken(error: &FacilitatorError) -> bool {
+    let FacilitatorError::Unreachable(message) = error else {
+        return false;
+    };
+    let message = message.to_ascii_lowercase();
+    message.contains("nonce too low") || message.contains("replacement transaction underpriced")
+}
+
+impl LocalSettlement {
+    /// Sends the transfer; its transaction hash once the RPC accepted it.
+    async fn send(&self, c: &Checked) -> Result<B256, FacilitatorError> {
+        let mut attempt = 0;
+        loop {
+            let sent = match self.transfer_call(c) {
+                Transfer::Eoa(call) => self.rpc(call.send()).await,
+                Transfer::Wallet(call) => self.rpc(call.send()).await,
+            };
+            match sent {
+                Ok(pending) => return Ok(*pending.tx_hash()),
+                Err(e) if attempt < NONCE_RETRIES && nonce_taken(&e) => {
+                    attempt += 1;
+                    tracing::info!(
+                        attempt,
+                        "operator nonce taken by another sender; sending again"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 enum Transfer<'a> {
     Eoa(SolCallBuilder<&'a DynProvider, IEip3009Token::transferWithAuthorization_0Call>),
     Wallet(SolCallBuilder<&'a DynProvider, IEip3009Token::transferWithAuthorization_1Call>),
@@ -512,12 +557,8 @@ impl Facilitator for LocalSettlement {
                     B256::ZERO,
                 ));
             }
-            let sent = match self.transfer_call(&checked) {
-                Transfer::Eoa(call) => self.rpc(call.send()).await,
-                Transfer::Wallet(call) => self.rpc(call.send()).await,
-            };
-            let tx = match sent {
-                Ok(pending_tx) => *pending_tx.tx_hash(),
+            let tx = match self.send(&checked).await {
+                Ok(tx) => tx,
                 Err(e) => {
                     tracing::warn!(error = %e, "settlement transaction was not accepted");
                     return Ok(self.settled(
