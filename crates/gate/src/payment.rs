@@ -1,8 +1,9 @@
 //! One payment, from the header that carries it to its end: a typed value consumed once.
 //!
 //! [`hold`] turns a payment header into a [`Hold`]: decode (bounded) → match an offer → local
-//! checks (no network) → the payer's failure budget → the replay lock on (chain, asset, from,
-//! nonce), taken with an owner token → the facilitator's `/verify`. A `Hold` then ends in exactly
+//! checks (no network) → the replay lock on (chain, asset, from, nonce), taken with an owner
+//! token → for a fresh authorization, the payer's (and client's) failure budget and the
+//! facilitator's `/verify`. A `Hold` then ends in exactly
 //! one of two ways, each consuming it:
 //!
 //! - [`Hold::settle`], once the response is ready: `Settled` (the content may go out),
@@ -23,6 +24,7 @@
 //! Fail closed everywhere (x402.md §3.1): anything that is not a clear success is a refusal, and
 //! a lock is freed only when no settlement can have happened.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use alloy::primitives::B256;
@@ -42,6 +44,11 @@ use crate::store::{LockRecord, LockState, NewPayment, PaymentState, StoreError};
 /// How long a lock outlives its authorization's `validBefore` (clock skew between hb402 and the
 /// chain): after that no settlement of it can happen any more.
 const LOCK_GRACE_SECONDS: u64 = 120;
+
+/// How long a lock whose settlement is pending, or settled and not delivered, outlives its
+/// authorization's `validBefore`: its payer's retry is served (or told the outcome) meanwhile,
+/// however late it comes.
+const KEEP_UNRESOLVED_SECONDS: u64 = 86_400;
 
 /// How long a client is asked to wait before retrying a payment whose outcome is unknown.
 pub(crate) const RETRY_AFTER_SECONDS: u64 = 5;
@@ -119,6 +126,9 @@ struct Paid {
     amount: String,
     authorization: Authorization,
     valid_before: u64,
+    /// The refusal of an authorization past its `validBefore` (checked as of when it was still
+    /// valid): it may only resume a payment already pending or settled, never start one.
+    expired: Option<hb402_x402::Refusal>,
 }
 
 /// A payment held for one request: its replay lock is taken by this request alone.
@@ -131,6 +141,8 @@ pub(crate) struct Hold {
     paid: Paid,
     offered: Offered,
     ledger_id: Option<u64>,
+    /// The client's address, for its failure budget.
+    client: Option<IpAddr>,
 }
 
 /// A settled payment, its response header ready.
@@ -203,11 +215,13 @@ fn header_name(version: u32) -> &'static str {
     }
 }
 
-/// Checks a request's payment against what it is offered and holds it for this request.
+/// Checks a request's payment against what it is offered and holds it for this request;
+/// `client` is the address it came from.
 pub(crate) async fn hold(
     gate: &Gate,
     header: Option<&str>,
     offered: Offered,
+    client: Option<IpAddr>,
 ) -> Result<Hold, PaymentRefusal> {
     let Some(header) = header else {
         return Err(required(
@@ -218,12 +232,7 @@ pub(crate) async fn hold(
         ));
     };
     let paid = check_locally(gate, header, &offered)?;
-    if let Err(retry_after) = gate.limiter.check(&paid.payer) {
-        gate.metrics
-            .record_payment(&paid.network_label, PaymentResult::Throttled);
-        return Err(PaymentRefusal::Throttled { retry_after });
-    }
-    acquire(gate, paid, offered).await
+    acquire(gate, paid, offered, client).await
 }
 
 /// Decode, match and the local checks: no network, no state.
@@ -260,15 +269,21 @@ fn check_locally(gate: &Gate, header: &str, offered: &Offered) -> Result<Paid, P
             "the payment does not match any offer of this resource".into(),
         ));
     };
-    let (offer, local) =
-        first_verified(gate, &candidates, &decoded.payload).map_err(|refusal| {
-            metrics.record_payment(&network_label(gate, first), PaymentResult::Rejected);
-            refuse(
-                refusal.reason.into(),
-                refusal.reason.as_str(),
-                refusal.message,
-            )
-        })?;
+    let now = now_secs();
+    let (offer, local, expired) = match first_verified(gate, &candidates, &decoded.payload, now) {
+        Ok((offer, local)) => (offer, local, None),
+        Err(refusal) => match when_valid(gate, &candidates, &decoded.payload, now, &refusal) {
+            Some((offer, local)) => (offer, local, Some(refusal)),
+            None => {
+                metrics.record_payment(&network_label(gate, first), PaymentResult::Rejected);
+                return Err(refuse(
+                    refusal.reason.into(),
+                    refusal.reason.as_str(),
+                    refusal.message,
+                ));
+            }
+        },
+    };
     let version = decoded.payload.version();
     let auth = &local.authorization;
     let network = match (&decoded.payload, &offer.v1) {
@@ -296,6 +311,7 @@ fn check_locally(gate: &Gate, header: &str, offered: &Offered) -> Result<Paid, P
             nonce: auth.nonce,
         },
         valid_before: local.valid_before_secs(),
+        expired,
     })
 }
 
@@ -305,8 +321,8 @@ fn first_verified<'a>(
     gate: &Gate,
     candidates: &[&'a Offer],
     payload: &PaymentPayload,
+    now: u64,
 ) -> Result<(&'a Offer, hb402_x402::LocallyVerified), hb402_x402::Refusal> {
-    let now = now_secs();
     let skew = gate.config.payments.skew_seconds;
     let mut first_refusal = None;
     for offer in candidates {
@@ -320,6 +336,30 @@ fn first_verified<'a>(
     Err(first_refusal.unwrap_or_else(|| {
         hb402_x402::Refusal::new(hb402_x402::Reason::InvalidPayload, "no offer verifies")
     }))
+}
+
+/// For a payment refused only because its `validBefore` has passed: the same checks as of just
+/// before then. A payer whose settlement was pending (or settled, undelivered) at that time
+/// still gets what it paid for on a late retry; nothing new is started with it ([`acquire`]).
+fn when_valid<'a>(
+    gate: &Gate,
+    candidates: &[&'a Offer],
+    payload: &PaymentPayload,
+    now: u64,
+    refusal: &hb402_x402::Refusal,
+) -> Option<(&'a Offer, hb402_x402::LocallyVerified)> {
+    use hb402_x402::exact::VALID_BEFORE_BUFFER_SECONDS;
+    if refusal.reason != hb402_x402::Reason::ValidBefore {
+        return None;
+    }
+    let (auth, _) = hb402_x402::exact::parse_exact_payload(payload.payload()).ok()?;
+    let valid_before = u64::try_from(auth.valid_before).ok()?;
+    if valid_before >= now.saturating_add(VALID_BEFORE_BUFFER_SECONDS) {
+        // Not expired: too far in the future.
+        return None;
+    }
+    let then = valid_before.checked_sub(VALID_BEFORE_BUFFER_SECONDS + 1)?;
+    first_verified(gate, candidates, payload, then).ok()
 }
 
 fn network_label(gate: &Gate, offer: &Offer) -> NetworkLabel {
@@ -357,7 +397,12 @@ const IN_USE: &str = "this payment authorization is in use by another request; s
 
 /// Takes the replay lock: a fresh authorization is then verified; a pending or
 /// settled-but-undelivered one is taken over by this request.
-async fn acquire(gate: &Gate, paid: Paid, offered: Offered) -> Result<Hold, PaymentRefusal> {
+async fn acquire(
+    gate: &Gate,
+    paid: Paid,
+    offered: Offered,
+    client: Option<IpAddr>,
+) -> Result<Hold, PaymentRefusal> {
     let store = &gate.store;
     let key = lock_key(&paid);
     let owner = random_owner();
@@ -382,8 +427,9 @@ async fn acquire(gate: &Gate, paid: Paid, offered: Offered) -> Result<Hold, Paym
                 paid,
                 offered,
                 ledger_id: None,
+                client,
             };
-            return hold.verify(gate).await;
+            return hold.start(gate).await;
         }
         let Some(current) = store
             .lock_get(&key)
@@ -419,6 +465,7 @@ async fn acquire(gate: &Gate, paid: Paid, offered: Offered) -> Result<Hold, Paym
                 origin,
                 paid,
                 offered,
+                client,
             });
         }
     }
@@ -436,6 +483,35 @@ impl Hold {
     /// The payer's address.
     pub(crate) fn payer(&self) -> &str {
         &self.paid.payer
+    }
+
+    /// The client's address.
+    pub(crate) fn client(&self) -> Option<IpAddr> {
+        self.client
+    }
+
+    /// A fresh authorization: refused if it expired (only a pending or settled payment may be
+    /// resumed late) or its payer or client is over its failure budget, else verified.
+    async fn start(self, gate: &Gate) -> Result<Hold, PaymentRefusal> {
+        if let Some(refusal) = self.paid.expired.clone() {
+            gate.metrics
+                .record_payment(&self.paid.network_label, PaymentResult::Rejected);
+            let refusal = required(
+                &self.offered,
+                refusal.reason.into(),
+                refusal.reason.as_str(),
+                refusal.message,
+            );
+            self.give_back(gate).await;
+            return Err(refusal);
+        }
+        if let Err(retry_after) = gate.limiter.check(&self.paid.payer, self.client) {
+            gate.metrics
+                .record_payment(&self.paid.network_label, PaymentResult::Throttled);
+            self.give_back(gate).await;
+            return Err(PaymentRefusal::Throttled { retry_after });
+        }
+        self.verify(gate).await
     }
 
     /// The facilitator's `/verify` of a fresh authorization; on any refusal the lock is freed.
@@ -456,13 +532,18 @@ impl Hold {
             .observe_facilitator(FacilitatorOp::Verify, started.elapsed());
         let (label, result, code, message) = match verdict {
             Ok(v) if v.is_valid => return Ok(self),
-            Ok(v) => (
-                PaymentRequiredReason::VerifyFailed,
-                PaymentResult::VerifyFailed,
-                plain_code(v.invalid_reason.as_deref(), "invalid_payment"),
-                "the facilitator refused the payment",
-            ),
-            // Fail closed: an unreachable, slow or incoherent facilitator is a refusal.
+            Ok(v) => {
+                // Refused: the payer's failure (or its client's).
+                gate.limiter.failed(&self.paid.payer, self.client);
+                (
+                    PaymentRequiredReason::VerifyFailed,
+                    PaymentResult::VerifyFailed,
+                    plain_code(v.invalid_reason.as_deref(), "invalid_payment"),
+                    "the facilitator refused the payment",
+                )
+            }
+            // Fail closed: an unreachable, slow or incoherent facilitator is a refusal (and
+            // nobody's fault).
             Err(e) => {
                 tracing::warn!(error = %e, payer = %self.paid.payer, "facilitator /verify failed");
                 (
@@ -473,7 +554,6 @@ impl Hold {
                 )
             }
         };
-        gate.limiter.failed(&self.paid.payer);
         gate.metrics
             .record_payment(&self.paid.network_label, result);
         let refusal = required(&self.offered, label, &code, message);
@@ -608,7 +688,9 @@ impl Hold {
             },
         )
         .await;
-        gate.limiter.failed(&self.paid.payer);
+        if payers_fault(&reason) {
+            gate.limiter.failed(&self.paid.payer, self.client);
+        }
         gate.metrics
             .record_payment(&self.paid.network_label, PaymentResult::SettleFailed);
         let response = SettleResponse {
@@ -634,7 +716,7 @@ impl Hold {
             owner: String::new(),
             transaction: tx.clone().or(self.record.transaction.clone()),
             ledger_id: self.ledger_id,
-            ..self.record.clone()
+            until: unresolved_until(&self.record, &self.paid),
         };
         swap(gate, &self.key, Some(&self.record), Some(&pending)).await;
         if self.origin == Origin::Fresh {
@@ -697,11 +779,29 @@ impl Settled {
         let back = LockRecord {
             state: LockState::Settled,
             owner: String::new(),
+            until: unresolved_until(&self.record, &self.paid),
             ..self.record.clone()
         };
         swap(gate, &self.key, Some(&self.record), Some(&back)).await;
         tracing::info!(payer = %self.paid.payer, "settled payment not delivered; its retry will be served");
     }
+}
+
+/// When a pending or settled-undelivered lock lapses: long enough for a late retry.
+fn unresolved_until(record: &LockRecord, paid: &Paid) -> u64 {
+    record
+        .until
+        .max(paid.valid_before.saturating_add(KEEP_UNRESOLVED_SECONDS))
+}
+
+/// Whether a failed settlement's reason is the payer's doing (its funds, its authorization),
+/// not the backend's: only those count against its failure budget.
+fn payers_fault(reason: &str) -> bool {
+    !(reason.starts_with("unexpected_")
+        || matches!(
+            reason,
+            "settlement_failed" | "settlement_expired" | "invalid_transaction_state"
+        ))
 }
 
 /// Ends a request's payment: the one place every payment is finalised. `delivered`: the

@@ -88,7 +88,7 @@ pub(crate) fn render(refusal: PaymentRefusal, asker: Asker<'_>) -> Reply {
             let err = ApiError::new(
                 429,
                 "too_many_failed_payments",
-                "this payer's recent payments failed too often; try again later",
+                "recent payments from this payer or this client failed too often; try again later",
             );
             let mut reply = Reply::error(&err, asker.request_id);
             reply.headers.push(("retry-after", retry_after.to_string()));

@@ -268,6 +268,7 @@ impl Proxy {
         let request = ReadRequest {
             route,
             headers: &req.headers,
+            client: client_ip(session),
         };
         match read::decide(&self.gate, request).await? {
             ReadStep::Answer(reply, payment) => {
@@ -302,13 +303,29 @@ impl Proxy {
         };
         let intake = upload::intake(gate, &headers, &target)?;
         let hold = match &intake.offered {
-            Some(offered) => Some(payment::hold(gate, payment_header(req), offered.clone()).await?),
+            Some(offered) => Some(
+                payment::hold(
+                    gate,
+                    payment_header(req),
+                    offered.clone(),
+                    client_ip(session),
+                )
+                .await?,
+            ),
             None => None,
         };
         upload::handle(gate, &mut SessionBody(session), intake, hold)
             .await
             .map(Some)
     }
+}
+
+/// The TCP peer's address (never a forwarded header: anyone can write those).
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|addr| addr.as_inet())
+        .map(|addr| addr.ip())
 }
 
 #[async_trait]

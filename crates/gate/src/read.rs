@@ -137,6 +137,8 @@ pub(crate) struct ReadRequest<'a> {
     /// The request's headers (`Range`; for a priced read `PAYMENT-SIGNATURE` or `X-PAYMENT`, and
     /// `X-Receipt`).
     pub(crate) headers: &'a http::HeaderMap,
+    /// The client's address (its failure budget), when known.
+    pub(crate) client: Option<std::net::IpAddr>,
 }
 
 /// What to do with a read.
@@ -530,7 +532,11 @@ pub(crate) fn receipt_for(gate: &Gate, payer: &str, path: &str) -> Option<String
 pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep, Refusal> {
     let config = &gate.config;
     let now = now_secs();
-    let ReadRequest { route, headers } = req;
+    let ReadRequest {
+        route,
+        headers,
+        client,
+    } = req;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let access = authorize(config, &route, now)?;
     let (meta, source) = gate
@@ -558,7 +564,7 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
     let hold = match (offered, receipt) {
         (Some(offered), None) => {
             let payment = header("payment-signature").or_else(|| header("x-payment"));
-            Some(Box::pin(payment::hold(gate, payment, offered)).await?)
+            Some(Box::pin(payment::hold(gate, payment, offered, client)).await?)
         }
         (Some(_), Some(payer)) => {
             tracing::debug!(%payer, path = %route.path, "read on a receipt");

@@ -79,6 +79,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         .map_err(|e| BuildError::Unsupported(e.to_string()))?;
     let limiter = crate::limiter::FailureLimiter::new(
         config.payments.max_failures_per_payer,
+        config.payments.max_failures_per_client,
         config.payments.failure_window,
     );
     let gate = Arc::new(Gate {

@@ -488,17 +488,17 @@ pub(crate) async fn handle(
     intake: Intake,
     hold: Option<Hold>,
 ) -> Result<Reply, Refusal> {
-    let payer = hold.as_ref().map(|h| h.payer().to_owned());
+    let payer = hold.as_ref().map(|h| (h.payer().to_owned(), h.client()));
     let mut lease = None;
     let result = store(gate, body, &intake, hold, &mut lease).await;
     if let Some(lease) = lease {
         lease.release().await;
     }
-    if let (Err((Refusal::Upload(e), _)), Some(payer)) = (&result, &payer)
+    if let (Err((Refusal::Upload(e), _)), Some((payer, client))) = (&result, &payer)
         && e.clients_fault()
     {
         // A payment verified for an item that then fails is the payer's failure too.
-        gate.limiter.failed(payer);
+        gate.limiter.failed(payer, *client);
     }
     let bytes = body.bytes_read();
     let label = match &result {

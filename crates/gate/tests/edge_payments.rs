@@ -911,3 +911,177 @@ async fn a_failed_upload_never_deletes_a_copy_this_hb402_has_no_record_of() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap(), "the owner's copy");
 }
+
+/// Sends `header` as the payment for `path`; the response.
+async fn pay_raw(h: &Harness, path: &str, header: &str) -> reqwest::Response {
+    h.client
+        .get(format!("{}{path}", h.url))
+        .header("payment-signature", header)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Regression (from an attack on the running proxy): the failure budget counted what was not
+/// the payer's doing, and was checked before a retry was recognised. A facilitator outage
+/// throttled every honest payer who tried meanwhile; and a payer throttled for other failures
+/// could not collect a payment already charged (its retry got 429, and after `validBefore` a
+/// 402). Now only the payer's own failures count, and the retry of a pending or settled payment
+/// is always served.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_failure_budget_counts_only_the_payers_faults_and_never_blocks_a_paid_retry() {
+    // The facilitator is down: each try is refused (fail closed), none counts.
+    let closed = common::free_port();
+    let down = Harness::start_with(Options {
+        extra_toml: paid_toml(
+            &format!("http://127.0.0.1:{closed}/"),
+            "max_failures_per_payer = 2\n",
+            "",
+        ),
+        ..Options::default()
+    })
+    .await;
+    let it = text_item(141, b"patience");
+    upload(&down, &it, &[]).await;
+    let path = format!("/{}", it.id());
+    for attempt in 0..5 {
+        let header = payment_for(&down, &path, None).await;
+        let resp = pay_raw(&down, &path, &header).await;
+        assert_eq!(resp.status(), 402, "attempt {attempt}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "unexpected_verify_error");
+    }
+
+    // A payment pending; then the same payer fails twice (its funds) and is throttled.
+    let facilitator = Scripted::start().await;
+    let h = Harness::start_with(Options {
+        extra_toml: paid_toml(&facilitator.url, "max_failures_per_payer = 2\n", ""),
+        ..Options::default()
+    })
+    .await;
+    upload(&h, &it, &[]).await;
+    let tx = format!("0x{}", "ef".repeat(32));
+    facilitator.settles_with(json!({"success": false, "errorReason": "settlement_pending", "transaction": tx, "network": "eip155:84532"}));
+    let pending = payment_for(&h, &path, None).await;
+    assert_eq!(pay_raw(&h, &path, &pending).await.status(), 504);
+    facilitator.settles_with(
+        json!({"success": false, "errorReason": "insufficient_funds", "network": "eip155:84532"}),
+    );
+    for _ in 0..2 {
+        let header = payment_for(&h, &path, None).await;
+        assert_eq!(pay_raw(&h, &path, &header).await.status(), 402);
+    }
+    let header = payment_for(&h, &path, None).await;
+    assert_eq!(pay_raw(&h, &path, &header).await.status(), 429);
+    // The pending payment settled after all: its retry gets the content, throttled or not.
+    facilitator
+        .settles_with(json!({"success": true, "transaction": tx, "network": "eip155:84532"}));
+    let resp = pay_raw(&h, &path, &pending).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap(), "patience");
+    // A facilitator failing by itself does not count either.
+    facilitator.settles_with(json!({"success": false, "errorReason": "unexpected_settle_error", "network": "eip155:84532"}));
+    let other = Scripted::start().await;
+    other.settles_with(json!({"success": false, "errorReason": "unexpected_settle_error", "network": "eip155:84532"}));
+    let fresh = Harness::start_with(Options {
+        extra_toml: paid_toml(&other.url, "max_failures_per_payer = 2\n", ""),
+        ..Options::default()
+    })
+    .await;
+    upload(&fresh, &it, &[]).await;
+    for attempt in 0..4 {
+        let header = payment_for(&fresh, &path, None).await;
+        assert_eq!(
+            pay_raw(&fresh, &path, &header).await.status(),
+            402,
+            "attempt {attempt}"
+        );
+    }
+}
+
+/// Regression (from an attack on the running proxy): each throwaway key has a fresh failure
+/// budget, so one client could make the facilitator verify payment after payment from unfunded
+/// keys. The client's address has a budget too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_cycling_throwaway_keys_is_throttled() {
+    let (_chain, _facilitator, h) = paid_stack("max_failures_per_client = 3\n", "", false).await;
+    let it = text_item(151, b"not for throwaways");
+    upload(&h, &it, &[]).await;
+    let path = format!("/{}", it.id());
+    let verifies = || {
+        metric(
+            &h,
+            "hb402_facilitator_duration_seconds_count{op=\"verify\"}",
+        )
+    };
+    for seed in 1u8..=5 {
+        let key = B256::from([seed.wrapping_add(0x60); 32]);
+        let header = payment_for(&h, &path, Some(key)).await;
+        let calls = verifies().await;
+        let resp = pay_raw(&h, &path, &header).await;
+        if seed <= 3 {
+            assert_eq!(resp.status(), 402, "key {seed}");
+            assert_eq!(verifies().await, calls + 1.0);
+        } else {
+            assert_eq!(resp.status(), 429, "key {seed}");
+            assert_eq!(verifies().await, calls, "the facilitator was asked");
+        }
+    }
+}
+
+/// Regression (from an attack on the running proxy): a payment charged after its settlement
+/// was reported pending could not be collected once its `validBefore` had passed: the retry was
+/// refused as expired. A pending (or settled, undelivered) payment is served to its retry
+/// however late; an expired authorization never starts a new payment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_retry_of_a_charged_payment_still_gets_the_content() {
+    let chain = LocalChain::start().await;
+    let local = format!(
+        "[payments]\nmode = \"local\"\nrpc_url = \"{}\"\n\
+         operator_key = \"${{HB402_TEST_OPERATOR_KEY}}\"\nchain_id = 84532\n\
+         settle_timeout_seconds = 2\nmax_timeout_seconds = 12\n\
+         [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{}\"\n\
+         [[pricing.rules]]\nprice = \"0.01\"\n",
+        chain.rpc_url(),
+        PAYEE_ACCOUNT.address_checksummed()
+    );
+    let h = Harness::start_with(Options {
+        extra_toml: local,
+        ..Options::default()
+    })
+    .await;
+    let it = text_item(161, b"late but paid");
+    upload(&h, &it, &[]).await;
+    let path = format!("/{}", it.id());
+    let header = payment_for(&h, &path, None).await;
+    let unused = payment_for(&h, &path, None).await;
+    let valid_before = decode(&header)["payload"]["authorization"]["validBefore"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let payee = PAYEE_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+    chain.rpc("evm_setAutomine", json!([false])).await;
+    assert_eq!(pay_raw(&h, &path, &header).await.status(), 504);
+    chain.rpc("evm_mine", json!([])).await;
+    chain.rpc("evm_setAutomine", json!([true])).await;
+    assert_eq!(chain.usdc_balance(payee).await, before + PRICE, "charged");
+    // Past validBefore (bounded wait: the window is 12 s).
+    while common::now() < valid_before {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let resp = pay_raw(&h, &path, &header).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap(), "late but paid");
+    assert_eq!(pay_raw(&h, &path, &header).await.status(), 402, "delivered");
+    // An expired authorization that was never used buys nothing.
+    let resp = pay_raw(&h, &path, &unused).await;
+    assert_eq!(resp.status(), 402);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        "invalid_exact_evm_payload_authorization_valid_before"
+    );
+    assert_eq!(chain.usdc_balance(payee).await, before + PRICE);
+}

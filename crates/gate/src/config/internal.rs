@@ -340,6 +340,8 @@ pub struct PaymentsConfig {
     /// Failed payments (refused by the facilitator, or failed settlements) a payer may make
     /// within `failure_window` before its payments are refused without asking the facilitator.
     pub max_failures_per_payer: u32,
+    /// The same, per client address (IPv6 by /64), whatever payers it pays with; 0: no limit.
+    pub max_failures_per_client: u32,
     /// The window of `max_failures_per_payer`.
     pub failure_window: Duration,
     /// How long ledger entries that ended without a settlement (failed, released) are kept.
@@ -725,6 +727,7 @@ fn payments(
             .transpose()?,
         chain_rpc_url,
         max_failures_per_payer: p.max_failures_per_payer,
+        max_failures_per_client: p.max_failures_per_client,
         failure_window: seconds("payments.failure_window_seconds", p.failure_window_seconds)?,
         ledger_retention: Duration::from_secs(u64::from(p.ledger_retention_days.max(1)) * 86_400),
     })

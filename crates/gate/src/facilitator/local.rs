@@ -559,12 +559,14 @@ impl Facilitator for LocalSettlement {
             }
             let tx = match self.send(&checked).await {
                 Ok(tx) => tx,
+                // The payment passed the chain checks and the simulation: a send the RPC
+                // refuses is the operator's (gas, RPC) problem, not the payer's.
                 Err(e) => {
                     tracing::warn!(error = %e, "settlement transaction was not accepted");
                     return Ok(self.settled(
                         &checked,
                         false,
-                        Some("invalid_exact_evm_transaction_failed"),
+                        Some("unexpected_settle_error"),
                         B256::ZERO,
                     ));
                 }
