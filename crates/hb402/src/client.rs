@@ -2,6 +2,11 @@
 //! cheapest offer within `--max-amount` is paid with an EIP-3009 authorization signed by the key
 //! named with `--private-key-env`, and the request is sent once more with the payment.
 //!
+//! A settlement the server reports pending (504 `settlement_pending`) is never paid again: the
+//! same payment is sent again after `Retry-After`, for up to `--pending-wait` seconds; past
+//! that, the payment header is printed so that it can be sent again later (`-H`), and the payer
+//! is charged at most once whatever happens.
+//!
 //! The response body goes to standard output (or `-o FILE`); what was paid, the settlement's
 //! transaction and any receipt go to standard error. Exit status: 0 for a 2xx answer, 1 for
 //! anything else (the server's answer or the local error is printed on standard error).
@@ -41,6 +46,10 @@ pub(crate) struct PayArgs {
     /// Bound on each request, in seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// How long to keep sending the same payment again while the server reports its
+    /// settlement pending, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pending_wait: u64,
 }
 
 /// `hb402 fetch`.
@@ -205,8 +214,9 @@ fn run(
             }
         };
         let mut response = send(None).await?;
+        let mut payment = None;
         if response.status() == 402 {
-            let (choice, payment) = prepare_payment(response, pay).await?;
+            let (choice, header) = prepare_payment(response, pay).await?;
             eprintln!(
                 "hb402: paying {} ({} atomic units) on {} to {}",
                 format_amount(&choice),
@@ -214,7 +224,31 @@ fn run(
                 choice.network,
                 choice.pay_to
             );
-            response = send(Some(payment)).await?;
+            response = send(Some(header.clone())).await?;
+            payment = Some(header);
+        }
+        // Pending (this payment, or one passed with -H): the same payment again, never a new one.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(pay.pending_wait);
+        while let Some(wait) = pending(&response) {
+            if tokio::time::Instant::now() + wait > deadline {
+                let again = match &payment {
+                    Some((name, value)) => format!("-H '{name}: {value}'"),
+                    None => "the same payment header".to_owned(),
+                };
+                eprintln!(
+                    "hb402: the settlement is still pending; it is charged at most once. \
+                     To collect it, send the same payment again: {again}"
+                );
+                break;
+            }
+            eprintln!(
+                "hb402: settlement pending; sending the same payment again in {} s",
+                wait.as_secs()
+            );
+            tokio::time::sleep(wait).await;
+            response = send(payment.clone()).await?;
+        }
+        if payment.is_some() {
             report_settlement(&response);
             if response.status() == 402 {
                 let header = header_str(&response, "payment-required");
@@ -347,16 +381,37 @@ fn format_amount(choice: &Choice) -> String {
     )
 }
 
+/// The settlement response a server sent, if any.
+fn settlement(response: &reqwest::Response) -> Option<Option<SettleResponse>> {
+    let value = header_str(response, "payment-response")
+        .or_else(|| header_str(response, "x-payment-response"))?;
+    Some(
+        base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SettleResponse>(&b).ok()),
+    )
+}
+
+/// For a 504 saying the settlement is pending: how long to wait (`Retry-After`, 1–30 s).
+fn pending(response: &reqwest::Response) -> Option<Duration> {
+    if response.status() != 504 {
+        return None;
+    }
+    let reason = settlement(response)??.error_reason?;
+    if reason != hb402_x402::facilitator::SETTLEMENT_PENDING {
+        return None;
+    }
+    let seconds = header_str(response, "retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(5);
+    Some(Duration::from_secs(seconds.clamp(1, 30)))
+}
+
 fn report_settlement(response: &reqwest::Response) {
-    let Some(value) = header_str(response, "payment-response")
-        .or_else(|| header_str(response, "x-payment-response"))
-    else {
+    let Some(decoded) = settlement(response) else {
         return;
     };
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .ok()
-        .and_then(|b| serde_json::from_slice::<SettleResponse>(&b).ok());
     match decoded {
         Some(s) if s.success => eprintln!(
             "hb402: settled on {}: transaction {}",

@@ -171,6 +171,11 @@ struct Gateway {
 
 impl Gateway {
     fn start(dir: &Path, upstream: &str, facilitator: &str) -> Gateway {
+        Self::start_with(dir, upstream, facilitator, "")
+    }
+
+    /// [`Gateway::start`] with `payments` added to the `[payments]` table.
+    fn start_with(dir: &Path, upstream: &str, facilitator: &str, payments: &str) -> Gateway {
         let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let url = format!("http://{public}");
@@ -205,6 +210,7 @@ facilitator_url = "{facilitator}"
 verify_timeout_seconds = 5
 settle_timeout_seconds = 10
 receipt_secret = "${{E2E_RECEIPT_SECRET}}"
+{payments}
 [[payments.accept]]
 network = "base-sepolia"
 pay_to = "{payee}"
@@ -692,5 +698,72 @@ async fn faults_never_separate_content_from_settlement() {
             .iter()
             .all(|(p, s)| p == &path && s != "reserved" && s != "verified"),
         "{ledger:?}"
+    );
+}
+
+/// Regression (from an attack on the running proxy): `hb402 fetch` signed a new authorization on
+/// every run, so a settlement reported pending (504) and retried by running it again was
+/// charged again each time. It now sends the same payment again until it settles.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_resends_a_pending_payment_instead_of_paying_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = LocalChain::start().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _node = devnode(
+        node_addr,
+        &dir.path().join("node"),
+        &dir.path().join("node.log"),
+    );
+    // hb402 reads the chain to learn what became of a settlement the facilitator did not report.
+    let gw = Gateway::start_with(
+        dir.path(),
+        &format!("http://{node_addr}"),
+        facilitator.url(),
+        &format!("rpc_url = \"{}\"", chain.rpc_url()),
+    );
+    let text = b"paid for once";
+    let id = sign_and_upload(
+        dir.path(),
+        "text",
+        text,
+        &["Content-Type=text/plain"],
+        &[],
+        &format!("{}/upload", gw.url),
+    );
+    let url = format!("{}/{id}", gw.url);
+    let payee = PAYEE_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+    // Blocks stop until well after hb402's settlement deadline (10 s): the first answer is 504.
+    chain.rpc("evm_setAutomine", json!([false])).await;
+    let miner = {
+        let rpc = chain.rpc_url().to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(13)).await;
+            let http = reqwest::Client::new();
+            for (method, params) in [("evm_mine", json!([])), ("evm_setAutomine", json!([true]))] {
+                http.post(&rpc)
+                    .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let fetch_url = url.clone();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || hb402_cli(&["fetch", &fetch_url], &payer_env()))
+            .await
+            .unwrap();
+    miner.await.unwrap();
+    assert_eq!((code, out.as_slice()), (0, text.as_slice()), "{err}");
+    assert!(
+        err.contains("settlement pending; sending the same payment again"),
+        "{err}"
+    );
+    assert_eq!(
+        chain.usdc_balance(payee).await,
+        before + PRICE,
+        "charged once"
     );
 }
