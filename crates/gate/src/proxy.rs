@@ -423,13 +423,13 @@ impl ProxyHttp for Proxy {
                     .query()
                     .filter(|q| self.gate.config.passthrough.allow_query && !q.is_empty());
                 // The canonical form, whatever the client spelled (in the common case the client
-                // spelled it so, and there is nothing to rebuild).
-                let uri = &upstream_request.uri;
+                // spelled it so, and there is nothing to rebuild). The target as it goes on the
+                // wire is compared, not the parsed URI: an absolute-form target (`ftp://e/…`)
+                // parses to the same path but would be sent as it came.
                 let spelled = query.is_none()
-                    && uri.scheme().is_none()
                     && path
                         .as_wire()
-                        .is_some_and(|wire| uri.path() == wire && uri.query().is_none());
+                        .is_some_and(|wire| upstream_request.raw_path() == wire.as_bytes());
                 if !spelled {
                     let mut target = path.to_uri_path();
                     if let Some(q) = query {
@@ -554,11 +554,12 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
-    /// A pass-through's answer: the node's content with a short list of its headers; its errors
-    /// become hb402's own (the node's error text never reaches the client).
+    /// A pass-through's answer: the node's content with a short list of its headers and the
+    /// status's standard reason phrase; its errors and redirects become hb402's own (the node's
+    /// text never reaches the client). A 304 has no body and passes.
     fn passed_through(&self, response: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         let status = response.status.as_u16();
-        if status >= 400 {
+        if status >= 300 && status != 304 {
             ctx.refusal = Some(match status {
                 404 | 410 => Refusal::Route(Refused::NotFound),
                 400..=499 => Refusal::Route(Refused::NodeRefused(status)),
@@ -569,6 +570,7 @@ impl Proxy {
             });
             return Err(Error::explain(ErrorType::HTTPStatus(502), "node error"));
         }
+        response.set_reason_phrase(None)?;
         let unlisted = |name: &http::HeaderName| !returned(name.as_str());
         if response.headers.keys().any(unlisted) {
             let names: Vec<_> = response

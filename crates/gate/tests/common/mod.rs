@@ -221,6 +221,8 @@ pub fn item(seed: u8, tags: Vec<hb402_ans104::Tag>, data: &[u8]) -> hb402_ans104
 #[derive(Debug)]
 pub struct RawResponse {
     pub status: u16,
+    /// The status line as sent.
+    pub status_line: String,
     /// Names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -245,7 +247,7 @@ impl RawResponse {
             .iter()
             .map(|(n, v)| format!("{n}: {v}\n"))
             .collect();
-        format!("{head}\n{}", self.text())
+        format!("{}\n{head}\n{}", self.status_line, self.text())
     }
 }
 
@@ -273,8 +275,8 @@ pub async fn raw(url: &str, head: &str, body: &[u8]) -> RawResponse {
         });
     let text = String::from_utf8_lossy(&bytes[..split]).into_owned();
     let mut lines = text.split("\r\n");
-    let status = lines
-        .next()
+    let status_line = lines.next().unwrap_or_default().to_owned();
+    let status = Some(status_line.as_str())
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("bad status line for {head:?}: {text}"));
@@ -284,6 +286,7 @@ pub async fn raw(url: &str, head: &str, body: &[u8]) -> RawResponse {
         .collect();
     RawResponse {
         status,
+        status_line,
         headers,
         body: bytes[split + 4..].to_vec(),
     }

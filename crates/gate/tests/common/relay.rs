@@ -142,7 +142,8 @@ async fn relay(
         .collect();
     state.seen.lock().unwrap().push(Seen {
         method: method.clone(),
-        target: path_and_query.clone(),
+        // As sent: an absolute-form target keeps its scheme and authority.
+        target: parts.uri.to_string(),
         headers: headers.clone(),
     });
     let body = match body.collect().await {
