@@ -32,4 +32,6 @@ pub struct Gate {
     pub(crate) limiter: crate::limiter::FailureLimiter,
     /// Uploads in progress (`limits.max_concurrent_uploads`).
     pub(crate) uploads: tokio::sync::Semaphore,
+    /// Uploads in progress per client (`limits.max_uploads_per_client`).
+    pub(crate) upload_slots: std::sync::Arc<crate::limiter::ClientSlots>,
 }

@@ -109,6 +109,72 @@ impl FailureLimiter {
     }
 }
 
+/// Uploads in progress per client address (`limits.max_uploads_per_client`). Memory is bounded
+/// by the uploads in progress: an address is forgotten when its last upload ends.
+#[derive(Debug)]
+pub(crate) struct ClientSlots {
+    max: u32,
+    held: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
+}
+
+/// One upload's slot; freed when dropped.
+#[derive(Debug)]
+pub(crate) struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    key: IpAddr,
+}
+
+impl ClientSlots {
+    /// At most `max` per client (0: no limit).
+    pub(crate) fn new(max: u32) -> Arc<Self> {
+        Arc::new(ClientSlots {
+            max,
+            held: std::sync::Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// A slot for `client`: `Ok(None)` when there is no limit (or no address), `Err(())` when
+    /// the client holds all of its own.
+    pub(crate) fn enter(
+        self: &Arc<Self>,
+        client: Option<IpAddr>,
+    ) -> Result<Option<ClientSlot>, ()> {
+        let (Some(ip), true) = (client, self.max > 0) else {
+            return Ok(None);
+        };
+        let key = client_key(ip);
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = held.entry(key).or_insert(0);
+        if *count >= self.max {
+            return Err(());
+        }
+        *count += 1;
+        Ok(Some(ClientSlot {
+            slots: Arc::clone(self),
+            key,
+        }))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +212,24 @@ mod tests {
         let v4: IpAddr = "192.0.2.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(client_key(mapped), v4);
+    }
+
+    #[test]
+    fn a_client_holds_at_most_its_upload_slots_and_gets_them_back() {
+        let slots = ClientSlots::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = slots.enter(Some(a)).unwrap();
+        let second = slots.enter(Some(a)).unwrap();
+        assert!(first.is_some() && second.is_some());
+        assert!(slots.enter(Some(a)).is_err());
+        assert!(slots.enter(Some(b)).unwrap().is_some());
+        drop(first);
+        let again = slots.enter(Some(a)).unwrap();
+        assert!(again.is_some());
+        drop((second, again));
+        assert!(slots.held.lock().unwrap().is_empty(), "forgotten");
+        assert!(ClientSlots::new(0).enter(Some(a)).unwrap().is_none());
     }
 
     #[test]

@@ -290,6 +290,9 @@ impl Proxy {
         target: UploadTarget,
     ) -> std::result::Result<Option<Reply>, Refusal> {
         let gate = &self.gate;
+        let Ok(_slot) = gate.upload_slots.enter(client_ip(session)) else {
+            return Err(upload::UploadError::ClientBusy.into());
+        };
         let Ok(_permit) = gate.uploads.try_acquire() else {
             return Err(upload::UploadError::Busy.into());
         };

@@ -88,6 +88,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         chain,
         limiter,
         uploads: tokio::sync::Semaphore::new(config.limits.max_concurrent_uploads as usize),
+        upload_slots: crate::limiter::ClientSlots::new(config.limits.max_uploads_per_client),
         items: Items::new(config.clone(), store.clone(), upstream.clone()),
         config: config.clone(),
         upstream,

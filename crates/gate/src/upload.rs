@@ -90,6 +90,9 @@ pub(crate) enum UploadError {
     /// `limits.max_concurrent_uploads` uploads are in progress.
     #[error("too many uploads in progress")]
     Busy,
+    /// `limits.max_uploads_per_client` uploads of this client are in progress.
+    #[error("too many uploads in progress from this client")]
+    ClientBusy,
     /// The body took longer than `limits.max_upload_seconds`.
     #[error("the upload took too long")]
     TooSlow,
@@ -163,6 +166,16 @@ impl UploadError {
                     ApiError::service_unavailable(
                         "too_many_uploads",
                         "too many uploads are in progress; retry shortly",
+                    ),
+                    vec![("retry-after", "5".to_owned())],
+                );
+            }
+            UploadError::ClientBusy => {
+                return (
+                    ApiError::new(
+                        429,
+                        "too_many_uploads",
+                        "this client has too many uploads in progress; retry when one is done",
                     ),
                     vec![("retry-after", "5".to_owned())],
                 );

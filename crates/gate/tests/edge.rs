@@ -849,6 +849,50 @@ async fn uploads_in_progress_are_bounded() {
     assert_eq!(post_item(&h, b.to_bytes(), &[]).await.0, 201);
 }
 
+/// Regression (from an attack on the running proxy): one client with slow bodies held every
+/// upload slot of the gateway (free uploads need no payment to do so). Each client address has
+/// at most `limits.max_uploads_per_client` uploads in progress.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_cannot_hold_every_upload_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with(Options {
+        extra_toml: "[limits]\nmax_uploads_per_client = 2\nmax_concurrent_uploads = 8\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let items: Vec<_> = (0..4u8).map(|n| item(81 + n, vec![], &[n; 4096])).collect();
+    let puts = h.node_requests(RouteKind::PutObject);
+    let first = Stalled::start(&h, &items[0].to_bytes(), &[]).await;
+    until_put_started(&h, puts).await;
+    let second = Stalled::start(&h, &items[1].to_bytes(), &[]).await;
+    until_put_started(&h, puts + 1).await;
+    let (status, body) = post_item(&h, items[2].to_bytes(), &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("too_many_uploads")),
+        "{body}"
+    );
+    // Another client is not held up.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut stream = socket.connect(h.url[7..].parse().unwrap()).await.unwrap();
+    let bytes = items[3].to_bytes();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        bytes.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // The slots come back when the uploads end.
+    assert_eq!(first.finish().await, 201);
+    assert_eq!(second.finish().await, 201);
+    assert_eq!(post_item(&h, items[2].to_bytes(), &[]).await.0, 201);
+}
+
 /// Regression (from an attack on the running proxy): a content-type rule priced `/<id>` but not
 /// `/binary/<id>` or the raw route, which serve the same data inside the whole item (the rule
 /// looked at the route's type, bytes).

@@ -143,6 +143,7 @@ pub(crate) struct LimitsFile {
     pub(crate) max_verify_bytes: u64,
     pub(crate) max_upload_seconds: u64,
     pub(crate) max_concurrent_uploads: u32,
+    pub(crate) max_uploads_per_client: u32,
 }
 
 impl Default for LimitsFile {
@@ -155,6 +156,7 @@ impl Default for LimitsFile {
             max_verify_bytes: 256 * 1024 * 1024,
             max_upload_seconds: 600,
             max_concurrent_uploads: 32,
+            max_uploads_per_client: 4,
         }
     }
 }

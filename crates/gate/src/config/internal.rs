@@ -151,6 +151,9 @@ pub struct Limits {
     pub max_upload_time: Duration,
     /// Uploads in progress at once; more are refused (503).
     pub max_concurrent_uploads: u32,
+    /// Uploads in progress at once from one client address (IPv6 by /64); more are refused
+    /// (429). 0: no limit.
+    pub max_uploads_per_client: u32,
 }
 
 /// Which store implementation.
@@ -1006,6 +1009,7 @@ impl Config {
             max_verify_bytes: l.max_verify_bytes,
             max_upload_time: Duration::from_secs(l.max_upload_seconds.clamp(1, 86_400)),
             max_concurrent_uploads: l.max_concurrent_uploads,
+            max_uploads_per_client: l.max_uploads_per_client,
         };
 
         if f.store.state_dir.is_empty() {
