@@ -733,49 +733,17 @@ async fn place(
             .await?
             .ok_or(UploadError::InProgress)?,
     );
-    // What the node holds, even a copy this hb402 has no record of: an upload never shortens
-    // or deletes what it did not write.
-    let existing = match gate.items.current(&bucket, &id).await {
-        Ok(existing) => existing,
-        Err(crate::items::ItemsError::TooLargeToVerify { .. }) => {
-            return Err(UploadError::Unverifiable.into());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let new_object = match &existing {
-        None => true,
-        // An expired copy is replaced; a copy the node lost is stored again.
-        Some(meta) if meta.expires_at.is_some_and(|at| at <= now) => true,
-        Some(meta) => match gate.upstream.object_size(&meta.bucket, &meta.key).await? {
-            None => true,
-            Some(_) if extends(meta.expires_at, expires_at) => false,
-            Some(_) => {
-                // Nothing to write: the copy is free for others while this body is checked.
-                if let Some(lease) = lease.take() {
-                    lease.release().await;
-                }
-                return Ok(Plan::Duplicate(meta.clone()));
+    let new_object = match decide(gate, &bucket, &id, expires_at, now).await? {
+        Decision::Write { new_object } => new_object,
+        Decision::Duplicate(meta) => {
+            // Nothing to write: the copy is free for others while this body is checked.
+            if let Some(lease) = lease.take() {
+                lease.release().await;
             }
-        },
+            return Ok(Plan::Duplicate(meta));
+        }
     };
-    gate.upstream.ensure_bucket(&bucket).await?;
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let stream =
-        reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }));
-    let put = gate.upstream.put_object(
-        &bucket,
-        &key,
-        stream,
-        intake.content_length,
-        lifecycle_days(expires_at, now),
-    );
-    let out = Outbound {
-        tx,
-        task: tokio::spawn(put),
-        chunk_timeout: up.write_timeout,
-    };
+    let out = open_put(gate, &bucket, &key, intake, expires_at).await?;
     Ok(Plan::Store(
         Placement {
             id,
@@ -786,6 +754,76 @@ async fn place(
         },
         out,
     ))
+}
+
+/// Whether an upload writes the copy.
+enum Decision {
+    /// Written; `new_object` when nothing (of the item, and alive) is there yet.
+    Write { new_object: bool },
+    /// Stored for at least as long already.
+    Duplicate(std::sync::Arc<ItemMeta>),
+}
+
+/// Decides from what the node holds, even a copy this hb402 has no record of: an upload never
+/// shortens or deletes what it did not write. Called under the copy's lease.
+async fn decide(
+    gate: &Gate,
+    bucket: &str,
+    id: &ItemId,
+    expires_at: Option<u64>,
+    now: u64,
+) -> Result<Decision, Refusal> {
+    let existing = match gate.items.current(bucket, id).await {
+        Ok(existing) => existing,
+        Err(crate::items::ItemsError::TooLargeToVerify { .. }) => {
+            return Err(UploadError::Unverifiable.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(meta) = existing else {
+        return Ok(Decision::Write { new_object: true });
+    };
+    // An expired copy is replaced; a copy the node lost is stored again.
+    if meta.expires_at.is_some_and(|at| at <= now) {
+        return Ok(Decision::Write { new_object: true });
+    }
+    Ok(
+        match gate.upstream.object_size(&meta.bucket, &meta.key).await? {
+            None => Decision::Write { new_object: true },
+            Some(_) if extends(meta.expires_at, expires_at) => {
+                Decision::Write { new_object: false }
+            }
+            Some(_) => Decision::Duplicate(meta),
+        },
+    )
+}
+
+/// Opens the node's streaming `PutObject`; chunks are sent through the returned [`Outbound`].
+async fn open_put(
+    gate: &Gate,
+    bucket: &str,
+    key: &str,
+    intake: &Intake,
+    expires_at: Option<u64>,
+) -> Result<Outbound, Refusal> {
+    gate.upstream.ensure_bucket(bucket).await?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let stream =
+        reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+    let put = gate.upstream.put_object(
+        bucket,
+        key,
+        stream,
+        intake.content_length,
+        lifecycle_days(expires_at, intake.now),
+    );
+    Ok(Outbound {
+        tx,
+        task: tokio::spawn(put),
+        chunk_timeout: gate.config.upstream.write_timeout,
+    })
 }
 
 /// Whether a new lifetime is longer than the stored one (`None`: never expires).
