@@ -97,8 +97,10 @@ impl Upstream {
         UpstreamError::Unreachable(e.to_string())
     }
 
-    /// The object's size, or `None` if it does not exist. The device answers 500 for a missing
-    /// key (and for any other error), so 500 and 404 both mean "absent" here.
+    /// The object's size, or `None` if it does not exist. The device answers 500 both for a
+    /// missing key and for any other failure, so a 500 is settled by listing the key: only a
+    /// listing without it means "absent". A node that fails otherwise is an error, never taken
+    /// for a lost copy (an upload would then rewrite or delete a copy that is still there).
     pub async fn object_size(&self, bucket: &str, key: &str) -> Result<Option<u64>, UpstreamError> {
         let resp = self
             .client
@@ -119,12 +121,44 @@ impl Upstream {
                     status: 200,
                     message: "HeadObject without a Content-Length".into(),
                 }),
-            StatusCode::NOT_FOUND | StatusCode::INTERNAL_SERVER_ERROR => Ok(None),
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::INTERNAL_SERVER_ERROR if !self.listed(bucket, key).await? => Ok(None),
             status => Err(UpstreamError::Status {
                 status: status.as_u16(),
                 message: "unexpected HeadObject status".into(),
             }),
         }
+    }
+
+    /// Whether the bucket's listing holds `key` (ListObjects v1 from `key`, one entry: the key
+    /// itself sorts first among the keys it prefixes); a bucket that does not exist holds none.
+    async fn listed(&self, bucket: &str, key: &str) -> Result<bool, UpstreamError> {
+        let resp = self
+            .client
+            .get(format!(
+                "{}/~s3@1.0/{bucket}?prefix={}&max-keys=1",
+                self.base,
+                query_escape(key)
+            ))
+            .header("authorization", &self.authorization)
+            .timeout(self.config.read_timeout)
+            .send()
+            .await
+            .map_err(Self::error)?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            // The device answers 500 for a missing bucket too; only a 404 HeadBucket says so.
+            let bucket_url = format!("{}/~s3@1.0/{bucket}", self.base);
+            if self.head_bucket(&bucket_url).await? == StatusCode::NOT_FOUND {
+                return Ok(false);
+            }
+            return Err(UpstreamError::Status {
+                status: status.as_u16(),
+                message: "ListObjects failed".into(),
+            });
+        }
+        let listing = resp.text().await.map_err(Self::error)?;
+        Ok(listed_keys(&listing).any(|listed| listed == key))
     }
 
     /// Reads bytes `start..=end` of an object. The device answers 200 (not 206) with just those
@@ -341,10 +375,57 @@ impl Upstream {
     }
 }
 
+/// `value` percent-encoded for a query string (unreserved characters and `/` kept).
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The keys of a ListObjects answer (`<Key>` text, XML entities decoded).
+fn listed_keys(listing: &str) -> impl Iterator<Item = String> + '_ {
+    listing.split("<Key>").skip(1).filter_map(|rest| {
+        let text = &rest[..rest.find("</Key>")?];
+        Some(
+            text.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        )
+    })
+}
+
 /// The dummy SigV4 `Authorization` header carrying the access key id.
 pub fn authorization_header(access_key_id: &str) -> String {
     format!(
         "AWS4-HMAC-SHA256 Credential={access_key_id}/20250101/us-east-1/s3/aws4_request, \
          SignedHeaders=host;x-amz-date, Signature=hb402"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_keys_are_read_exactly() {
+        let xml = "<ListBucketResult><Contents><Key>a&amp;b&lt;c</Key><Size>1</Size></Contents>\
+                   <Contents><Key>items/x.ans104</Key></Contents><Key>unclosed";
+        let keys: Vec<_> = listed_keys(xml).collect();
+        assert_eq!(keys, ["a&b<c", "items/x.ans104"]);
+        assert_eq!(listed_keys("<ListBucketResult/>").count(), 0);
+    }
+
+    #[test]
+    fn keys_are_escaped_for_the_query() {
+        assert_eq!(query_escape("items/aZ-_.~9.ans104"), "items/aZ-_.~9.ans104");
+        assert_eq!(query_escape("a b&c=d+é"), "a%20b%26c%3Dd%2B%C3%A9");
+    }
 }

@@ -218,8 +218,22 @@ async fn the_nodes_s3_api_is_unreachable_in_any_spelling() {
     }
 
     // What reached the node: object reads and writes hb402 decided on, with its own
-    // credentials, nothing else.
+    // credentials, and hb402's own one-key listings (is a key there?), nothing else.
     for seen in relay.seen_since(mark) {
+        if let Some((path, query)) = seen.target.split_once('?') {
+            let key = query
+                .strip_prefix("prefix=dataitems/")
+                .and_then(|q| q.strip_suffix(".ans104&max-keys=1"));
+            assert!(
+                seen.method == "GET"
+                    && ["/~s3@1.0/offchain-dataitems", "/~s3@1.0/hb402-private"].contains(&path)
+                    && key.is_some_and(|k| k.len() == 43 && !k.contains(['&', '/', '='])),
+                "{} {} reached the node",
+                seen.method,
+                seen.target
+            );
+            continue;
+        }
         assert!(
             matches!(seen.method.as_str(), "GET" | "HEAD"),
             "{} {} reached the node",
@@ -243,7 +257,6 @@ async fn the_nodes_s3_api_is_unreachable_in_any_spelling() {
     for kind in [
         RouteKind::DeleteObject,
         RouteKind::DeleteObjects,
-        RouteKind::ListObjects,
         RouteKind::ListBuckets,
         RouteKind::Cache,
         RouteKind::Presign,
@@ -845,6 +858,65 @@ async fn uploads_in_progress_are_bounded() {
     assert!(resp.header("retry-after").is_some());
     assert_eq!(held.finish().await, 201);
     assert_eq!(post_item(&h, b.to_bytes(), &[]).await.0, 201);
+}
+
+/// Regression (from an attack on the running proxy): the device answers 500 both for a missing
+/// key and for a failing store, and hb402 took every 500 for "absent". While the node's
+/// HeadObject failed, a cheap one-day upload of someone's never-expiring item rewrote the copy
+/// with a one-day life (and a failed payment would have deleted it). A 500 is now settled by
+/// listing the key: a copy that is still there is never taken for lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_node_is_never_taken_for_a_lost_copy() {
+    let h = Harness::start_with(Options {
+        relay: true,
+        ..Options::default()
+    })
+    .await;
+    let relay = h.relay.clone().unwrap();
+    let it = item(91, vec![], b"the owner's copy");
+    let id = it.id().to_string();
+    assert_eq!(post_item(&h, it.to_bytes(), &[]).await.0, 201);
+    relay.fail_heads(500);
+    let puts = h.node_requests(RouteKind::PutObject);
+    let (status, body) = post_item(&h, it.to_bytes(), &["x-expiry-days: 1"]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (502, Some("bad_gateway")),
+        "{body}"
+    );
+    assert_eq!(
+        h.node_requests(RouteKind::PutObject),
+        puts,
+        "nothing written"
+    );
+    relay.fail_heads(0);
+    let resp = get_path(&h, &format!("/{id}")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-expires-at"), None);
+    assert_eq!(resp.body, b"the owner's copy");
+    // A copy the node really lost is stored again, even while its HEADs fail.
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "{}/~s3@1.0/offchain-dataitems/dataitems/{id}.ans104",
+            h.node().url()
+        ))
+        .header(
+            "authorization",
+            hb402_devnode::authorization_header(h.node().access_key_id()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    relay.fail_heads(500);
+    let (status, body) = post_item(&h, it.to_bytes(), &["x-expiry-days: 1"]).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body["expires_at"].is_u64(), "{body}");
+    relay.fail_heads(0);
+    assert_eq!(
+        get_path(&h, &format!("/{id}")).await.body,
+        b"the owner's copy"
+    );
 }
 
 /// Regression (from an attack on the running proxy): one client with slow bodies held every

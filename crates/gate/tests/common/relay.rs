@@ -1,6 +1,6 @@
 //! A recording relay between hb402 and the devnode: it forwards every request, records what
 //! reached it (method, path, headers) so a test can prove what did or did not get to the node,
-//! and can fail object writes or reads on demand.
+//! and can fail object writes, reads or HEADs on demand.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -34,6 +34,8 @@ struct State {
     seen: Mutex<Vec<Seen>>,
     /// Answer object PUTs with this status instead of forwarding them (0: forward).
     fail_put: AtomicU16,
+    /// Answer object HEADs with this status instead of forwarding them (0: forward).
+    fail_head: AtomicU16,
     /// Answer this many object GETs (not HEADs) with `fail_get_status` instead of forwarding.
     fail_gets: AtomicUsize,
     fail_get_status: AtomicU16,
@@ -101,6 +103,11 @@ impl Relay {
         self.state.fail_put.store(status, Ordering::SeqCst);
     }
 
+    /// Object HEADs get `status` (0: forwarded again).
+    pub fn fail_heads(&self, status: u16) {
+        self.state.fail_head.store(status, Ordering::SeqCst);
+    }
+
     /// The next `count` object GETs get `status`.
     pub fn fail_gets(&self, count: usize, status: u16) {
         self.state.fail_get_status.store(status, Ordering::SeqCst);
@@ -154,6 +161,10 @@ async fn relay(
     let fail_put = state.fail_put.load(Ordering::SeqCst);
     if method == "PUT" && object && fail_put != 0 {
         return answer(fail_put, "S3 request failed");
+    }
+    let fail_head = state.fail_head.load(Ordering::SeqCst);
+    if method == "HEAD" && object && fail_head != 0 {
+        return answer(fail_head, "");
     }
     if method == "GET"
         && object
