@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use bytes::Bytes;
 use hb402_ans104::ItemId;
 use moka::future::Cache;
 
@@ -50,6 +51,9 @@ pub enum ItemsError {
     /// The node failed.
     #[error("node: {0}")]
     Node(String),
+    /// The node no longer holds the copy.
+    #[error("the node no longer holds the copy")]
+    Gone,
     /// The object is larger than `limits.max_verify_bytes`: it cannot be verified.
     #[error("the object is {size} bytes, more than the {max} that may be verified")]
     TooLargeToVerify {
@@ -79,9 +83,29 @@ pub struct Items {
     /// Copies recently found missing, so that a stream of requests for ids nobody stored costs
     /// the node one lookup per id and interval, not one per request.
     missing: Cache<CopyKey, ()>,
+    /// Whole items, verified (`None`: item bytes are not cached).
+    bodies: Option<Cache<ItemId, Bytes>>,
     store: Arc<dyn Store>,
     upstream: Arc<Upstream>,
     config: Arc<Config>,
+}
+
+/// A whole item from the edge cache.
+#[derive(Debug)]
+pub struct Body {
+    /// The item's bytes.
+    pub bytes: Bytes,
+    /// Whether memory had them (else they were just read from the node).
+    pub hit: bool,
+}
+
+impl Body {
+    /// Bytes `first..=last`, if the item has them.
+    pub fn slice(&self, first: u64, last: u64) -> Option<Bytes> {
+        let first = usize::try_from(first).ok()?;
+        let last = usize::try_from(last).ok()?;
+        (first <= last && last < self.bytes.len()).then(|| self.bytes.slice(first..=last))
+    }
 }
 
 /// The unix time now.
@@ -120,9 +144,17 @@ impl Items {
             .max_capacity(MISSING_ENTRIES)
             .time_to_live(MISSING_TTL)
             .build();
+        let bodies = (config.cache.item_bytes > 0).then(|| {
+            Cache::builder()
+                .max_capacity(config.cache.item_bytes)
+                .weigher(|_: &ItemId, bytes: &Bytes| u32::try_from(bytes.len()).unwrap_or(u32::MAX))
+                .time_to_live(config.cache.item_ttl)
+                .build()
+        });
         Items {
             cache,
             missing,
+            bodies,
             store,
             upstream,
             config,
@@ -225,12 +257,19 @@ impl Items {
         if size > max {
             return Err(ItemsError::TooLargeToVerify { size, max });
         }
-        let item = match self
+        let keep = self.cacheable(size);
+        let (item, bytes) = match self
             .upstream
-            .read_verified(&bucket, &object, size, self.config.limits.max_header_bytes)
+            .read_verified(
+                &bucket,
+                &object,
+                size,
+                self.config.limits.max_header_bytes,
+                keep,
+            )
             .await
         {
-            Ok(item) => item,
+            Ok(read) => read,
             Err(UpstreamError::Corrupt(reason)) => {
                 // Not a valid item: never served, under any id.
                 tracing::warn!(%bucket, key = %object, %reason, "stored object is not a valid DataItem");
@@ -259,12 +298,65 @@ impl Items {
             None,
         );
         self.store.put_meta(&meta).await?;
+        if let (Some(bodies), Some(bytes)) = (&self.bodies, bytes) {
+            bodies.insert(item.id, bytes).await;
+        }
         Ok(Some(meta))
+    }
+
+    /// Whether an item of `size` bytes is kept in memory.
+    fn cacheable(&self, size: u64) -> bool {
+        self.bodies.is_some() && size <= self.config.cache.item_max_bytes
+    }
+
+    /// The whole object of a copy: from memory, or read once from the node and kept if it is
+    /// the item (concurrent misses share the read). `None` when the item is not kept in memory.
+    /// Only called once a read of this copy was decided from its metadata.
+    pub async fn body(&self, meta: &ItemMeta) -> Result<Option<Body>, ItemsError> {
+        let (Some(bodies), true) = (&self.bodies, self.cacheable(meta.size)) else {
+            return Ok(None);
+        };
+        let Ok(id) = meta.id.parse::<ItemId>() else {
+            return Ok(None);
+        };
+        if let Some(bytes) = bodies.get(&id).await {
+            return Ok(Some(Body { bytes, hit: true }));
+        }
+        let bytes = bodies
+            .try_get_with(id, self.read_body(meta, id))
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(Some(Body { bytes, hit: false }))
+    }
+
+    /// Reads a copy's object whole and checks it is the item its metadata describes.
+    async fn read_body(&self, meta: &ItemMeta, id: ItemId) -> Result<Bytes, ItemsError> {
+        let max_header = self.config.limits.max_header_bytes;
+        let read = self
+            .upstream
+            .read_verified(&meta.bucket, &meta.key, meta.size, max_header, true)
+            .await;
+        match read {
+            Ok((item, Some(bytes))) if item.id == id && item.size == meta.size => Ok(bytes),
+            Ok(_) | Err(UpstreamError::Corrupt(_)) => {
+                tracing::warn!(bucket = %meta.bucket, key = %meta.key, "stored object is not the item it was");
+                Err(ItemsError::Node("the stored object is not the item".into()))
+            }
+            // The device answers 500 for a missing key: a copy the node lost is not found.
+            Err(e @ UpstreamError::Status { .. }) => {
+                match self.upstream.object_size(&meta.bucket, &meta.key).await? {
+                    None => Err(ItemsError::Gone),
+                    Some(_) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Stores and caches a copy's metadata.
     pub async fn remember(&self, meta: ItemMeta) -> Result<(), StoreError> {
         self.store.put_meta(&meta).await?;
+        self.drop_body(&meta.id).await;
         if let Some(key) = self.key_of(&meta.bucket, &meta.id) {
             self.missing.invalidate(&key).await;
             self.cache.insert(key, Arc::new(meta)).await;
@@ -275,6 +367,7 @@ impl Items {
     /// Forgets a copy.
     pub async fn forget(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
         self.store.delete_meta(bucket, id).await?;
+        self.drop_body(id).await;
         if let Some(key) = self.key_of(bucket, id) {
             self.cache.invalidate(&key).await;
         }
@@ -302,6 +395,12 @@ impl Items {
             .find(id, Location::Bucket(bucket))
             .await?
             .map(|(meta, _)| meta))
+    }
+
+    async fn drop_body(&self, id: &str) {
+        if let (Some(bodies), Ok(id)) = (&self.bodies, id.parse::<ItemId>()) {
+            bodies.invalidate(&id).await;
+        }
     }
 
     /// A copy's metadata if already known (cache or store), without asking the node.

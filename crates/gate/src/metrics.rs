@@ -207,6 +207,8 @@ label_enum! {
     CacheLabel {
         /// The in-memory item metadata cache.
         Metadata => "metadata",
+        /// The edge cache of whole items' bytes (a miss reads the item from the node).
+        Items => "items",
         /// The persistent store, asked when the memory cache misses.
         Store => "store",
         /// The facilitator's cached `/supported` answer.

@@ -13,6 +13,7 @@ use crate::config::{Config, PaymentMode};
 use crate::gate::Gate;
 use crate::items::{ItemsError, Location, now_secs};
 use crate::meta::ItemMeta;
+use crate::metrics::{CacheLabel, CacheResult};
 use crate::payment::{self, Hold, Offered, Payment};
 use crate::pricing::{self, PriceRoute, ReadFacts};
 use crate::range::{RangeReply, evaluate};
@@ -124,6 +125,7 @@ impl From<ItemsError> for Refusal {
         match e {
             ItemsError::Store(m) => Refusal::Store(StoreError::Backend(m)),
             ItemsError::Node(m) => Refusal::Node(UpstreamError::Unreachable(m)),
+            ItemsError::Gone => Refusal::Read(ReadError::NotFound),
             ItemsError::TooLargeToVerify { .. } => Refusal::Read(ReadError::TooLargeToVerify),
         }
     }
@@ -561,7 +563,7 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
             .and_then(|t| crate::receipt::verify(&gate.receipt_key, t, &route.path, now))
     };
     let receipt = paid_before(&offered);
-    let hold = match (offered, receipt) {
+    let mut hold = match (offered, receipt) {
         (Some(offered), None) => {
             let payment = header("payment-signature").or_else(|| header("x-payment"));
             Some(Box::pin(payment::hold(gate, payment, offered, client)).await?)
@@ -573,7 +575,19 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
         (None, _) => None,
     };
     if route.head || shape.length == 0 {
-        return Box::pin(answer(gate, shape, hold, route.head, &route.path)).await;
+        return Box::pin(answer(
+            gate,
+            shape,
+            hold,
+            route.head,
+            &route.path,
+            Bytes::new(),
+        ))
+        .await;
+    }
+    // Behind the plan: the edge cache of item bytes, for items small enough to keep.
+    if let Some(bytes) = cached_bytes(gate, &meta, &shape, &mut hold).await? {
+        return Box::pin(answer(gate, shape, hold, false, &route.path, bytes)).await;
     }
     Ok(ReadStep::Forward(ReadPlan {
         object_path: Upstream::object_path(&meta.bucket, &meta.key),
@@ -586,14 +600,46 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
     }))
 }
 
-/// HEAD and empty bodies are answered from metadata: no upstream request. A paid empty body is
-/// settled first.
+/// Step 7: the bytes to serve from the edge cache, when it keeps this item (a miss reads the
+/// item from the node and verifies it). On a node failure the held payment is given back.
+async fn cached_bytes(
+    gate: &Gate,
+    meta: &ItemMeta,
+    shape: &Shape,
+    hold: &mut Option<Hold>,
+) -> Result<Option<Bytes>, Refusal> {
+    let started = std::time::Instant::now();
+    match gate.items.body(meta).await {
+        Ok(None) => Ok(None),
+        Ok(Some(body)) => {
+            let result = match body.hit {
+                true => CacheResult::Hit,
+                false => {
+                    gate.metrics.observe_upstream(started.elapsed());
+                    CacheResult::Miss
+                }
+            };
+            gate.metrics.record_cache(CacheLabel::Items, result);
+            // The object's bytes are its verified size, which the range was planned within.
+            Ok(body.slice(shape.first, shape.last))
+        }
+        Err(e) => {
+            // Nothing was served: the payment is given back, never settled.
+            payment::finish(gate, hold.take().map(Payment::Held), false).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// HEAD, empty bodies and cached items are answered without an upstream request. A paid answer
+/// is settled first.
 async fn answer(
     gate: &Gate,
     shape: Shape,
     hold: Option<Hold>,
     head: bool,
     path: &str,
+    body: Bytes,
 ) -> Result<ReadStep, Refusal> {
     let mut headers = shape.headers;
     let settled = match hold {
@@ -608,7 +654,7 @@ async fn answer(
         }
         None => None,
     };
-    let mut reply = Reply::new(shape.status, headers, Bytes::new());
+    let mut reply = Reply::new(shape.status, headers, body);
     reply.head_only = head;
     Ok(ReadStep::Answer(reply, settled))
 }

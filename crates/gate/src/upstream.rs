@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use hb402_ans104::{Header, HeaderParser, StreamingVerifier, VerifiedItem};
 use reqwest::StatusCode;
@@ -198,14 +199,16 @@ impl Upstream {
     }
 
     /// Reads a whole object (`size` bytes) through the DataItem verifier: the item, only if it
-    /// is a valid DataItem of exactly that size ([`UpstreamError::Corrupt`] otherwise).
+    /// is a valid DataItem of exactly that size ([`UpstreamError::Corrupt`] otherwise), and its
+    /// bytes when `keep` asks for them.
     pub async fn read_verified(
         &self,
         bucket: &str,
         key: &str,
         size: u64,
         max_header_bytes: usize,
-    ) -> Result<VerifiedItem, UpstreamError> {
+        keep: bool,
+    ) -> Result<(VerifiedItem, Option<Bytes>), UpstreamError> {
         let resp = self
             .client
             .get(format!("{}{}", self.base, Self::object_path(bucket, key)))
@@ -220,6 +223,7 @@ impl Upstream {
             });
         }
         let mut verifier = StreamingVerifier::new(max_header_bytes);
+        let mut kept = keep.then(|| BytesMut::with_capacity(usize::try_from(size).unwrap_or(0)));
         let mut body = resp.bytes_stream();
         let mut read = 0u64;
         while let Some(chunk) = body.next().await {
@@ -233,15 +237,19 @@ impl Upstream {
             verifier
                 .push(&chunk)
                 .map_err(|e| UpstreamError::Corrupt(e.to_string()))?;
+            if let Some(kept) = &mut kept {
+                kept.extend_from_slice(&chunk);
+            }
         }
         if read != size {
             return Err(UpstreamError::Corrupt(format!(
                 "read {read} of the object's {size} bytes"
             )));
         }
-        verifier
+        let item = verifier
             .finish()
-            .map_err(|e| UpstreamError::Corrupt(e.to_string()))
+            .map_err(|e| UpstreamError::Corrupt(e.to_string()))?;
+        Ok((item, kept.map(BytesMut::freeze)))
     }
 
     /// Deletes an object; an object already gone is not an error.

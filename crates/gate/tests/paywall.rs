@@ -934,13 +934,14 @@ async fn an_expired_item_or_a_failing_node_is_never_paid_for() {
     assert!(resp.headers().get("payment-response").is_none());
 
     // The node fails after the payment was verified: no content, no settlement, no ledger
-    // entry. A 500 is how the device says a key is missing (404); any other 5xx is a
-    // 502. The released authorization stays usable, so one payment serves both attempts.
+    // entry. A node that answers 500 to everything (the device's "missing key", but also its
+    // listing and its buckets) is failing, like one answering 503: a 502. The released
+    // authorization stays usable, so one payment serves both attempts.
     let addr = h.node().addr();
     h.node.take().unwrap().shutdown().await.unwrap();
     let (url, header) = &signed[1];
     for (node_status, status) in [
-        ("500 Internal Server Error", 404),
+        ("500 Internal Server Error", 502),
         ("503 Service Unavailable", 502),
     ] {
         let stub = failing_node(addr, node_status).await;

@@ -182,12 +182,15 @@ impl Default for StoreFile {
     }
 }
 
-/// `[cache]`: the in-memory metadata cache.
+/// `[cache]`: the in-memory metadata cache and the edge cache of item bytes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct CacheFile {
     pub(crate) metadata_bytes: u64,
     pub(crate) metadata_ttl_seconds: u64,
+    pub(crate) item_bytes: u64,
+    pub(crate) item_max_bytes: u64,
+    pub(crate) item_ttl_seconds: u64,
     /// Replaced by `metadata_bytes`; kept only to say so.
     pub(crate) metadata_entries: Option<u64>,
 }
@@ -197,6 +200,9 @@ impl Default for CacheFile {
         CacheFile {
             metadata_bytes: 64 * 1024 * 1024,
             metadata_ttl_seconds: 3600,
+            item_bytes: 256 * 1024 * 1024,
+            item_max_bytes: 1024 * 1024,
+            item_ttl_seconds: 60,
             metadata_entries: None,
         }
     }

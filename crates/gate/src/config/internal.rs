@@ -179,6 +179,9 @@ pub struct StoreConfig {
     pub purge_interval: Duration,
 }
 
+/// The largest `cache.item_max_bytes`.
+const MAX_CACHED_ITEM: u64 = 64 * 1024 * 1024;
+
 /// `[cache]`.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -186,6 +189,12 @@ pub struct CacheConfig {
     pub metadata_bytes: u64,
     /// How long an entry is kept.
     pub metadata_ttl: Duration,
+    /// Bytes of whole items kept in memory (0: item bytes are not cached).
+    pub item_bytes: u64,
+    /// The largest item kept in memory.
+    pub item_max_bytes: u64,
+    /// How long an item is kept before it is read (and verified) from the node again.
+    pub item_ttl: Duration,
 }
 
 /// `[expiry]`.
@@ -1057,9 +1066,25 @@ impl Config {
         if f.cache.metadata_bytes < 64 * 1024 {
             return Err(invalid("cache.metadata_bytes", "must be at least 64 KiB"));
         }
+        if f.cache.item_bytes > 0 && !(1..=MAX_CACHED_ITEM).contains(&f.cache.item_max_bytes) {
+            return Err(invalid(
+                "cache.item_max_bytes",
+                "must be between 1 and 64 MiB when cache.item_bytes is set",
+            ));
+        }
+        if f.cache.item_bytes > 0 && f.cache.item_max_bytes > f.cache.item_bytes {
+            return Err(invalid(
+                "cache.item_max_bytes",
+                "must not be more than cache.item_bytes",
+            ));
+        }
         let cache = CacheConfig {
             metadata_bytes: f.cache.metadata_bytes,
             metadata_ttl: Duration::from_secs(f.cache.metadata_ttl_seconds.max(1)),
+            item_bytes: f.cache.item_bytes,
+            // Cached items are verified whole: never more than may be verified.
+            item_max_bytes: f.cache.item_max_bytes.min(limits.max_verify_bytes),
+            item_ttl: Duration::from_secs(f.cache.item_ttl_seconds.max(1)),
         };
 
         if !(1..=365).contains(&f.expiry.max_days) {
@@ -1220,6 +1245,21 @@ mod tests {
         );
         assert!(err("version = 1\n[store]\nkind = \"redis\"").starts_with("store.redis_url:"));
         assert!(err("version = 1\n[expiry]\nmax_days = 400").starts_with("expiry.max_days:"));
+        for cache in [
+            "item_bytes = 1000\nitem_max_bytes = 2000",
+            "item_max_bytes = 0",
+            "item_bytes = 134217728\nitem_max_bytes = 67108865",
+        ] {
+            let e = err(&format!("version = 1\n[cache]\n{cache}"));
+            assert!(e.starts_with("cache.item_max_bytes:"), "{cache}: {e}");
+        }
+        let c = load("version = 1\n[cache]\nitem_bytes = 0\nitem_max_bytes = 0").unwrap();
+        assert_eq!(c.cache.item_bytes, 0);
+        let c = load("version = 1\n[limits]\nmax_verify_bytes = 1000").unwrap();
+        assert_eq!(
+            c.cache.item_max_bytes, 1000,
+            "never more than may be verified"
+        );
         assert!(err("version = 1\n[passthrough]\ndeny = [\"x\"]").starts_with("passthrough.deny:"));
         for bad in ["/", "/~s3@1.0", "/resolve", "/~meta@1.0//info", "/Upload"] {
             let e = err(&format!("version = 1\n[passthrough]\nallow = [\"{bad}\"]"));
