@@ -297,9 +297,14 @@ impl Items {
             expires_at,
             None,
         );
-        self.store.put_meta(&meta).await?;
         if let (Some(bodies), Some(bytes)) = (&self.bodies, bytes) {
             bodies.insert(item.id, bytes).await;
+        }
+        // An upload of this copy may have recorded it while it was being read (its object is on
+        // the node before its payment settles): what the upload recorded (its paid lifetime)
+        // stands, never what the object's tags say.
+        if !self.store.put_meta_new(&meta).await? {
+            return Ok(self.store.get_meta(&meta.bucket, id).await?);
         }
         Ok(Some(meta))
     }

@@ -235,6 +235,25 @@ pub(crate) async fn hold(
     acquire(gate, paid, offered, client).await
 }
 
+/// For a resource that may no longer be sold (an item past its expiry): the request's payment
+/// only if it resumes one already pending or settled for it (its payer was charged, or will be,
+/// while it was on sale); a fresh authorization is never started.
+pub(crate) async fn resume(
+    gate: &Gate,
+    header: &str,
+    offered: Offered,
+    client: Option<IpAddr>,
+) -> Option<Hold> {
+    let mut paid = check_locally(gate, header, &offered).ok()?;
+    paid.expired.get_or_insert_with(|| {
+        hb402_x402::Refusal::new(
+            hb402_x402::Reason::InvalidPaymentRequirements,
+            "the resource is no longer offered",
+        )
+    });
+    acquire(gate, paid, offered, client).await.ok()
+}
+
 /// Decode, match and the local checks: no network, no state.
 fn check_locally(gate: &Gate, header: &str, offered: &Offered) -> Result<Paid, PaymentRefusal> {
     let metrics = &gate.metrics;
@@ -483,6 +502,11 @@ impl Hold {
     /// The payer's address.
     pub(crate) fn payer(&self) -> &str {
         &self.paid.payer
+    }
+
+    /// Whether it resumes a payment already pending or settled (not a fresh authorization).
+    pub(crate) fn resumed(&self) -> bool {
+        self.origin != Origin::Fresh
     }
 
     /// The client's address.

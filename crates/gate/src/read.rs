@@ -287,6 +287,11 @@ pub(crate) fn admit(meta: &ItemMeta, access: &Access, now: u64) -> Result<(), Re
     if let Some(at) = meta.expires_at.filter(|&at| at <= now) {
         return Err(ReadError::Gone(at));
     }
+    allowed(meta, access)
+}
+
+/// Whether the credentials open this copy (whatever its expiry).
+fn allowed(meta: &ItemMeta, access: &Access) -> Result<(), ReadError> {
     match access {
         Access::Public if meta.private => Err(ReadError::TokenRequired(
             "this item is private: a share link token is required",
@@ -547,7 +552,10 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
         .await?
         .ok_or(ReadError::NotFound)?;
     gate.metrics.record_metadata_lookup(source);
-    admit(&meta, &access, now)?;
+    let gone = match admit(&meta, &access, now) {
+        Err(ReadError::Gone(at)) => allowed(&meta, &access).map(|()| Some(at))?,
+        admitted => admitted.map(|()| None)?,
+    };
     let range = headers
         .get(http::header::RANGE)
         .and_then(|v| v.to_str().ok());
@@ -563,9 +571,22 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
             .and_then(|t| crate::receipt::verify(&gate.receipt_key, t, &route.path, now))
     };
     let receipt = paid_before(&offered);
-    let mut hold = match (offered, receipt) {
+    let payment = header("payment-signature").or_else(|| header("x-payment"));
+    if let Some(at) = gone {
+        // Expired: only a payment charged while it was on sale still gets it.
+        let late = match (offered, payment) {
+            (Some(offered), Some(payment)) => {
+                Box::pin(payment::resume(gate, payment, offered, client)).await
+            }
+            _ => None,
+        };
+        return match late {
+            Some(hold) => Box::pin(deliver(gate, &meta, shape, Some(hold), route)).await,
+            None => Err(ReadError::Gone(at).into()),
+        };
+    }
+    let hold = match (offered, receipt) {
         (Some(offered), None) => {
-            let payment = header("payment-signature").or_else(|| header("x-payment"));
             Some(Box::pin(payment::hold(gate, payment, offered, client)).await?)
         }
         (Some(_), Some(payer)) => {
@@ -574,19 +595,24 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
         }
         (None, _) => None,
     };
+    Box::pin(deliver(gate, &meta, shape, hold, route)).await
+}
+
+/// The read's bytes, once it was decided: from metadata (HEAD, empty data), from the edge
+/// cache, or a plan to forward one range of the object.
+async fn deliver(
+    gate: &Gate,
+    meta: &ItemMeta,
+    shape: Shape,
+    mut hold: Option<Hold>,
+    route: ReadRoute,
+) -> Result<ReadStep, Refusal> {
     if route.head || shape.length == 0 {
-        return Box::pin(answer(
-            gate,
-            shape,
-            hold,
-            route.head,
-            &route.path,
-            Bytes::new(),
-        ))
-        .await;
+        let body = Bytes::new();
+        return Box::pin(answer(gate, shape, hold, route.head, &route.path, body)).await;
     }
     // Behind the plan: the edge cache of item bytes, for items small enough to keep.
-    if let Some(bytes) = cached_bytes(gate, &meta, &shape, &mut hold).await? {
+    if let Some(bytes) = cached_bytes(gate, meta, &shape, &mut hold).await? {
         return Box::pin(answer(gate, shape, hold, false, &route.path, bytes)).await;
     }
     Ok(ReadStep::Forward(ReadPlan {

@@ -549,9 +549,23 @@ async fn store(
         Err(e) => return Err((e, held)),
     };
     let (placement, out) = match plan {
-        // Already stored for at least as long: nothing to pay for (a held payment is given
-        // back when the upload is finalised).
-        Plan::Duplicate(meta) => return Ok((Reply::json(200, &receipt(&meta)), held)),
+        // Already stored for at least as long: nothing to pay for (a fresh payment is given
+        // back when the upload is finalised). A retry of a payment already pending or settled
+        // has been charged, or will be: it ends settled, with what it bought (already there).
+        Plan::Duplicate(meta) => {
+            return match held {
+                Some(Payment::Held(hold)) if hold.resumed() => match hold.settle(gate).await {
+                    Ok(settled) => {
+                        let mut reply = Reply::json(200, &receipt(&meta));
+                        let (name, value) = settled.header();
+                        reply.headers.push((name, value.to_owned()));
+                        Ok((reply, Some(Payment::Settled(settled))))
+                    }
+                    Err(refusal) => Err((refusal.into(), None)),
+                },
+                held => Ok((Reply::json(200, &receipt(&meta)), held)),
+            };
+        }
         Plan::Store(placement, out) => (placement, out),
     };
     for chunk in pending {
@@ -826,12 +840,18 @@ async fn open_put(
     })
 }
 
-/// Whether a new lifetime is longer than the stored one (`None`: never expires).
+/// The least an upload must add to a copy's lifetime to write it again: the node's lifecycle
+/// counts whole days, and a smaller step (a second) let anyone take the copy's lease again and
+/// again for a trifle, keeping its owner from extending it.
+const MIN_EXTENSION_SECONDS: u64 = 86_400;
+
+/// Whether a new lifetime is longer than the stored one by a day at least (`None`: never
+/// expires).
 fn extends(stored: Option<u64>, new: Option<u64>) -> bool {
     match (stored, new) {
         (None, _) => false,
         (Some(_), None) => true,
-        (Some(old), Some(new)) => new > old,
+        (Some(old), Some(new)) => new >= old.saturating_add(MIN_EXTENSION_SECONDS),
     }
 }
 
@@ -841,7 +861,9 @@ mod tests {
 
     #[test]
     fn lifetimes_only_grow() {
-        assert!(extends(Some(10), Some(11)));
+        assert!(extends(Some(10), Some(10 + 86_400)));
+        assert!(!extends(Some(10), Some(10 + 86_399)));
+        assert!(!extends(Some(10), Some(11)));
         assert!(extends(Some(10), None));
         assert!(!extends(Some(10), Some(10)));
         assert!(!extends(Some(10), Some(9)));

@@ -1091,3 +1091,42 @@ async fn pass_through_answers_never_carry_the_nodes_internals() {
     // Another spelling of an allowed prefix is not that prefix.
     assert_eq!(get_path(&h, "/~META@1.0/INFO/address").await.status, 404);
 }
+
+/// Regression (from an attack on the running proxy): any later second counted as a longer
+/// lifetime, so anyone holding an item's bytes uploaded it again and again one second longer,
+/// each time holding the copy's lease through a slow body for a trifle, and its owner never got
+/// to extend it (409). A new lifetime writes the copy only if it is a day longer at least.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lifetime_grows_by_whole_days_only() {
+    let h = Harness::start().await;
+    let it = item(95, vec![], b"owned");
+    let at = common::now() + 3 * 86_400;
+    let (status, body) = post_item(&h, it.to_bytes(), &[&format!("x-expires-at: {at}")]).await;
+    assert_eq!(
+        (status, &body["expires_at"]),
+        (201, &Value::from(at)),
+        "{body}"
+    );
+    let puts = h.node_requests(RouteKind::PutObject);
+    for later in [at + 1, at + 3_600, at + 86_399] {
+        let (status, body) =
+            post_item(&h, it.to_bytes(), &[&format!("x-expires-at: {later}")]).await;
+        assert_eq!(
+            (status, &body["expires_at"]),
+            (200, &Value::from(at)),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        h.node_requests(RouteKind::PutObject),
+        puts,
+        "nothing written"
+    );
+    let longer = at + 86_400;
+    let (status, body) = post_item(&h, it.to_bytes(), &[&format!("x-expires-at: {longer}")]).await;
+    assert_eq!(
+        (status, &body["expires_at"]),
+        (201, &Value::from(longer)),
+        "{body}"
+    );
+}

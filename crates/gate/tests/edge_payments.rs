@@ -406,6 +406,7 @@ struct Scripted {
     url: String,
     settle: Arc<Mutex<Value>>,
     settles: Arc<Mutex<usize>>,
+    settle_delay: Arc<Mutex<std::time::Duration>>,
 }
 
 impl Scripted {
@@ -418,17 +419,20 @@ impl Scripted {
             json!({"success": true, "transaction": format!("0x{}", "ab".repeat(32)), "network": "eip155:84532"}),
         ));
         let settles = Arc::new(Mutex::new(0));
-        let (s, n) = (settle.clone(), settles.clone());
+        let settle_delay = Arc::new(Mutex::new(std::time::Duration::ZERO));
+        let (s, n, d) = (settle.clone(), settles.clone(), settle_delay.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (s, n) = (s.clone(), n.clone());
+                let (s, n, d) = (s.clone(), n.clone(), d.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: hyper::Request<Incoming>| {
-                            let (s, n) = (s.clone(), n.clone());
+                            let (s, n, d) = (s.clone(), n.clone(), d.clone());
                             async move {
                                 let body = if req.uri().path().ends_with("/settle") {
                                     *n.lock().unwrap() += 1;
+                                    let delay = *d.lock().unwrap();
+                                    tokio::time::sleep(delay).await;
                                     s.lock().unwrap().clone()
                                 } else {
                                     json!({"isValid": true, "payer": BUYER_ACCOUNT.address_checksummed()})
@@ -451,11 +455,16 @@ impl Scripted {
             url,
             settle,
             settles,
+            settle_delay,
         }
     }
 
     fn settles_with(&self, answer: Value) {
         *self.settle.lock().unwrap() = answer;
+    }
+
+    fn settles_after(&self, delay: std::time::Duration) {
+        *self.settle_delay.lock().unwrap() = delay;
     }
 }
 
@@ -1084,4 +1093,225 @@ async fn a_late_retry_of_a_charged_payment_still_gets_the_content() {
         "invalid_exact_evm_payload_authorization_valid_before"
     );
     assert_eq!(chain.usdc_balance(payee).await, before + PRICE);
+}
+
+/// A fresh payment for uploading `it` with `headers`, signed by `key` (the offer of its 402).
+async fn upload_payment(
+    h: &Harness,
+    it: &hb402_ans104::DataItem,
+    headers: &[(&str, &str)],
+    key: B256,
+) -> String {
+    let mut req = h
+        .client
+        .post(format!("{}/upload", h.url))
+        .body(it.to_bytes());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let v2 = decode(resp.headers()["payment-required"].to_str().unwrap());
+    let v1: Value = resp.json().await.unwrap();
+    let paid = payments(PaymentOptions {
+        requirements: Some(
+            json!({"v2": v2["accepts"][0], "v1": v1["accepts"][0], "resource": v2["resource"]}),
+        ),
+        signer_key: Some(key),
+        ..PaymentOptions::default()
+    })
+    .await;
+    paid["v2"]["header"].as_str().unwrap().to_owned()
+}
+
+async fn paid_upload(
+    h: &Harness,
+    it: &hb402_ans104::DataItem,
+    headers: &[(&str, &str)],
+    payment: &str,
+) -> reqwest::Response {
+    let mut req = h
+        .client
+        .post(format!("{}/upload", h.url))
+        .header("payment-signature", payment)
+        .body(it.to_bytes());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
+}
+
+/// Regression (from an attack on the running proxy): a new upload's object is on the node
+/// before its payment settles. A read in that window learned the copy from the node (no
+/// `Expires` tag: never expiring) and, finishing after the upload recorded it, replaced the
+/// paid one-day lifetime: the item never expired and was never purged. What hb402 learns from
+/// the node never replaces what an upload recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_during_an_uploads_settlement_never_replaces_its_lifetime() {
+    use hb402_devnode::RouteKind;
+    let facilitator = Scripted::start().await;
+    let h = Harness::start_with(Options {
+        extra_toml: paid_toml(
+            &facilitator.url,
+            "",
+            "[pricing.uploads]\nminimum = \"0.01\"\n",
+        ),
+        relay: true,
+        ..Options::default()
+    })
+    .await;
+    let relay = h.relay.clone().unwrap();
+    let it = item(151, vec![], b"paid for one day");
+    let id = it.id().to_string();
+    let one_day = [("x-expiry-days", "1")];
+    let payment = upload_payment(&h, &it, &one_day, BUYER_ACCOUNT.private_key).await;
+    facilitator.settles_after(std::time::Duration::from_millis(1500));
+    let puts = h.node_requests(RouteKind::PutObject);
+    // The body's last bytes come late: the copy's recent miss (from the upload's own lookup)
+    // is forgotten by then, as it would be for a large item.
+    let uploading = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (url, bytes) = (h.url[7..].to_owned(), it.to_bytes());
+        tokio::spawn(async move {
+            let mut socket = tokio::net::TcpStream::connect(url).await.unwrap();
+            let head = format!(
+                "POST /upload HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+                 x-expiry-days: 1\r\npayment-signature: {payment}\r\n\
+                 content-length: {}\r\n\r\n",
+                bytes.len()
+            );
+            socket.write_all(head.as_bytes()).await.unwrap();
+            let split = bytes.len() - 4;
+            socket.write_all(&bytes[..split]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(5500)).await;
+            socket.write_all(&bytes[split..]).await.unwrap();
+            let mut out = Vec::new();
+            socket.read_to_end(&mut out).await.unwrap();
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+            (
+                status,
+                serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+            )
+        })
+    };
+    // The object is on the node, the payment settling: a read learns the copy, slowly.
+    for _ in 0..1000 {
+        if h.objects_stored() > 0 && h.node_requests(RouteKind::PutObject) > puts {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    relay.delay_gets(std::time::Duration::from_millis(2500));
+    let reading = {
+        let (client, url) = (h.client.clone(), format!("{}/{id}", h.url));
+        tokio::spawn(async move { client.get(url).send().await.unwrap().status().as_u16() })
+    };
+    let (status, body) = uploading.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    let paid_until = body["expires_at"].as_u64().expect("a one-day lifetime");
+    assert_eq!(reading.await.unwrap(), 200);
+    relay.delay_gets(std::time::Duration::ZERO);
+    let resp = h
+        .client
+        .get(format!("{}/{id}", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("x-expires-at")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some(paid_until.to_string())
+    );
+}
+
+/// Regression (from an attack on the running proxy): a retry re-checked expiry and duplicates
+/// before it resolved its pending payment. A read paid while the item was on sale, settled
+/// after it expired, got 410; of two uploads of one item both charged through pending
+/// settlements, the second's retry got a free "already stored" and its charge stayed pending
+/// in the ledger. A payment already charged (or being charged) now always ends settled, with
+/// what it bought.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_charged_payment_ends_with_what_it_bought_after_expiry_or_as_a_duplicate() {
+    let chain = LocalChain::start().await;
+    let toml = format!(
+        "[payments]\nmode = \"local\"\nrpc_url = \"{}\"\n\
+         operator_key = \"${{HB402_TEST_OPERATOR_KEY}}\"\nchain_id = 84532\n\
+         settle_timeout_seconds = 2\n\
+         [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{}\"\n\
+         [[pricing.rules]]\ncontent_types = [\"text/*\"]\nprice = \"0.01\"\n\
+         [pricing.uploads]\nminimum = \"0.01\"\n",
+        chain.rpc_url(),
+        PAYEE_ACCOUNT.address_checksummed()
+    );
+    let h = Harness::start_with(Options {
+        extra_toml: toml,
+        ..Options::default()
+    })
+    .await;
+    let payee = PAYEE_ACCOUNT.address;
+    let second = hb402_testkit::ANVIL_ACCOUNTS[3].private_key;
+
+    // A read paid while the item is on sale, settled after it expired.
+    let it = text_item(161, b"sold before it expired");
+    let at = common::now() + 8;
+    let lifetime = [("x-expires-at", at.to_string())];
+    let lifetime: Vec<(&str, &str)> = lifetime.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let pay = upload_payment(&h, &it, &lifetime, BUYER_ACCOUNT.private_key).await;
+    assert_eq!(paid_upload(&h, &it, &lifetime, &pay).await.status(), 201);
+    let path = format!("/{}", it.id());
+    let header = payment_for(&h, &path, None).await;
+    chain.rpc("evm_setAutomine", json!([false])).await;
+    assert_eq!(pay_raw(&h, &path, &header).await.status(), 504);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while common::now() <= at {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let before = chain.usdc_balance(payee).await;
+    chain.rpc("evm_mine", json!([])).await;
+    chain.rpc("evm_setAutomine", json!([true])).await;
+    assert_eq!(chain.usdc_balance(payee).await, before + PRICE, "charged");
+    let resp = pay_raw(&h, &path, &header).await;
+    assert_eq!(resp.status(), 200);
+    let settlement = decode(resp.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(settlement["success"], true);
+    assert_eq!(resp.bytes().await.unwrap(), "sold before it expired");
+    // Nothing new is sold.
+    let resp = h
+        .client
+        .get(format!("{}{path}", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 410);
+
+    // Two uploads of one item, both charged through pending settlements.
+    let it = item(162, vec![], b"stored once, paid twice");
+    let days = [("x-expiry-days", "2")];
+    let first = upload_payment(&h, &it, &days, BUYER_ACCOUNT.private_key).await;
+    let other = upload_payment(&h, &it, &days, second).await;
+    chain.rpc("evm_setAutomine", json!([false])).await;
+    assert_eq!(paid_upload(&h, &it, &days, &first).await.status(), 504);
+    assert_eq!(paid_upload(&h, &it, &days, &other).await.status(), 504);
+    let before = chain.usdc_balance(payee).await;
+    chain.rpc("evm_mine", json!([])).await;
+    chain.rpc("evm_setAutomine", json!([true])).await;
+    assert_eq!(chain.usdc_balance(payee).await, before + 2 * PRICE);
+    assert_eq!(paid_upload(&h, &it, &days, &first).await.status(), 201);
+    let resp = paid_upload(&h, &it, &days, &other).await;
+    assert_eq!(resp.status(), 200, "already stored for as long");
+    let settlement = decode(resp.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(settlement["success"], true);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["id"], it.id().to_string());
+    let rows = ledger(&h).await;
+    assert!(
+        rows.iter().all(|row| row["state"] == "settled"),
+        "{rows:#?}"
+    );
+    assert_eq!(rows.len(), 4, "{rows:#?}");
 }

@@ -402,3 +402,38 @@ async fn purge_removes_lapsed_locks_and_stale_unpaid_ledger_entries_only() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn learned_metadata_never_replaces_a_record() {
+    each(|backend| async move {
+        let (clock, _) = manual_clock(1_000);
+        let store = backend.open(clock).await;
+        let name = backend.name();
+        let uploaded = meta("offchain-dataitems", "a", Some(5_000));
+        store.put_meta(&uploaded).await.unwrap();
+        let learned = meta("offchain-dataitems", "a", None);
+        assert!(!store.put_meta_new(&learned).await.unwrap(), "{name}");
+        assert_eq!(
+            store.get_meta("offchain-dataitems", "a").await.unwrap(),
+            Some(uploaded),
+            "{name}"
+        );
+        // A copy with no record gets one, in the expiry index too.
+        let fresh = meta("hb402-private", "b", Some(2_000));
+        assert!(store.put_meta_new(&fresh).await.unwrap(), "{name}");
+        assert_eq!(
+            store.get_meta("hb402-private", "b").await.unwrap(),
+            Some(fresh),
+            "{name}"
+        );
+        let expired: Vec<_> = store
+            .expired_items(3_000, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(expired, ["b"], "{name}");
+    })
+    .await;
+}

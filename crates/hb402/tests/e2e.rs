@@ -606,11 +606,21 @@ async fn faults_never_separate_content_from_settlement() {
     settlements += 1;
     assert_eq!(chain.usdc_balance(payee).await, before + PRICE);
 
-    // The node stalls: hb402 gives up after its read timeout; no content, no settlement.
+    // The node stalls on an item hb402 does not hold in memory yet: hb402 gives up after its
+    // read timeout; no content, no settlement.
+    let cold = sign_and_upload(
+        dir.path(),
+        "cold",
+        b"not read yet",
+        &["Content-Type=text/plain"],
+        &[],
+        &upload_url,
+    );
     relay.stall.store(true, Ordering::SeqCst);
     let before = chain.usdc_balance(payee).await;
     let started = Instant::now();
-    let (code, out, err) = hb402_cli(&["fetch", &url], &payer_env());
+    let cold_url = format!("{}/{cold}", gw.url);
+    let (code, out, err) = hb402_cli(&["fetch", &cold_url], &payer_env());
     assert_eq!(code, 1, "{err}");
     assert!(out.is_empty(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));

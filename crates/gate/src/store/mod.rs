@@ -232,6 +232,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores (or replaces) a copy's metadata.
     async fn put_meta(&self, meta: &ItemMeta) -> Result<(), StoreError>;
 
+    /// Stores a copy's metadata unless the copy already has a record (atomically); whether it
+    /// did. What hb402 learns from the node never replaces what an upload recorded.
+    async fn put_meta_new(&self, meta: &ItemMeta) -> Result<bool, StoreError>;
+
     /// Forgets a copy's metadata.
     async fn delete_meta(&self, bucket: &str, id: &str) -> Result<(), StoreError>;
 

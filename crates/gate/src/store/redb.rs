@@ -150,6 +150,31 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn put_meta_new(&self, meta: &ItemMeta) -> Result<bool, StoreError> {
+        let key = item_key(&meta.bucket, &meta.id);
+        let json = serde_json::to_vec(meta)?;
+        let expires_at = meta.expires_at;
+        self.run(move |db, _| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut items = txn.open_table(ITEMS).map_err(backend)?;
+                if items.get(key.as_str()).map_err(backend)?.is_some() {
+                    return Ok(false);
+                }
+                let mut expiries = txn.open_table(EXPIRIES).map_err(backend)?;
+                if let Some(at) = expires_at {
+                    expiries.insert((at, key.as_str()), ()).map_err(backend)?;
+                }
+                items
+                    .insert(key.as_str(), json.as_slice())
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn delete_meta(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
         let key = item_key(bucket, id);
         self.run(move |db, _| {

@@ -80,6 +80,27 @@ return 1
     )
 });
 
+/// KEYS[1] item key, KEYS[2] expiry index; ARGV metadata JSON, expiry seconds or "", expires
+/// at or "", index member. 1 if stored (no record was there).
+static PUT_META_NEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+else
+  redis.call('ZREM', KEYS[2], ARGV[4])
+end
+return 1
+",
+    )
+});
+
 /// KEYS lock keys; ARGV[1] now. Deletes lapsed and undecodable ones; returns how many.
 static PURGE_LOCKS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -436,6 +457,25 @@ impl Store for RedisStore {
         pipe.query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(backend)
+    }
+
+    async fn put_meta_new(&self, meta: &ItemMeta) -> Result<bool, StoreError> {
+        let json = serde_json::to_vec(meta)?;
+        let name = item_key(&meta.bucket, &meta.id);
+        let ttl = meta.expires_at.map_or(String::new(), |at| {
+            expiry(at.saturating_add(ITEM_GRACE_SECONDS), self.now())
+        });
+        let stored: i64 = PUT_META_NEW
+            .key(self.key("item", &name))
+            .key(self.key("items", "expiry"))
+            .arg(json)
+            .arg(ttl)
+            .arg(meta.expires_at.map_or(String::new(), |at| at.to_string()))
+            .arg(&name)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(stored == 1)
     }
 
     async fn delete_meta(&self, bucket: &str, id: &str) -> Result<(), StoreError> {

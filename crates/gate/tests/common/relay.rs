@@ -39,6 +39,8 @@ struct State {
     /// Answer this many object GETs (not HEADs) with `fail_get_status` instead of forwarding.
     fail_gets: AtomicUsize,
     fail_get_status: AtomicU16,
+    /// Hold object GETs this many milliseconds before forwarding them.
+    delay_gets_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The running relay; stops with the test's runtime.
@@ -106,6 +108,12 @@ impl Relay {
     /// Object HEADs get `status` (0: forwarded again).
     pub fn fail_heads(&self, status: u16) {
         self.state.fail_head.store(status, Ordering::SeqCst);
+    }
+
+    /// Object GETs are held `delay` before they are forwarded (zero: at once).
+    pub fn delay_gets(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_gets_ms.store(ms, Ordering::SeqCst);
     }
 
     /// The next `count` object GETs get `status`.
@@ -177,6 +185,10 @@ async fn relay(
             state.fail_get_status.load(Ordering::SeqCst),
             "S3 request failed",
         );
+    }
+    let delay = state.delay_gets_ms.load(Ordering::SeqCst);
+    if method == "GET" && object && delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let mut out = client.request(
         reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
