@@ -1,4 +1,5 @@
-//! The redb store's own behaviours: state survives a restart, and a bad path fails cleanly.
+//! The redb store's own behaviours: state survives a restart, writes committed in groups are
+//! answered once durable, and a bad path fails cleanly.
 
 use hb402_gate::store::{PaymentState, RedbStore, Store, StoreError};
 
@@ -56,4 +57,58 @@ async fn open_fails_cleanly_on_an_unusable_path() {
     std::fs::write(&file, b"not a directory").unwrap();
     let err = RedbStore::open(&file.join("hb402.redb")).unwrap_err();
     assert!(matches!(err, StoreError::Open { .. }), "{err}");
+}
+
+/// Writes are committed in groups: many at once each get their own answer (distinct ledger ids,
+/// one lock winner per key), and every answered write is in the file after a reopen.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_are_answered_once_durable_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hb402.redb");
+    {
+        let store = std::sync::Arc::new(RedbStore::open(&path).unwrap());
+        let tasks: Vec<_> = (0..200u32)
+            .map(|i| {
+                let store = std::sync::Arc::clone(&store);
+                tokio::spawn(async move {
+                    let id = store.ledger_append(&payment(i)).await.unwrap();
+                    let key = format!("key{}", i % 20);
+                    let won = store
+                        .lock_swap(&key, None, Some(&held(&format!("o{i}"), u64::MAX)))
+                        .await
+                        .unwrap();
+                    store
+                        .put_meta(&meta("offchain-dataitems", &format!("item{i}"), None))
+                        .await
+                        .unwrap();
+                    (id, won)
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        let mut winners = 0;
+        for task in tasks {
+            let (id, won) = task.await.unwrap();
+            ids.push(id);
+            winners += usize::from(won);
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=200).collect::<Vec<u64>>());
+        assert_eq!(winners, 20, "one winner per key");
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.ledger_list(0, 1000).await.unwrap().len(), 200);
+    for i in 0..200 {
+        let name = format!("item{i}");
+        assert!(
+            store
+                .get_meta("offchain-dataitems", &name)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    for k in 0..20 {
+        assert!(store.lock_get(&format!("key{k}")).await.unwrap().is_some());
+    }
 }

@@ -1,13 +1,20 @@
 //! [`Store`] in an embedded redb file: the default for a single hb402 beside one node.
 //!
-//! redb is synchronous, so every operation runs on tokio's blocking pool. Its write transactions
-//! are serialised, which makes [`Store::try_lock`] an atomic check-and-insert.
+//! redb is synchronous, so reads run on tokio's blocking pool. Writes go to one writer thread
+//! that commits them in groups: the writes waiting while a commit is being made durable are
+//! applied, in order, in the next transaction, and made durable together (one `fsync` for the
+//! group instead of one per write). Each write's answer is given only once its group is durable;
+//! writes see every write before them, so compare-and-swap stays atomic. A group fails as one
+//! (every write in it gets the error) when the file fails.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ::redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use ::redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use async_trait::async_trait;
 
 use super::{
@@ -29,9 +36,73 @@ fn backend(e: impl Into<::redb::Error>) -> StoreError {
     StoreError::Backend(e.into().to_string())
 }
 
+/// The most writes one transaction takes.
+const MAX_GROUP: usize = 512;
+
+/// A write, run inside its group's transaction; it answers with how to deliver its result once
+/// the group is committed (or failed), and whether the file failed under it.
+type Job = Box<dyn FnOnce(&WriteTransaction, u64) -> Ran + Send>;
+
+struct Ran {
+    file_failed: bool,
+    deliver: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+}
+
+/// The writer thread: its queue, and the thread, joined when the last store handle goes (so the
+/// file is closed before it can be opened again).
+struct Writer {
+    queue: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Applies queued writes in groups until every store handle is gone.
+fn write_groups(db: Arc<Database>, clock: Clock, queue: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let txn = match db.begin_write() {
+            Ok(txn) => txn,
+            // Dropped unrun: each waiting write is told the store failed.
+            Err(e) => {
+                tracing::error!(error = %e, "store: cannot begin a write");
+                continue;
+            }
+        };
+        let now = clock();
+        let ran: Vec<Ran> = jobs.into_iter().map(|job| job(&txn, now)).collect();
+        let failed = if ran.iter().any(|r| r.file_failed) {
+            let _ = txn.abort();
+            Some("a write of its group failed".to_owned())
+        } else {
+            txn.commit().err().map(|e| e.to_string())
+        };
+        for r in ran {
+            (r.deliver)(match &failed {
+                None => Ok(()),
+                Some(reason) => Err(StoreError::Backend(reason.clone())),
+            });
+        }
+    }
+}
+
 /// The redb-backed store.
 #[derive(Clone)]
 pub struct RedbStore {
+    writer: Arc<Writer>,
     db: Arc<Database>,
     path: PathBuf,
     clock: Clock,
@@ -70,8 +141,19 @@ impl RedbStore {
             txn.open_table(LEDGER).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
+        let db = Arc::new(db);
+        let (queue, jobs) = std::sync::mpsc::channel();
+        let (writer_db, writer_clock) = (Arc::clone(&db), Arc::clone(&clock));
+        let thread = std::thread::Builder::new()
+            .name("hb402-store".into())
+            .spawn(move || write_groups(writer_db, writer_clock, jobs))
+            .map_err(|e| open_err(e.to_string()))?;
         Ok(RedbStore {
-            db: Arc::new(db),
+            writer: Arc::new(Writer {
+                queue: Some(queue),
+                thread: Some(thread),
+            }),
+            db,
             path: path.to_owned(),
             clock,
         })
@@ -93,6 +175,30 @@ impl RedbStore {
         tokio::task::spawn_blocking(move || f(&db, clock()))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+impl RedbStore {
+    /// Queues `f` for the writer and waits until its group is durable: its result then.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction, u64) -> Result<T, StoreError> + Send + 'static,
+    {
+        let stopped = || StoreError::Task("the store's writer stopped".into());
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |txn, now| {
+            let result = f(txn, now);
+            Ran {
+                file_failed: matches!(result, Err(StoreError::Backend(_))),
+                deliver: Box::new(move |committed| {
+                    let _ = answer.send(committed.and(result));
+                }),
+            }
+        });
+        let queue = self.writer.queue.as_ref().ok_or_else(stopped)?;
+        queue.send(job).map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
     }
 }
 
@@ -126,8 +232,7 @@ impl Store for RedbStore {
         let key = item_key(&meta.bucket, &meta.id);
         let json = serde_json::to_vec(meta)?;
         let expires_at = meta.expires_at;
-        self.run(move |db, _| {
-            let txn = db.begin_write().map_err(backend)?;
+        self.write(move |txn, _| {
             {
                 let mut items = txn.open_table(ITEMS).map_err(backend)?;
                 let mut expiries = txn.open_table(EXPIRIES).map_err(backend)?;
@@ -145,7 +250,7 @@ impl Store for RedbStore {
                     .insert(key.as_str(), json.as_slice())
                     .map_err(backend)?;
             }
-            txn.commit().map_err(backend)
+            Ok(())
         })
         .await
     }
@@ -154,8 +259,7 @@ impl Store for RedbStore {
         let key = item_key(&meta.bucket, &meta.id);
         let json = serde_json::to_vec(meta)?;
         let expires_at = meta.expires_at;
-        self.run(move |db, _| {
-            let txn = db.begin_write().map_err(backend)?;
+        self.write(move |txn, _| {
             {
                 let mut items = txn.open_table(ITEMS).map_err(backend)?;
                 if items.get(key.as_str()).map_err(backend)?.is_some() {
@@ -169,7 +273,6 @@ impl Store for RedbStore {
                     .insert(key.as_str(), json.as_slice())
                     .map_err(backend)?;
             }
-            txn.commit().map_err(backend)?;
             Ok(true)
         })
         .await
@@ -177,8 +280,7 @@ impl Store for RedbStore {
 
     async fn delete_meta(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
         let key = item_key(bucket, id);
-        self.run(move |db, _| {
-            let txn = db.begin_write().map_err(backend)?;
+        self.write(move |txn, _| {
             {
                 let mut items = txn.open_table(ITEMS).map_err(backend)?;
                 let old: Option<ItemMeta> = match items.remove(key.as_str()).map_err(backend)? {
@@ -192,7 +294,7 @@ impl Store for RedbStore {
                         .map_err(backend)?;
                 }
             }
-            txn.commit().map_err(backend)
+            Ok(())
         })
         .await
     }
@@ -252,8 +354,7 @@ impl Store for RedbStore {
         let key = key.to_owned();
         let expected = expected.cloned();
         let new = new.map(serde_json::to_vec).transpose()?;
-        self.run(move |db, now| {
-            let txn = db.begin_write().map_err(backend)?;
+        self.write(move |txn, now| {
             let swapped = {
                 let mut table = txn.open_table(LOCKS).map_err(backend)?;
                 let current = read_lock(&table, &key)?.filter(|r| r.until > now);
@@ -273,11 +374,6 @@ impl Store for RedbStore {
                     false
                 }
             };
-            if swapped {
-                txn.commit().map_err(backend)?;
-            } else {
-                txn.abort().map_err(backend)?;
-            }
             Ok(swapped)
         })
         .await
@@ -285,8 +381,7 @@ impl Store for RedbStore {
 
     async fn ledger_append(&self, payment: &NewPayment) -> Result<u64, StoreError> {
         let payment = payment.clone();
-        self.run(move |db, now| {
-            let txn = db.begin_write().map_err(backend)?;
+        self.write(move |txn, now| {
             let id = {
                 let mut table = txn.open_table(LEDGER).map_err(backend)?;
                 let last = table.last().map_err(backend)?.map_or(0, |(k, _)| k.value());
@@ -302,15 +397,13 @@ impl Store for RedbStore {
                 table.insert(id, json.as_slice()).map_err(backend)?;
                 id
             };
-            txn.commit().map_err(backend)?;
             Ok(id)
         })
         .await
     }
 
     async fn ledger_update(&self, id: u64, state: PaymentState) -> Result<(), StoreError> {
-        self.run(move |db, now| {
-            let txn = db.begin_write().map_err(backend)?;
+        self.write(move |txn, now| {
             {
                 let mut table = txn.open_table(LEDGER).map_err(backend)?;
                 let mut record: PaymentRecord = match table.get(id).map_err(backend)? {
@@ -329,7 +422,7 @@ impl Store for RedbStore {
                 let json = serde_json::to_vec(&record)?;
                 table.insert(id, json.as_slice()).map_err(backend)?;
             }
-            txn.commit().map_err(backend)
+            Ok(())
         })
         .await
     }
@@ -356,8 +449,7 @@ impl Store for RedbStore {
     }
 
     async fn purge(&self, ledger_before: u64) -> Result<Purged, StoreError> {
-        self.run(move |db, now| {
-            let txn = db.begin_write().map_err(backend)?;
+        self.write(move |txn, now| {
             let purged = {
                 let mut locks = txn.open_table(LOCKS).map_err(backend)?;
                 let before = locks.len().map_err(backend)?;
@@ -382,7 +474,6 @@ impl Store for RedbStore {
                     ledger: before - ledger.len().map_err(backend)?,
                 }
             };
-            txn.commit().map_err(backend)?;
             Ok(purged)
         })
         .await
