@@ -83,24 +83,29 @@ pub struct Items {
     /// Copies recently found missing, so that a stream of requests for ids nobody stored costs
     /// the node one lookup per id and interval, not one per request.
     missing: Cache<CopyKey, ()>,
-    /// Whole items, verified (`None`: item bytes are not cached).
-    bodies: Option<Cache<ItemId, Bytes>>,
+    /// Whole items, verified, per copy (`None`: item bytes are not cached).
+    bodies: Option<Cache<CopyKey, Bytes>>,
+    /// KiB of item bytes that answers from memory may hold while they are being sent.
+    in_flight: Arc<tokio::sync::Semaphore>,
     store: Arc<dyn Store>,
     upstream: Arc<Upstream>,
     config: Arc<Config>,
 }
 
-/// A whole item from the edge cache.
+/// A whole item from the edge cache, with its share of the in-flight budget (released when
+/// the answer that sends it is dropped).
 #[derive(Debug)]
 pub struct Body {
     /// The item's bytes.
     pub bytes: Bytes,
     /// Whether memory had them (else they were just read from the node).
     pub hit: bool,
+    /// Its share of the in-flight budget: keep it until the bytes are sent.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Body {
-    /// Bytes `first..=last`, if the item has them.
+    /// Bytes `first..=last`, if the item has them (they share the item's memory).
     pub fn slice(&self, first: u64, last: u64) -> Option<Bytes> {
         let first = usize::try_from(first).ok()?;
         let last = usize::try_from(last).ok()?;
@@ -147,14 +152,22 @@ impl Items {
         let bodies = (config.cache.item_bytes > 0).then(|| {
             Cache::builder()
                 .max_capacity(config.cache.item_bytes)
-                .weigher(|_: &ItemId, bytes: &Bytes| u32::try_from(bytes.len()).unwrap_or(u32::MAX))
+                .weigher(|_: &CopyKey, bytes: &Bytes| {
+                    u32::try_from(bytes.len()).unwrap_or(u32::MAX)
+                })
                 .time_to_live(config.cache.item_ttl)
                 .build()
         });
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(config.cache.item_bytes.div_ceil(1024))
+                .unwrap_or(usize::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Items {
             cache,
             missing,
             bodies,
+            in_flight,
             store,
             upstream,
             config,
@@ -257,7 +270,16 @@ impl Items {
         if size > max {
             return Err(ItemsError::TooLargeToVerify { size, max });
         }
-        let keep = self.cacheable(size);
+        // Kept for the item cache only within the in-flight budget (concurrent first reads of
+        // many items would otherwise each hold a whole item).
+        let keeping = self
+            .cacheable(size)
+            .then(|| {
+                let kib = u32::try_from(size.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+                Arc::clone(&self.in_flight).try_acquire_many_owned(kib).ok()
+            })
+            .flatten();
+        let keep = keeping.is_some();
         let (item, bytes) = match self
             .upstream
             .read_verified(
@@ -297,8 +319,10 @@ impl Items {
             expires_at,
             None,
         );
-        if let (Some(bodies), Some(bytes)) = (&self.bodies, bytes) {
-            bodies.insert(item.id, bytes).await;
+        if let (Some(bodies), Some(bytes), Some(key)) =
+            (&self.bodies, bytes, self.key(&meta.bucket, &item.id))
+        {
+            bodies.insert(key, bytes).await;
         }
         // An upload of this copy may have recorded it while it was being read (its object is on
         // the node before its payment settles): what the upload recorded (its paid lifetime)
@@ -315,23 +339,42 @@ impl Items {
     }
 
     /// The whole object of a copy: from memory, or read once from the node and kept if it is
-    /// the item (concurrent misses share the read). `None` when the item is not kept in memory.
-    /// Only called once a read of this copy was decided from its metadata.
+    /// the item (concurrent misses share the read). `None` when the item is not kept in memory,
+    /// or when answers from memory already hold as many bytes as `cache.item_bytes` (the read is
+    /// then streamed from the node). Only called once a read of this copy was decided from its
+    /// metadata; the answer keeps the returned [`Body`] (its share of the budget) until sent.
     pub async fn body(&self, meta: &ItemMeta) -> Result<Option<Body>, ItemsError> {
         let (Some(bodies), true) = (&self.bodies, self.cacheable(meta.size)) else {
             return Ok(None);
         };
-        let Ok(id) = meta.id.parse::<ItemId>() else {
+        let Some((key, id)) = meta
+            .id
+            .parse::<ItemId>()
+            .ok()
+            .and_then(|id| Some((self.key(&meta.bucket, &id)?, id)))
+        else {
             return Ok(None);
         };
-        if let Some(bytes) = bodies.get(&id).await {
-            return Ok(Some(Body { bytes, hit: true }));
+        let kib = u32::try_from(meta.size.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_many_owned(kib) else {
+            return Ok(None);
+        };
+        if let Some(bytes) = bodies.get(&key).await {
+            return Ok(Some(Body {
+                bytes,
+                hit: true,
+                permit,
+            }));
         }
         let bytes = bodies
-            .try_get_with(id, self.read_body(meta, id))
+            .try_get_with(key, self.read_body(meta, id))
             .await
             .map_err(|e| (*e).clone())?;
-        Ok(Some(Body { bytes, hit: false }))
+        Ok(Some(Body {
+            bytes,
+            hit: false,
+            permit,
+        }))
     }
 
     /// Reads a copy's object whole and checks it is the item its metadata describes.
@@ -361,7 +404,7 @@ impl Items {
     /// Stores and caches a copy's metadata.
     pub async fn remember(&self, meta: ItemMeta) -> Result<(), StoreError> {
         self.store.put_meta(&meta).await?;
-        self.drop_body(&meta.id).await;
+        self.drop_body(&meta.bucket, &meta.id).await;
         if let Some(key) = self.key_of(&meta.bucket, &meta.id) {
             self.missing.invalidate(&key).await;
             self.cache.insert(key, Arc::new(meta)).await;
@@ -372,7 +415,7 @@ impl Items {
     /// Forgets a copy.
     pub async fn forget(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
         self.store.delete_meta(bucket, id).await?;
-        self.drop_body(id).await;
+        self.drop_body(bucket, id).await;
         if let Some(key) = self.key_of(bucket, id) {
             self.cache.invalidate(&key).await;
         }
@@ -402,9 +445,9 @@ impl Items {
             .map(|(meta, _)| meta))
     }
 
-    async fn drop_body(&self, id: &str) {
-        if let (Some(bodies), Ok(id)) = (&self.bodies, id.parse::<ItemId>()) {
-            bodies.invalidate(&id).await;
+    async fn drop_body(&self, bucket: &str, id: &str) {
+        if let (Some(bodies), Some(key)) = (&self.bodies, self.key_of(bucket, id)) {
+            bodies.invalidate(&key).await;
         }
     }
 
@@ -416,5 +459,65 @@ impl Items {
             return Ok(Some(meta));
         }
         Ok(self.store.get_meta(bucket, id).await?.map(Arc::new))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    /// A slow reader keeps the item it is being sent: answers from memory in flight at once
+    /// hold at most `cache.item_bytes`; beyond, reads are streamed from the node (`None`).
+    #[tokio::test]
+    async fn answers_from_memory_in_flight_hold_at_most_the_cache_size() {
+        let text = "version = 1\n[cache]\nitem_bytes = 4096\nitem_max_bytes = 3000\n";
+        let config = Config::from_toml(
+            text,
+            std::path::Path::new("t.toml"),
+            &Overrides::default(),
+            &|_| None,
+        )
+        .unwrap();
+        let config = Arc::new(config);
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let upstream = Arc::new(Upstream::new(&config.upstream).unwrap());
+        let items = Items::new(Arc::clone(&config), store, upstream);
+        let id = "Q9qsw4QGrcQxfA3Fr9yW9Yk9Bxz8tEAGYJKqcn0Ghuo";
+        let meta = ItemMeta {
+            id: id.into(),
+            bucket: config.upstream.public_bucket.clone(),
+            key: format!("dataitems/{id}.ans104"),
+            size: 3000,
+            data_offset: 1000,
+            content_type: None,
+            owner_address: String::new(),
+            signature_type: 1,
+            tags: vec![],
+            expires_at: None,
+            private: false,
+            uploaded_at: None,
+        };
+        let key = items.key_of(&meta.bucket, id).unwrap();
+        let bodies = items.bodies.as_ref().unwrap();
+        bodies.insert(key, Bytes::from(vec![7u8; 3000])).await;
+        let first = items.body(&meta).await.unwrap().expect("from memory");
+        assert!(first.hit);
+        assert!(
+            items.body(&meta).await.unwrap().is_none(),
+            "over the budget"
+        );
+        drop(first);
+        assert!(items.body(&meta).await.unwrap().is_some());
+        // The private copy of the same item is another entry: its bytes are its own.
+        let private = ItemMeta {
+            bucket: config.upstream.private_bucket.clone(),
+            private: true,
+            ..meta.clone()
+        };
+        let private_key = items.key_of(&private.bucket, id).unwrap();
+        assert!(bodies.get(&private_key).await.is_none());
     }
 }

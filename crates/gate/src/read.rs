@@ -612,8 +612,15 @@ async fn deliver(
         return Box::pin(answer(gate, shape, hold, route.head, &route.path, body)).await;
     }
     // Behind the plan: the edge cache of item bytes, for items small enough to keep.
-    if let Some(bytes) = cached_bytes(gate, meta, &shape, &mut hold).await? {
-        return Box::pin(answer(gate, shape, hold, false, &route.path, bytes)).await;
+    if let Some((bytes, budget)) = cached_bytes(gate, meta, &shape, &mut hold).await? {
+        let step = Box::pin(answer(gate, shape, hold, false, &route.path, bytes)).await?;
+        return Ok(match step {
+            ReadStep::Answer(mut reply, payment) => {
+                reply.budget = Some(std::sync::Arc::new(budget));
+                ReadStep::Answer(reply, payment)
+            }
+            forward => forward,
+        });
     }
     Ok(ReadStep::Forward(ReadPlan {
         object_path: Upstream::object_path(&meta.bucket, &meta.key),
@@ -627,13 +634,14 @@ async fn deliver(
 }
 
 /// Step 7: the bytes to serve from the edge cache, when it keeps this item (a miss reads the
-/// item from the node and verifies it). On a node failure the held payment is given back.
+/// item from the node and verifies it), with their share of the in-flight budget. On a node
+/// failure the held payment is given back.
 async fn cached_bytes(
     gate: &Gate,
     meta: &ItemMeta,
     shape: &Shape,
     hold: &mut Option<Hold>,
-) -> Result<Option<Bytes>, Refusal> {
+) -> Result<Option<(Bytes, tokio::sync::OwnedSemaphorePermit)>, Refusal> {
     let started = std::time::Instant::now();
     match gate.items.body(meta).await {
         Ok(None) => Ok(None),
@@ -647,7 +655,9 @@ async fn cached_bytes(
             };
             gate.metrics.record_cache(CacheLabel::Items, result);
             // The object's bytes are its verified size, which the range was planned within.
-            Ok(body.slice(shape.first, shape.last))
+            Ok(body
+                .slice(shape.first, shape.last)
+                .map(|bytes| (bytes, body.permit)))
         }
         Err(e) => {
             // Nothing was served: the payment is given back, never settled.

@@ -32,6 +32,9 @@ pub(crate) struct Reply {
     pub(crate) body: Bytes,
     /// Only the head is sent (`HEAD`).
     pub(crate) head_only: bool,
+    /// For a body from the item cache: its share of the in-flight budget, held until the reply
+    /// has been written.
+    pub(crate) budget: Option<std::sync::Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Reply {
@@ -42,6 +45,7 @@ impl Reply {
             headers,
             body,
             head_only: false,
+            budget: None,
         };
         reply.cors();
         reply

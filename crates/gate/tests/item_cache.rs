@@ -180,3 +180,58 @@ async fn large_items_and_a_disabled_cache_stream_from_the_node() {
         assert_eq!(reads, if small_is_kept { 1 + 3 } else { 3 + 3 }, "{toml}");
     }
 }
+
+/// Regression (from an attack on the running proxy): item bytes were kept by id, so a private
+/// copy's reads kept serving the public copy from memory after the public object was removed on
+/// the node. Each copy's bytes are kept, verified and read again on their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_copy_is_kept_on_its_own() {
+    let h = Harness::start_with(Options {
+        extra_toml: "[cache]\nitem_ttl_seconds = 1\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let it = item(7, vec![], b"in both buckets");
+    let id = it.id().to_string();
+    let bearer = format!("Bearer {}", common::ADMIN_KEY);
+    upload(
+        &h,
+        it.to_bytes(),
+        &[("x-private", "true"), ("authorization", &bearer)],
+    )
+    .await;
+    upload(&h, it.to_bytes(), &[]).await;
+    let link = common::sign(&h, "/sign", &format!("dataitems/{id}.ans104"), &[]).await;
+    let link: Value = link.json().await.unwrap();
+    let token = link["signed_url"]
+        .as_str()
+        .unwrap()
+        .rsplit_once("token=")
+        .unwrap()
+        .1
+        .to_owned();
+    let private = format!("/resolve/{id}?token={token}");
+    assert_eq!(get(&h, &format!("/{id}"), None).await.0, 200);
+    // The public object is removed on the node, behind hb402's back.
+    let resp = reqwest::Client::new()
+        .delete(format!(
+            "{}/~s3@1.0/offchain-dataitems/dataitems/{id}.ans104",
+            h.node().url()
+        ))
+        .header(
+            "authorization",
+            hb402_devnode::authorization_header(h.node().access_key_id()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            get(&h, &private, None).await,
+            (200, b"in both buckets".to_vec())
+        );
+        assert_eq!(get(&h, &format!("/{id}"), None).await.0, 404);
+    }
+}
