@@ -5,6 +5,7 @@
 //! networks and assets, from the configured registry), so series stay bounded: never ids,
 //! addresses or raw paths. `docs/metrics.md` lists every metric; a test keeps it complete.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
@@ -26,6 +27,11 @@ macro_rules! label_enum {
         impl $name {
             /// Every value, in documentation order.
             pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// Its position in [`Self::ALL`].
+            pub fn index(self) -> usize {
+                self as usize
+            }
 
             /// The label value.
             pub fn as_str(self) -> &'static str {
@@ -295,12 +301,32 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// The children of a metric vector, each resolved on its first use: the per-request path then
+/// skips hashing its label values (the series exported are the same).
+#[derive(Debug)]
+struct Resolved<T>(Box<[std::sync::OnceLock<T>]>);
+
+impl<T> Resolved<T> {
+    fn new(len: usize) -> Arc<Self> {
+        Arc::new(Resolved(
+            (0..len).map(|_| std::sync::OnceLock::new()).collect(),
+        ))
+    }
+
+    fn get(&self, index: usize, make: impl FnOnce() -> T) -> &T {
+        self.0[index].get_or_init(make)
+    }
+}
+
 /// hb402's metrics and the registry that serves them.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    requests_by: Arc<Resolved<IntCounter>>,
     request_duration: HistogramVec,
+    request_duration_by: Arc<Resolved<Histogram>>,
+    cache_requests_by: Arc<Resolved<IntCounter>>,
     upstream_duration: Histogram,
     payments: IntCounterVec,
     paid_atomic: IntCounterVec,
@@ -340,6 +366,9 @@ impl Metrics {
             HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
         };
         let metrics = Metrics {
+            requests_by: Resolved::new(RouteLabel::ALL.len() * Outcome::ALL.len()),
+            request_duration_by: Resolved::new(RouteLabel::ALL.len()),
+            cache_requests_by: Resolved::new(CacheLabel::ALL.len() * CacheResult::ALL.len()),
             requests: register(
                 &registry,
                 IntCounterVec::new(
@@ -478,11 +507,17 @@ impl Metrics {
 
     /// A finished request on the public listener.
     pub fn record_request(&self, route: RouteLabel, outcome: Outcome, elapsed: Duration) {
-        self.requests
-            .with_label_values(&[route.as_str(), outcome.as_str()])
+        let index = route.index() * Outcome::ALL.len() + outcome.index();
+        self.requests_by
+            .get(index, || {
+                self.requests
+                    .with_label_values(&[route.as_str(), outcome.as_str()])
+            })
             .inc();
-        self.request_duration
-            .with_label_values(&[route.as_str()])
+        self.request_duration_by
+            .get(route.index(), || {
+                self.request_duration.with_label_values(&[route.as_str()])
+            })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -514,8 +549,12 @@ impl Metrics {
 
     /// A cache lookup.
     pub fn record_cache(&self, cache: CacheLabel, result: CacheResult) {
-        self.cache_requests
-            .with_label_values(&[cache.as_str(), result.as_str()])
+        let index = cache.index() * CacheResult::ALL.len() + result.index();
+        self.cache_requests_by
+            .get(index, || {
+                self.cache_requests
+                    .with_label_values(&[cache.as_str(), result.as_str()])
+            })
             .inc();
     }
 
@@ -562,6 +601,30 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolved_children_count_each_label_combination_on_its_own() {
+        let m = Metrics::new();
+        let second = Duration::from_secs(1);
+        m.record_request(RouteLabel::Data, Outcome::Ok, second);
+        m.record_request(RouteLabel::Data, Outcome::Ok, second);
+        m.record_request(RouteLabel::Binary, Outcome::Ok, second);
+        m.record_request(RouteLabel::Data, Outcome::Partial, second);
+        m.record_cache(CacheLabel::Items, CacheResult::Hit);
+        m.record_cache(CacheLabel::Items, CacheResult::Hit);
+        m.record_cache(CacheLabel::Items, CacheResult::Miss);
+        let text = m.encode();
+        for line in [
+            r#"hb402_requests_total{outcome="ok",route="data"} 2"#,
+            r#"hb402_requests_total{outcome="ok",route="binary"} 1"#,
+            r#"hb402_requests_total{outcome="partial",route="data"} 1"#,
+            r#"hb402_request_duration_seconds_count{route="data"} 3"#,
+            r#"hb402_cache_requests_total{cache="items",result="hit"} 2"#,
+            r#"hb402_cache_requests_total{cache="items",result="miss"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+    }
 
     #[test]
     fn new_metrics_encode_build_info() {
