@@ -525,19 +525,7 @@ async fn no_upload_makes_an_item_less_available_to_anyone_else() {
     let lost = item(23, vec![], b"lost and found");
     let lid = lost.id().to_string();
     assert_eq!(post_item(&h, lost.to_bytes(), &[]).await.0, 201);
-    let resp = reqwest::Client::new()
-        .delete(format!(
-            "{}/~s3@1.0/offchain-dataitems/dataitems/{lid}.ans104",
-            h.node().url()
-        ))
-        .header(
-            "authorization",
-            hb402_devnode::authorization_header("hb402-dev"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    h.remove_on_node(&lid).await;
     assert_eq!(get_path(&h, &format!("/{lid}")).await.status, 404);
     let (status, body) = post_item(&h, lost.to_bytes(), &[]).await;
     assert_eq!(status, 201, "{body}");
@@ -895,19 +883,7 @@ async fn a_failing_node_is_never_taken_for_a_lost_copy() {
     assert_eq!(resp.header("x-expires-at"), None);
     assert_eq!(resp.body, b"the owner's copy");
     // A copy the node really lost is stored again, even while its HEADs fail.
-    let deleted = reqwest::Client::new()
-        .delete(format!(
-            "{}/~s3@1.0/offchain-dataitems/dataitems/{id}.ans104",
-            h.node().url()
-        ))
-        .header(
-            "authorization",
-            hb402_devnode::authorization_header(h.node().access_key_id()),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    h.remove_on_node(&id).await;
     relay.fail_heads(500);
     let (status, body) = post_item(&h, it.to_bytes(), &["x-expiry-days: 1"]).await;
     assert_eq!(status, 201, "{body}");

@@ -213,19 +213,7 @@ async fn each_copy_is_kept_on_its_own() {
     let private = format!("/resolve/{id}?token={token}");
     assert_eq!(get(&h, &format!("/{id}"), None).await.0, 200);
     // The public object is removed on the node, behind hb402's back.
-    let resp = reqwest::Client::new()
-        .delete(format!(
-            "{}/~s3@1.0/offchain-dataitems/dataitems/{id}.ans104",
-            h.node().url()
-        ))
-        .header(
-            "authorization",
-            hb402_devnode::authorization_header(h.node().access_key_id()),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    h.remove_on_node(&id).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for _ in 0..3 {
         assert_eq!(

@@ -164,6 +164,23 @@ impl Harness {
     pub fn node_requests(&self, kind: hb402_devnode::RouteKind) -> u64 {
         self.node().counters().requests(kind)
     }
+
+    /// Removes an item's public object on the node directly, behind hb402's back.
+    pub async fn remove_on_node(&self, id: &str) {
+        let resp = reqwest::Client::new()
+            .delete(format!(
+                "{}/~s3@1.0/offchain-dataitems/dataitems/{id}.ans104",
+                self.node().url()
+            ))
+            .header(
+                "authorization",
+                hb402_devnode::authorization_header(self.node().access_key_id()),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+    }
 }
 
 /// Appends `extra` TOML, letting its sections' keys override the base ones of the same section.
