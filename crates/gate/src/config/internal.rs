@@ -442,8 +442,84 @@ fn payments(
     f: &FileConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PaymentsConfig, ConfigError> {
-    use crate::pricing::{AcceptTarget, PriceRoute, PriceRule, PriceSpec};
-    use hb402_x402::{Asset, Network, Registry};
+    let p = &f.payments;
+    let mode = payment_mode(f, env)?;
+    if matches!(mode, PaymentMode::Facilitator { .. })
+        && let Some(url) = &p.rpc_url
+    {
+        reqwest::Url::parse(url).map_err(|e| invalid("payments.rpc_url", e.to_string()))?;
+    }
+    let chain_rpc_url = match &mode {
+        PaymentMode::Local { rpc_url, .. } => Some(rpc_url.clone()),
+        PaymentMode::Facilitator { .. } => p.rpc_url.clone(),
+        PaymentMode::Off => None,
+    };
+    if p.max_failures_per_payer == 0 {
+        return Err(invalid(
+            "payments.max_failures_per_payer",
+            "must be at least 1",
+        ));
+    }
+    let registry = network_registry(f)?;
+    let accept = accept_targets(f, &registry, &mode)?;
+    if p.max_timeout_seconds == 0 || p.max_timeout_seconds > 3600 {
+        return Err(invalid(
+            "payments.max_timeout_seconds",
+            "must be between 1 and 3600",
+        ));
+    }
+    let rules = price_rules(f, &accept, &mode)?;
+    let item_tags_max = if f.pricing.honour_item_tags {
+        if matches!(mode, PaymentMode::Off) {
+            return Err(invalid(
+                "pricing.honour_item_tags",
+                "needs payments.mode = \"facilitator\" or \"local\"",
+            ));
+        }
+        let max = f.pricing.max_item_price.as_deref().ok_or_else(|| {
+            invalid(
+                "pricing.max_item_price",
+                "honour_item_tags needs a maximum price",
+            )
+        })?;
+        Some(
+            hb402_x402::parse_price(max, 6)
+                .map_err(|e| invalid("pricing.max_item_price", e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let upload_price = upload_price(f, &accept, &mode)?;
+    Ok(PaymentsConfig {
+        mode,
+        registry,
+        accept,
+        rules,
+        item_tags_max,
+        upload_price,
+        max_timeout_seconds: p.max_timeout_seconds,
+        skew_seconds: p.skew_seconds.min(600),
+        verify_timeout: seconds("payments.verify_timeout_seconds", p.verify_timeout_seconds)?,
+        settle_timeout: seconds("payments.settle_timeout_seconds", p.settle_timeout_seconds)?,
+        receipt_window: Duration::from_secs(p.receipt_window_seconds.min(86_400)),
+        receipt_secret: p
+            .receipt_secret
+            .as_deref()
+            .map(|v| secret("payments.receipt_secret", v, env))
+            .transpose()?,
+        chain_rpc_url,
+        max_failures_per_payer: p.max_failures_per_payer,
+        max_failures_per_client: p.max_failures_per_client,
+        failure_window: seconds("payments.failure_window_seconds", p.failure_window_seconds)?,
+        ledger_retention: Duration::from_secs(u64::from(p.ledger_retention_days.max(1)) * 86_400),
+    })
+}
+
+/// Validates `payments.mode` and what it needs.
+fn payment_mode(
+    f: &FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PaymentMode, ConfigError> {
     let p = &f.payments;
     let mode = match p.mode.as_str() {
         "off" => PaymentMode::Off,
@@ -496,22 +572,13 @@ fn payments(
             ));
         }
     };
-    if matches!(mode, PaymentMode::Facilitator { .. })
-        && let Some(url) = &p.rpc_url
-    {
-        reqwest::Url::parse(url).map_err(|e| invalid("payments.rpc_url", e.to_string()))?;
-    }
-    let chain_rpc_url = match &mode {
-        PaymentMode::Local { rpc_url, .. } => Some(rpc_url.clone()),
-        PaymentMode::Facilitator { .. } => p.rpc_url.clone(),
-        PaymentMode::Off => None,
-    };
-    if p.max_failures_per_payer == 0 {
-        return Err(invalid(
-            "payments.max_failures_per_payer",
-            "must be at least 1",
-        ));
-    }
+    Ok(mode)
+}
+
+/// Validates the built-in networks and `[[payments.networks]]`.
+fn network_registry(f: &FileConfig) -> Result<hb402_x402::Registry, ConfigError> {
+    use hb402_x402::{Asset, Network, Registry};
+    let p = &f.payments;
     let mut registry = Registry::builtin();
     for (i, n) in p.networks.iter().enumerate() {
         let key = format!("payments.networks[{i}]");
@@ -536,6 +603,17 @@ fn payments(
             })
             .map_err(|e| invalid(&key, e.to_string()))?;
     }
+    Ok(registry)
+}
+
+/// Validates `[[payments.accept]]`: what hb402 may be paid in, and to whom.
+fn accept_targets(
+    f: &FileConfig,
+    registry: &hb402_x402::Registry,
+    mode: &PaymentMode,
+) -> Result<Vec<crate::pricing::AcceptTarget>, ConfigError> {
+    use crate::pricing::AcceptTarget;
+    let p = &f.payments;
     let mut accept = Vec::new();
     for (i, a) in p.accept.iter().enumerate() {
         let key = format!("payments.accept[{i}]");
@@ -581,12 +659,53 @@ fn payments(
         }
         accept.push(AcceptTarget { asset, pay_to });
     }
-    if p.max_timeout_seconds == 0 || p.max_timeout_seconds > 3600 {
+    Ok(accept)
+}
+
+/// Each price given must be expressible in every accepted asset's decimals.
+fn prices_fit<'a>(
+    key: &str,
+    prices: impl IntoIterator<Item = &'a Option<String>>,
+    accept: &[crate::pricing::AcceptTarget],
+) -> Result<(), ConfigError> {
+    for decimal in prices.into_iter().flatten() {
+        for target in accept {
+            hb402_x402::parse_price(decimal, target.asset.decimals)
+                .map_err(|e| invalid(key, e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A price needs payments on and something to be paid in (`subject`: "a priced rule needs").
+fn payable(
+    key: &str,
+    subject: &str,
+    mode: &PaymentMode,
+    accept: &[crate::pricing::AcceptTarget],
+) -> Result<(), ConfigError> {
+    if matches!(mode, PaymentMode::Off) {
         return Err(invalid(
-            "payments.max_timeout_seconds",
-            "must be between 1 and 3600",
+            key,
+            format!("{subject} payments.mode = \"facilitator\" or \"local\""),
         ));
     }
+    if accept.is_empty() {
+        return Err(invalid(
+            key,
+            format!("{subject} at least one [[payments.accept]]"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates `[[pricing.rules]]`.
+fn price_rules(
+    f: &FileConfig,
+    accept: &[crate::pricing::AcceptTarget],
+    mode: &PaymentMode,
+) -> Result<Vec<crate::pricing::PriceRule>, ConfigError> {
+    use crate::pricing::{PriceRoute, PriceRule, PriceSpec};
     let mut rules = Vec::new();
     for (i, r) in f.pricing.rules.iter().enumerate() {
         let key = format!("pricing.rules[{i}]");
@@ -616,32 +735,9 @@ fn payments(
                 ));
             }
         };
-        for decimal in [
-            r.price.as_deref(),
-            r.per_mib.as_deref(),
-            r.minimum.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            for target in &accept {
-                hb402_x402::parse_price(decimal, target.asset.decimals)
-                    .map_err(|e| invalid(&key, e.to_string()))?;
-            }
-        }
+        prices_fit(&key, [&r.price, &r.per_mib, &r.minimum], accept)?;
         if price != PriceSpec::Free {
-            if matches!(mode, PaymentMode::Off) {
-                return Err(invalid(
-                    &key,
-                    "a priced rule needs payments.mode = \"facilitator\" or \"local\"",
-                ));
-            }
-            if accept.is_empty() {
-                return Err(invalid(
-                    &key,
-                    "a priced rule needs at least one [[payments.accept]]",
-                ));
-            }
+            payable(&key, "a priced rule needs", mode, accept)?;
         }
         rules.push(PriceRule {
             routes,
@@ -652,26 +748,15 @@ fn payments(
             description: r.description.clone(),
         });
     }
-    let item_tags_max = if f.pricing.honour_item_tags {
-        if matches!(mode, PaymentMode::Off) {
-            return Err(invalid(
-                "pricing.honour_item_tags",
-                "needs payments.mode = \"facilitator\" or \"local\"",
-            ));
-        }
-        let max = f.pricing.max_item_price.as_deref().ok_or_else(|| {
-            invalid(
-                "pricing.max_item_price",
-                "honour_item_tags needs a maximum price",
-            )
-        })?;
-        Some(
-            hb402_x402::parse_price(max, 6)
-                .map_err(|e| invalid("pricing.max_item_price", e.to_string()))?,
-        )
-    } else {
-        None
-    };
+    Ok(rules)
+}
+
+/// Validates `[pricing.uploads]`.
+fn upload_price(
+    f: &FileConfig,
+    accept: &[crate::pricing::AcceptTarget],
+    mode: &PaymentMode,
+) -> Result<Option<crate::pricing::UploadPrice>, ConfigError> {
     let upload_price = f
         .pricing
         .uploads
@@ -684,33 +769,14 @@ fn payments(
                     "set at least one of per_mib, per_mib_day or minimum (or remove the table)",
                 ));
             }
-            for decimal in [&u.per_mib, &u.per_mib_day, &u.minimum]
-                .into_iter()
-                .flatten()
-            {
-                for target in &accept {
-                    hb402_x402::parse_price(decimal, target.asset.decimals)
-                        .map_err(|e| invalid(key, e.to_string()))?;
-                }
-            }
+            prices_fit(key, [&u.per_mib, &u.per_mib_day, &u.minimum], accept)?;
             if !(1..=36_500).contains(&u.days_without_expiry) {
                 return Err(invalid(
                     "pricing.uploads.days_without_expiry",
                     "must be between 1 and 36500",
                 ));
             }
-            if matches!(mode, PaymentMode::Off) {
-                return Err(invalid(
-                    key,
-                    "priced uploads need payments.mode = \"facilitator\" or \"local\"",
-                ));
-            }
-            if accept.is_empty() {
-                return Err(invalid(
-                    key,
-                    "priced uploads need at least one [[payments.accept]]",
-                ));
-            }
+            payable(key, "priced uploads need", mode, accept)?;
             Ok(crate::pricing::UploadPrice {
                 per_mib: u.per_mib.clone(),
                 per_mib_day: u.per_mib_day.clone(),
@@ -720,29 +786,7 @@ fn payments(
             })
         })
         .transpose()?;
-    Ok(PaymentsConfig {
-        mode,
-        registry,
-        accept,
-        rules,
-        item_tags_max,
-        upload_price,
-        max_timeout_seconds: p.max_timeout_seconds,
-        skew_seconds: p.skew_seconds.min(600),
-        verify_timeout: seconds("payments.verify_timeout_seconds", p.verify_timeout_seconds)?,
-        settle_timeout: seconds("payments.settle_timeout_seconds", p.settle_timeout_seconds)?,
-        receipt_window: Duration::from_secs(p.receipt_window_seconds.min(86_400)),
-        receipt_secret: p
-            .receipt_secret
-            .as_deref()
-            .map(|v| secret("payments.receipt_secret", v, env))
-            .transpose()?,
-        chain_rpc_url,
-        max_failures_per_payer: p.max_failures_per_payer,
-        max_failures_per_client: p.max_failures_per_client,
-        failure_window: seconds("payments.failure_window_seconds", p.failure_window_seconds)?,
-        ledger_retention: Duration::from_secs(u64::from(p.ledger_retention_days.max(1)) * 86_400),
-    })
+    Ok(upload_price)
 }
 
 fn passthrough(f: &FileConfig) -> Result<PassthroughConfig, ConfigError> {
@@ -864,253 +908,13 @@ impl Config {
         f: FileConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let s = &f.server;
-        if !(1..=256).contains(&s.threads) {
-            return Err(invalid("server.threads", "must be between 1 and 256"));
-        }
-        let log_format = match s.log_format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(invalid(
-                    "server.log_format",
-                    format!("{other:?} is not \"text\" or \"json\""),
-                ));
-            }
-        };
-        let server = ServerConfig {
-            threads: s.threads,
-            grace_period: Duration::from_secs(s.grace_period_seconds.min(3600)),
-            graceful_shutdown_timeout: Duration::from_secs(
-                s.graceful_shutdown_timeout_seconds.min(3600),
-            ),
-            log_format,
-        };
-
-        let public = socket("listen.public", &f.listen.public)?;
-        let admin = socket("listen.admin", &f.listen.admin)?;
-        if public == admin {
-            return Err(invalid(
-                "listen.admin",
-                "the admin listener must differ from the public one",
-            ));
-        }
-        let public_base_url = match &f.listen.public_base_url {
-            Some(url) => {
-                let parsed = reqwest::Url::parse(url)
-                    .map_err(|e| invalid("listen.public_base_url", format!("{url:?}: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-                    return Err(invalid(
-                        "listen.public_base_url",
-                        "must be an absolute http(s) URL",
-                    ));
-                }
-                url.trim_end_matches('/').to_owned()
-            }
-            None => format!("http://{public}"),
-        };
-
-        let u = &f.upstream;
-        let url = reqwest::Url::parse(&u.url)
-            .map_err(|e| invalid("upstream.url", format!("{:?}: {e}", u.url)))?;
-        if url.scheme() != "http" {
-            return Err(invalid(
-                "upstream.url",
-                "only http:// is supported: hb402 runs beside the node, on a private network",
-            ));
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| invalid("upstream.url", "has no host"))?;
-        if url.path() != "/" && !url.path().is_empty() {
-            return Err(invalid("upstream.url", "must not have a path"));
-        }
-        let port = url.port_or_known_default().unwrap_or(80);
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        if u.access_key_id.is_empty() || u.access_key_id.contains('/') {
-            return Err(invalid(
-                "upstream.access_key_id",
-                "must be non-empty and contain no '/'",
-            ));
-        }
-        let key_prefix = u.key_prefix.clone();
-        if key_prefix.starts_with('/')
-            || key_prefix.contains("..")
-            || (!key_prefix.is_empty() && !key_prefix.ends_with('/'))
-        {
-            return Err(invalid(
-                "upstream.key_prefix",
-                "must be relative and end with '/' (e.g. \"dataitems/\")",
-            ));
-        }
-        let upstream = UpstreamConfig {
-            authority,
-            url: u.url.trim_end_matches('/').to_owned(),
-            access_key_id: u.access_key_id.clone(),
-            public_bucket: bucket("upstream.public_bucket", &u.public_bucket)?,
-            private_bucket: bucket("upstream.private_bucket", &u.private_bucket)?,
-            key_prefix,
-            connect_timeout: seconds(
-                "upstream.connect_timeout_seconds",
-                u.connect_timeout_seconds,
-            )?,
-            read_timeout: seconds("upstream.read_timeout_seconds", u.read_timeout_seconds)?,
-            write_timeout: seconds("upstream.write_timeout_seconds", u.write_timeout_seconds)?,
-        };
-        if upstream.public_bucket == upstream.private_bucket {
-            return Err(invalid(
-                "upstream.private_bucket",
-                "must differ from upstream.public_bucket",
-            ));
-        }
-
-        let l = &f.limits;
-        if l.max_upload_bytes == 0 || l.max_upload_bytes > 64 * 1024 * 1024 * 1024 {
-            return Err(invalid(
-                "limits.max_upload_bytes",
-                "must be between 1 byte and 64 GiB",
-            ));
-        }
-        if !(hb402_ans104::MIN_MAX_HEADER_BYTES as u64..=16 * 1024 * 1024)
-            .contains(&l.max_header_bytes)
-        {
-            return Err(invalid(
-                "limits.max_header_bytes",
-                format!(
-                    "must be between {} and 16 MiB",
-                    hb402_ans104::MIN_MAX_HEADER_BYTES
-                ),
-            ));
-        }
-        if !(1024..=1024 * 1024).contains(&l.max_payment_header_bytes) {
-            return Err(invalid(
-                "limits.max_payment_header_bytes",
-                "must be between 1 KiB and 1 MiB",
-            ));
-        }
-        if l.max_verify_bytes == 0 || l.max_verify_bytes > 64 * 1024 * 1024 * 1024 {
-            return Err(invalid(
-                "limits.max_verify_bytes",
-                "must be between 1 byte and 64 GiB",
-            ));
-        }
-        if !(1..=100_000).contains(&l.max_concurrent_uploads) {
-            return Err(invalid(
-                "limits.max_concurrent_uploads",
-                "must be between 1 and 100000",
-            ));
-        }
-        if !(1024..=16 * 1024 * 1024).contains(&l.max_admin_body_bytes) {
-            return Err(invalid(
-                "limits.max_admin_body_bytes",
-                "must be between 1 KiB and 16 MiB",
-            ));
-        }
-        let limits = Limits {
-            max_upload_bytes: l.max_upload_bytes,
-            max_header_bytes: l.max_header_bytes as usize,
-            max_payment_header_bytes: l.max_payment_header_bytes as usize,
-            max_admin_body_bytes: l.max_admin_body_bytes as usize,
-            max_verify_bytes: l.max_verify_bytes,
-            max_upload_time: Duration::from_secs(l.max_upload_seconds.clamp(1, 86_400)),
-            max_concurrent_uploads: l.max_concurrent_uploads,
-            max_uploads_per_client: l.max_uploads_per_client,
-        };
-
-        if f.store.state_dir.is_empty() {
-            return Err(invalid("store.state_dir", "must not be empty"));
-        }
-        let kind = match (f.store.kind.as_str(), &f.store.redis_url) {
-            ("redb", None) => StoreKind::Redb,
-            ("redb", Some(_)) => {
-                return Err(invalid(
-                    "store.redis_url",
-                    "only used with kind = \"redis\"",
-                ));
-            }
-            ("redis", Some(url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                StoreKind::Redis { url: url.clone() }
-            }
-            ("redis", _) => {
-                return Err(invalid(
-                    "store.redis_url",
-                    "kind = \"redis\" needs a redis:// URL",
-                ));
-            }
-            (other, _) => {
-                return Err(invalid(
-                    "store.kind",
-                    format!("{other:?} is not \"redb\" or \"redis\""),
-                ));
-            }
-        };
-        let store = StoreConfig {
-            kind,
-            state_dir: PathBuf::from(&f.store.state_dir),
-            purge_interval: seconds(
-                "store.purge_interval_seconds",
-                f.store.purge_interval_seconds,
-            )?,
-        };
-
-        if f.cache.metadata_entries.is_some() {
-            return Err(invalid(
-                "cache.metadata_entries",
-                "replaced by cache.metadata_bytes (the cache is bounded in bytes)",
-            ));
-        }
-        if f.cache.metadata_bytes < 64 * 1024 {
-            return Err(invalid("cache.metadata_bytes", "must be at least 64 KiB"));
-        }
-        if f.cache.item_bytes > 0 && !(1..=MAX_CACHED_ITEM).contains(&f.cache.item_max_bytes) {
-            return Err(invalid(
-                "cache.item_max_bytes",
-                "must be between 1 and 64 MiB when cache.item_bytes is set",
-            ));
-        }
-        if f.cache.item_bytes > 0 && f.cache.item_max_bytes > f.cache.item_bytes {
-            return Err(invalid(
-                "cache.item_max_bytes",
-                "must not be more than cache.item_bytes",
-            ));
-        }
-        let cache = CacheConfig {
-            metadata_bytes: f.cache.metadata_bytes,
-            metadata_ttl: Duration::from_secs(f.cache.metadata_ttl_seconds.max(1)),
-            item_bytes: f.cache.item_bytes,
-            // Cached items are verified whole: never more than may be verified.
-            item_max_bytes: f.cache.item_max_bytes.min(limits.max_verify_bytes),
-            item_ttl: Duration::from_secs(f.cache.item_ttl_seconds.max(1)),
-        };
-
-        if !(1..=365).contains(&f.expiry.max_days) {
-            return Err(invalid(
-                "expiry.max_days",
-                "must be between 1 and 365 (the node's lifecycle bound)",
-            ));
-        }
-        if f.expiry.default_days > f.expiry.max_days {
-            return Err(invalid(
-                "expiry.default_days",
-                "must not exceed expiry.max_days",
-            ));
-        }
-        if !(2..=3650).contains(&f.expiry.tombstone_days) {
-            return Err(invalid(
-                "expiry.tombstone_days",
-                "must be between 2 and 3650 (the node's lifecycle works in whole days)",
-            ));
-        }
-        let expiry = ExpiryConfig {
-            default_days: f.expiry.default_days,
-            max_days: f.expiry.max_days,
-            tombstone_days: f.expiry.tombstone_days,
-        };
-
+        let server = server_config(&f)?;
+        let listen = listen_config(&f)?;
+        let upstream = upstream_config(&f)?;
+        let limits = limits_config(&f)?;
+        let store = store_config(&f)?;
+        let cache = cache_config(&f, &limits)?;
+        let expiry = expiry_config(&f)?;
         let share_links = match &f.share_links.secret {
             Some(value) => {
                 if f.share_links.default_minutes == 0
@@ -1170,11 +974,7 @@ impl Config {
         let payments = payments(&f, env)?;
         Ok(Config {
             server,
-            listen: ListenConfig {
-                public,
-                admin,
-                public_base_url,
-            },
+            listen,
             upstream,
             limits,
             store,
@@ -1188,6 +988,285 @@ impl Config {
             payments,
         })
     }
+}
+
+/// Validates the `[server]` table.
+fn server_config(f: &FileConfig) -> Result<ServerConfig, ConfigError> {
+    let s = &f.server;
+    if !(1..=256).contains(&s.threads) {
+        return Err(invalid("server.threads", "must be between 1 and 256"));
+    }
+    let log_format = match s.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(
+                "server.log_format",
+                format!("{other:?} is not \"text\" or \"json\""),
+            ));
+        }
+    };
+    let server = ServerConfig {
+        threads: s.threads,
+        grace_period: Duration::from_secs(s.grace_period_seconds.min(3600)),
+        graceful_shutdown_timeout: Duration::from_secs(
+            s.graceful_shutdown_timeout_seconds.min(3600),
+        ),
+        log_format,
+    };
+    Ok(server)
+}
+
+/// Validates the `[listen]` table.
+fn listen_config(f: &FileConfig) -> Result<ListenConfig, ConfigError> {
+    let public = socket("listen.public", &f.listen.public)?;
+    let admin = socket("listen.admin", &f.listen.admin)?;
+    if public == admin {
+        return Err(invalid(
+            "listen.admin",
+            "the admin listener must differ from the public one",
+        ));
+    }
+    let public_base_url = match &f.listen.public_base_url {
+        Some(url) => {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| invalid("listen.public_base_url", format!("{url:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                return Err(invalid(
+                    "listen.public_base_url",
+                    "must be an absolute http(s) URL",
+                ));
+            }
+            url.trim_end_matches('/').to_owned()
+        }
+        None => format!("http://{public}"),
+    };
+    let listen = ListenConfig {
+        public,
+        admin,
+        public_base_url,
+    };
+    Ok(listen)
+}
+
+/// Validates the `[upstream]` table.
+fn upstream_config(f: &FileConfig) -> Result<UpstreamConfig, ConfigError> {
+    let u = &f.upstream;
+    let url = reqwest::Url::parse(&u.url)
+        .map_err(|e| invalid("upstream.url", format!("{:?}: {e}", u.url)))?;
+    if url.scheme() != "http" {
+        return Err(invalid(
+            "upstream.url",
+            "only http:// is supported: hb402 runs beside the node, on a private network",
+        ));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| invalid("upstream.url", "has no host"))?;
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err(invalid("upstream.url", "must not have a path"));
+    }
+    let port = url.port_or_known_default().unwrap_or(80);
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    if u.access_key_id.is_empty() || u.access_key_id.contains('/') {
+        return Err(invalid(
+            "upstream.access_key_id",
+            "must be non-empty and contain no '/'",
+        ));
+    }
+    let key_prefix = u.key_prefix.clone();
+    if key_prefix.starts_with('/')
+        || key_prefix.contains("..")
+        || (!key_prefix.is_empty() && !key_prefix.ends_with('/'))
+    {
+        return Err(invalid(
+            "upstream.key_prefix",
+            "must be relative and end with '/' (e.g. \"dataitems/\")",
+        ));
+    }
+    let upstream = UpstreamConfig {
+        authority,
+        url: u.url.trim_end_matches('/').to_owned(),
+        access_key_id: u.access_key_id.clone(),
+        public_bucket: bucket("upstream.public_bucket", &u.public_bucket)?,
+        private_bucket: bucket("upstream.private_bucket", &u.private_bucket)?,
+        key_prefix,
+        connect_timeout: seconds(
+            "upstream.connect_timeout_seconds",
+            u.connect_timeout_seconds,
+        )?,
+        read_timeout: seconds("upstream.read_timeout_seconds", u.read_timeout_seconds)?,
+        write_timeout: seconds("upstream.write_timeout_seconds", u.write_timeout_seconds)?,
+    };
+    if upstream.public_bucket == upstream.private_bucket {
+        return Err(invalid(
+            "upstream.private_bucket",
+            "must differ from upstream.public_bucket",
+        ));
+    }
+    Ok(upstream)
+}
+
+/// Validates the `[limits]` table.
+fn limits_config(f: &FileConfig) -> Result<Limits, ConfigError> {
+    let l = &f.limits;
+    if l.max_upload_bytes == 0 || l.max_upload_bytes > 64 * 1024 * 1024 * 1024 {
+        return Err(invalid(
+            "limits.max_upload_bytes",
+            "must be between 1 byte and 64 GiB",
+        ));
+    }
+    if !(hb402_ans104::MIN_MAX_HEADER_BYTES as u64..=16 * 1024 * 1024).contains(&l.max_header_bytes)
+    {
+        return Err(invalid(
+            "limits.max_header_bytes",
+            format!(
+                "must be between {} and 16 MiB",
+                hb402_ans104::MIN_MAX_HEADER_BYTES
+            ),
+        ));
+    }
+    if !(1024..=1024 * 1024).contains(&l.max_payment_header_bytes) {
+        return Err(invalid(
+            "limits.max_payment_header_bytes",
+            "must be between 1 KiB and 1 MiB",
+        ));
+    }
+    if l.max_verify_bytes == 0 || l.max_verify_bytes > 64 * 1024 * 1024 * 1024 {
+        return Err(invalid(
+            "limits.max_verify_bytes",
+            "must be between 1 byte and 64 GiB",
+        ));
+    }
+    if !(1..=100_000).contains(&l.max_concurrent_uploads) {
+        return Err(invalid(
+            "limits.max_concurrent_uploads",
+            "must be between 1 and 100000",
+        ));
+    }
+    if !(1024..=16 * 1024 * 1024).contains(&l.max_admin_body_bytes) {
+        return Err(invalid(
+            "limits.max_admin_body_bytes",
+            "must be between 1 KiB and 16 MiB",
+        ));
+    }
+    let limits = Limits {
+        max_upload_bytes: l.max_upload_bytes,
+        max_header_bytes: l.max_header_bytes as usize,
+        max_payment_header_bytes: l.max_payment_header_bytes as usize,
+        max_admin_body_bytes: l.max_admin_body_bytes as usize,
+        max_verify_bytes: l.max_verify_bytes,
+        max_upload_time: Duration::from_secs(l.max_upload_seconds.clamp(1, 86_400)),
+        max_concurrent_uploads: l.max_concurrent_uploads,
+        max_uploads_per_client: l.max_uploads_per_client,
+    };
+    Ok(limits)
+}
+
+/// Validates the `[store]` table.
+fn store_config(f: &FileConfig) -> Result<StoreConfig, ConfigError> {
+    if f.store.state_dir.is_empty() {
+        return Err(invalid("store.state_dir", "must not be empty"));
+    }
+    let kind = match (f.store.kind.as_str(), &f.store.redis_url) {
+        ("redb", None) => StoreKind::Redb,
+        ("redb", Some(_)) => {
+            return Err(invalid(
+                "store.redis_url",
+                "only used with kind = \"redis\"",
+            ));
+        }
+        ("redis", Some(url)) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            StoreKind::Redis { url: url.clone() }
+        }
+        ("redis", _) => {
+            return Err(invalid(
+                "store.redis_url",
+                "kind = \"redis\" needs a redis:// URL",
+            ));
+        }
+        (other, _) => {
+            return Err(invalid(
+                "store.kind",
+                format!("{other:?} is not \"redb\" or \"redis\""),
+            ));
+        }
+    };
+    let store = StoreConfig {
+        kind,
+        state_dir: PathBuf::from(&f.store.state_dir),
+        purge_interval: seconds(
+            "store.purge_interval_seconds",
+            f.store.purge_interval_seconds,
+        )?,
+    };
+    Ok(store)
+}
+
+/// Validates the `[cache]` table (items are never kept larger than may be verified).
+fn cache_config(f: &FileConfig, limits: &Limits) -> Result<CacheConfig, ConfigError> {
+    if f.cache.metadata_entries.is_some() {
+        return Err(invalid(
+            "cache.metadata_entries",
+            "replaced by cache.metadata_bytes (the cache is bounded in bytes)",
+        ));
+    }
+    if f.cache.metadata_bytes < 64 * 1024 {
+        return Err(invalid("cache.metadata_bytes", "must be at least 64 KiB"));
+    }
+    if f.cache.item_bytes > 0 && !(1..=MAX_CACHED_ITEM).contains(&f.cache.item_max_bytes) {
+        return Err(invalid(
+            "cache.item_max_bytes",
+            "must be between 1 and 64 MiB when cache.item_bytes is set",
+        ));
+    }
+    if f.cache.item_bytes > 0 && f.cache.item_max_bytes > f.cache.item_bytes {
+        return Err(invalid(
+            "cache.item_max_bytes",
+            "must not be more than cache.item_bytes",
+        ));
+    }
+    let cache = CacheConfig {
+        metadata_bytes: f.cache.metadata_bytes,
+        metadata_ttl: Duration::from_secs(f.cache.metadata_ttl_seconds.max(1)),
+        item_bytes: f.cache.item_bytes,
+        // Cached items are verified whole: never more than may be verified.
+        item_max_bytes: f.cache.item_max_bytes.min(limits.max_verify_bytes),
+        item_ttl: Duration::from_secs(f.cache.item_ttl_seconds.max(1)),
+    };
+    Ok(cache)
+}
+
+/// Validates the `[expiry]` table.
+fn expiry_config(f: &FileConfig) -> Result<ExpiryConfig, ConfigError> {
+    if !(1..=365).contains(&f.expiry.max_days) {
+        return Err(invalid(
+            "expiry.max_days",
+            "must be between 1 and 365 (the node's lifecycle bound)",
+        ));
+    }
+    if f.expiry.default_days > f.expiry.max_days {
+        return Err(invalid(
+            "expiry.default_days",
+            "must not exceed expiry.max_days",
+        ));
+    }
+    if !(2..=3650).contains(&f.expiry.tombstone_days) {
+        return Err(invalid(
+            "expiry.tombstone_days",
+            "must be between 2 and 3650 (the node's lifecycle works in whole days)",
+        ));
+    }
+    let expiry = ExpiryConfig {
+        default_days: f.expiry.default_days,
+        max_days: f.expiry.max_days,
+        tombstone_days: f.expiry.tombstone_days,
+    };
+    Ok(expiry)
 }
 
 #[cfg(test)]
