@@ -167,23 +167,13 @@ impl LocalSettlement {
         }
     }
 
-    /// Rebuilds the offer from the server's requirements and runs the local checks.
-    fn check(&self, request: &VerifyRequest) -> Result<Checked, VerifyResponse> {
-        let payload = match request.x402_version {
-            V1 => serde_json::from_value::<PaymentPayloadV1>(request.payment_payload.clone())
-                .map(PaymentPayload::V1),
-            V2 => serde_json::from_value::<PaymentPayloadV2>(request.payment_payload.clone())
-                .map(PaymentPayload::V2),
-            v => {
-                return Err(invalid(
-                    "invalid_x402_version",
-                    format!("version {v}"),
-                    None,
-                ));
-            }
-        }
-        .map_err(|e| invalid("invalid_payload", e.to_string(), None))?;
-        let (requirements, resource) = match request.x402_version {
+    /// The server's requirements as v2 (a v1 answer's network name resolved), and the
+    /// resource a v1 answer names.
+    fn requirements(
+        &self,
+        request: &VerifyRequest,
+    ) -> Result<(PaymentRequirements, ResourceInfo), VerifyResponse> {
+        let read = match request.x402_version {
             V1 => {
                 let r: PaymentRequirementsV1 =
                     serde_json::from_value(request.payment_requirements.clone()).map_err(|e| {
@@ -223,6 +213,12 @@ impl LocalSettlement {
                 (r, resource)
             }
         };
+        Ok(read)
+    }
+
+    /// The terms of the offer the requirements describe, on this facilitator's chain and with
+    /// the EIP-712 domain the offer announced.
+    fn terms(&self, requirements: &PaymentRequirements) -> Result<OfferTerms, VerifyResponse> {
         let network = self
             .config
             .registry
@@ -257,7 +253,7 @@ impl LocalSettlement {
             asset.eip712_name = name.to_owned();
             asset.eip712_version = version.to_owned();
         }
-        let terms = OfferTerms {
+        Ok(OfferTerms {
             asset,
             pay_to: requirements.pay_to.parse().map_err(|_| {
                 invalid(
@@ -274,7 +270,28 @@ impl LocalSettlement {
                 )
             })?,
             max_timeout_seconds: requirements.max_timeout_seconds,
-        };
+        })
+    }
+
+    /// Rebuilds the offer from the server's requirements and runs the local checks.
+    fn check(&self, request: &VerifyRequest) -> Result<Checked, VerifyResponse> {
+        let payload = match request.x402_version {
+            V1 => serde_json::from_value::<PaymentPayloadV1>(request.payment_payload.clone())
+                .map(PaymentPayload::V1),
+            V2 => serde_json::from_value::<PaymentPayloadV2>(request.payment_payload.clone())
+                .map(PaymentPayload::V2),
+            v => {
+                return Err(invalid(
+                    "invalid_x402_version",
+                    format!("version {v}"),
+                    None,
+                ));
+            }
+        }
+        .map_err(|e| invalid("invalid_payload", e.to_string(), None))?;
+        let (requirements, resource) = self.requirements(request)?;
+        let terms = self.terms(&requirements)?;
+        let token = terms.asset.address;
         let offer = Offer::new(&self.config.registry, terms, &resource)
             .map_err(|e| invalid("invalid_network", e.to_string(), None))?;
         let verified =
