@@ -365,29 +365,25 @@ impl Metrics {
         let latency = |name: &str, help: &str| {
             HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
         };
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let latencies = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, HistogramVec::new(latency(name, help), labels))
+        };
         let metrics = Metrics {
             requests_by: Resolved::new(RouteLabel::ALL.len() * Outcome::ALL.len()),
             request_duration_by: Resolved::new(RouteLabel::ALL.len()),
             cache_requests_by: Resolved::new(CacheLabel::ALL.len() * CacheResult::ALL.len()),
-            requests: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "hb402_requests_total",
-                        "Requests on the public listener, by route and outcome.",
-                    ),
-                    &["route", "outcome"],
-                ),
+            requests: counters(
+                "hb402_requests_total",
+                "Requests on the public listener, by route and outcome.",
+                &["route", "outcome"],
             ),
-            request_duration: register(
-                &registry,
-                HistogramVec::new(
-                    latency(
-                        "hb402_request_duration_seconds",
-                        "Time from the request to the end of the response, by route.",
-                    ),
-                    &["route"],
-                ),
+            request_duration: latencies(
+                "hb402_request_duration_seconds",
+                "Time from the request to the end of the response, by route.",
+                &["route"],
             ),
             upstream_duration: register(
                 &registry,
@@ -396,52 +392,30 @@ impl Metrics {
                     "Time of requests hb402 makes to the node.",
                 )),
             ),
-            payments: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "hb402_payments_total",
-                        "Payment attempts, by network and result.",
-                    ),
-                    &["network", "result"],
-                ),
+            payments: counters(
+                "hb402_payments_total",
+                "Payment attempts, by network and result.",
+                &["network", "result"],
             ),
-            paid_atomic: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "hb402_paid_amount_atomic_total",
-                        "Settled amounts in the asset's atomic units, by network and asset.",
-                    ),
-                    &["network", "asset"],
-                ),
+            paid_atomic: counters(
+                "hb402_paid_amount_atomic_total",
+                "Settled amounts in the asset's atomic units, by network and asset.",
+                &["network", "asset"],
             ),
-            facilitator_duration: register(
-                &registry,
-                HistogramVec::new(
-                    latency(
-                        "hb402_facilitator_duration_seconds",
-                        "Time of facilitator (or local settlement) operations, by operation.",
-                    ),
-                    &["op"],
-                ),
+            facilitator_duration: latencies(
+                "hb402_facilitator_duration_seconds",
+                "Time of facilitator (or local settlement) operations, by operation.",
+                &["op"],
             ),
-            cache_requests: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "hb402_cache_requests_total",
-                        "Cache lookups, by cache and result.",
-                    ),
-                    &["cache", "result"],
-                ),
+            cache_requests: counters(
+                "hb402_cache_requests_total",
+                "Cache lookups, by cache and result.",
+                &["cache", "result"],
             ),
-            uploads: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new("hb402_uploads_total", "Upload requests, by result."),
-                    &["result"],
-                ),
+            uploads: counters(
+                "hb402_uploads_total",
+                "Upload requests, by result.",
+                &["result"],
             ),
             upload_bytes: register(
                 &registry,
@@ -450,12 +424,10 @@ impl Metrics {
                     "Request-body bytes read on the upload routes.",
                 ),
             ),
-            payment_required: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new("hb402_payment_required_total", "402 answers, by reason."),
-                    &["reason"],
-                ),
+            payment_required: counters(
+                "hb402_payment_required_total",
+                "402 answers, by reason.",
+                &["reason"],
             ),
             build_info: register(
                 &registry,
@@ -466,38 +438,35 @@ impl Metrics {
             ),
             registry,
         };
+        metrics.start_at_zero();
         metrics
-            .build_info
+    }
+
+    /// Sets `hb402_build_info` and starts the small, fixed label sets at zero.
+    fn start_at_zero(&self) {
+        self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         // Small, fixed label sets start at zero, so rates and alerts see them before the first
         // event.
         for route in RouteLabel::ALL {
-            metrics
-                .request_duration
-                .with_label_values(&[route.as_str()]);
+            self.request_duration.with_label_values(&[route.as_str()]);
         }
         for op in FacilitatorOp::ALL {
-            metrics
-                .facilitator_duration
-                .with_label_values(&[op.as_str()]);
+            self.facilitator_duration.with_label_values(&[op.as_str()]);
         }
         for cache in CacheLabel::ALL {
             for result in CacheResult::ALL {
-                metrics
-                    .cache_requests
+                self.cache_requests
                     .with_label_values(&[cache.as_str(), result.as_str()]);
             }
         }
         for result in UploadResult::ALL {
-            metrics.uploads.with_label_values(&[result.as_str()]);
+            self.uploads.with_label_values(&[result.as_str()]);
         }
         for reason in PaymentRequiredReason::ALL {
-            metrics
-                .payment_required
-                .with_label_values(&[reason.as_str()]);
+            self.payment_required.with_label_values(&[reason.as_str()]);
         }
-        metrics
     }
 
     /// The registry (to add process metrics, or gather in tests).
