@@ -198,8 +198,9 @@ fn is(segment: &str, name: &str) -> bool {
 }
 
 /// Whether a first segment is one of hb402's: its route names, the node's S3 device, or a
-/// DataItem id. Paths whose first segment is not are pass-through candidates.
-fn is_owned(first: &str) -> bool {
+/// DataItem id. Paths whose first segment is not are pass-through candidates (and only they
+/// may be configured as `passthrough.allow` prefixes).
+pub(crate) fn is_owned(first: &str) -> bool {
     [
         "resolve",
         "binary",

@@ -808,18 +808,7 @@ fn passthrough(f: &FileConfig) -> Result<PassthroughConfig, ConfigError> {
                 "\"/\" would forward every path; name a prefix",
             ));
         };
-        let owned = [
-            "~s3@1.0",
-            "resolve",
-            "binary",
-            "protected",
-            "upload",
-            "tx",
-            "~bundler@1.0",
-        ];
-        if owned.iter().any(|o| first.eq_ignore_ascii_case(o))
-            || crate::route::starts_with_item_id(first)
-        {
+        if crate::route::is_owned(first) {
             return Err(invalid(
                 &key,
                 "this prefix is one of hb402's own routes (or a DataItem id) and is never forwarded",
