@@ -224,7 +224,42 @@ pub fn signing_hash(auth: &Authorization, domain: &Eip712Domain) -> B256 {
 /// USDC contract refuses them. Recovery is libsecp256k1's (through `secp256k1`): about four
 /// times faster than the pure-Rust `k256` the rest of alloy uses, and it is the whole cost of a
 /// local payment check (docs/benchmarks.md).
+///
+/// Recent recoveries are remembered ([`MEMO_SLOTS`] of them): one payment is checked several
+/// times on its way (by hb402, then by local settlement's verify and settle), and recovery is a
+/// pure function of the hash and the signature, so a remembered answer is the answer.
 pub fn recover_signer(hash: &B256, signature: &[u8]) -> Option<Address> {
+    let Ok(signature) = <&[u8; 65]>::try_from(signature) else {
+        return recover(hash, signature);
+    };
+    let mut key = [0u8; 97];
+    key[..32].copy_from_slice(hash.as_slice());
+    key[32..].copy_from_slice(signature);
+    let slot = &MEMO[usize::from(u16::from_le_bytes([hash[0], hash[1]])) % MEMO_SLOTS];
+    let remembered = *slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((k, signer)) = remembered
+        && k == key
+    {
+        return Some(signer);
+    }
+    let signer = recover(hash, signature)?;
+    *slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((key, signer));
+    Some(signer)
+}
+
+/// Slots of the recovery memo: bounded and direct-mapped by the hash; a collision, even a
+/// chosen one, only costs a recovery.
+pub const MEMO_SLOTS: usize = 1024;
+
+type Remembered = Option<([u8; 97], Address)>;
+static MEMO: [std::sync::Mutex<Remembered>; MEMO_SLOTS] =
+    [const { std::sync::Mutex::new(None) }; MEMO_SLOTS];
+
+fn recover(hash: &B256, signature: &[u8]) -> Option<Address> {
     use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
     let sig = Signature::from_raw(signature).ok()?;
     if sig.normalize_s().is_some() {
@@ -384,6 +419,10 @@ mod tests {
             // The other parity is another key (or none).
             raw[64] ^= 1;
             assert_ne!(recover_signer(&hash, &raw), Some(expected));
+            // Asked again (remembered or recovered anew), the same answers.
+            assert_ne!(recover_signer(&hash, &raw), Some(expected));
+            raw[64] ^= 1;
+            assert_eq!(recover_signer(&hash, &raw), Some(expected), "{n}");
         }
         let hash = keccak256([1]);
         assert_eq!(recover_signer(&hash, &[0u8; 65]), None);
