@@ -39,6 +39,9 @@ fn backend(e: impl Into<::redb::Error>) -> StoreError {
 /// The most writes one transaction takes.
 const MAX_GROUP: usize = 512;
 
+/// The shortest time between the starts of two commits.
+const COMMIT_PACE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// A write, run inside its group's transaction; it answers with how to deliver its result once
 /// the group is committed (or failed), and whether the file failed under it.
 type Job = Box<dyn FnOnce(&WriteTransaction, u64) -> Ran + Send>;
@@ -66,7 +69,19 @@ impl Drop for Writer {
 
 /// Applies queued writes in groups until every store handle is gone.
 fn write_groups(db: Arc<Database>, clock: Clock, queue: std::sync::mpsc::Receiver<Job>) {
+    // (when the last commit started, whether its group had more than one write)
+    let mut last_commit: Option<(std::time::Instant, bool)> = None;
     while let Ok(first) = queue.recv() {
+        // A busy store's commits are paced: after a group of several writes, the next commit
+        // starts COMMIT_PACE after it at the earliest, with whatever arrived meanwhile. Fewer,
+        // larger commits (each one `fsync`); a store written one write at a time never waits.
+        let wait = last_commit
+            .filter(|(_, busy)| *busy)
+            .and_then(|(at, _)| COMMIT_PACE.checked_sub(at.elapsed()));
+        if let Some(wait) = wait {
+            std::thread::sleep(wait);
+        }
+        let started = std::time::Instant::now();
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match queue.try_recv() {
@@ -82,6 +97,7 @@ fn write_groups(db: Arc<Database>, clock: Clock, queue: std::sync::mpsc::Receive
                 continue;
             }
         };
+        last_commit = Some((started, jobs.len() > 1));
         let now = clock();
         let ran: Vec<Ran> = jobs.into_iter().map(|job| job(&txn, now)).collect();
         let failed = if ran.iter().any(|r| r.file_failed) {
