@@ -93,7 +93,7 @@ impl ChainProbe {
         let Some(receipt) = self.rpc(self.provider.get_transaction_receipt(tx)).await? else {
             return Ok(false);
         };
-        Ok(receipt.status() && receipt.logs().iter().any(|log| is_transfer(log, a)))
+        Ok(receipt.status() && paid_in(receipt.logs(), a))
     }
 
     /// What became of `a`; `hint` is a transaction reported for it, if any.
@@ -134,8 +134,111 @@ impl ChainProbe {
     }
 }
 
+/// Whether `logs` (one transaction's) show `a` used to pay: its `AuthorizationUsed` event next
+/// to the transfer it authorized, both from the token. A transaction may carry many
+/// authorizations (a batch), some of which failed; only this one's events count.
+pub(crate) fn paid_in(logs: &[Log], a: &Authorization) -> bool {
+    logs.iter().enumerate().any(|(i, log)| {
+        is_use_of(log, a)
+            && [i.checked_sub(1), i.checked_add(1)]
+                .into_iter()
+                .flatten()
+                .filter_map(|j| logs.get(j))
+                .any(|next| is_transfer(next, a))
+    })
+}
+
+fn is_use_of(log: &Log, a: &Authorization) -> bool {
+    log.address() == a.asset
+        && IAuthorizationToken::AuthorizationUsed::decode_log(&log.inner)
+            .is_ok_and(|u| u.authorizer == a.from && u.nonce == a.nonce)
+}
+
 fn is_transfer(log: &Log, a: &Authorization) -> bool {
     log.address() == a.asset
         && IAuthorizationToken::Transfer::decode_log(&log.inner)
             .is_ok_and(|t| t.from == a.from && t.to == a.to && t.value == a.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::{LogData, address, b256};
+
+    use super::*;
+
+    const TOKEN: Address = address!("036CbD53842c5426634e7929541eC2318f3dCF7e");
+    const PAYER: Address = address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
+    const PAYEE: Address = address!("3C44CdDdB6a900fa2b585dd299e03d12FA4293BC");
+
+    fn auth(nonce: B256) -> Authorization {
+        Authorization {
+            asset: TOKEN,
+            from: PAYER,
+            to: PAYEE,
+            value: U256::from(10_000u64),
+            nonce,
+        }
+    }
+
+    fn log(address: Address, data: LogData) -> Log {
+        Log {
+            inner: alloy::primitives::Log { address, data },
+            ..Log::default()
+        }
+    }
+
+    fn used(a: &Authorization) -> Log {
+        let event = IAuthorizationToken::AuthorizationUsed {
+            authorizer: a.from,
+            nonce: a.nonce,
+        };
+        log(a.asset, event.encode_log_data())
+    }
+
+    fn transfer(a: &Authorization, value: U256) -> Log {
+        let event = IAuthorizationToken::Transfer {
+            from: a.from,
+            to: a.to,
+            value,
+        };
+        log(a.asset, event.encode_log_data())
+    }
+
+    #[test]
+    fn each_authorization_of_a_batch_is_found_by_its_own_events() {
+        let one = auth(b256!(
+            "0000000000000000000000000000000000000000000000000000000000000001"
+        ));
+        let two = auth(b256!(
+            "0000000000000000000000000000000000000000000000000000000000000002"
+        ));
+        let three = auth(b256!(
+            "0000000000000000000000000000000000000000000000000000000000000003"
+        ));
+        // One and three were paid in this transaction (same payer, payee and value); two's
+        // call failed and left nothing.
+        let logs = [
+            used(&one),
+            transfer(&one, one.value),
+            used(&three),
+            transfer(&three, three.value),
+        ];
+        assert!(paid_in(&logs, &one));
+        assert!(!paid_in(&logs, &two));
+        assert!(paid_in(&logs, &three));
+    }
+
+    #[test]
+    fn a_use_without_its_transfer_or_from_another_contract_is_not_a_payment() {
+        let a = auth(B256::repeat_byte(7));
+        // The authorization used, but the transfer next to it is another amount.
+        assert!(!paid_in(&[used(&a), transfer(&a, U256::from(1u64))], &a));
+        // A transfer alone (someone else's call) is not this authorization's.
+        assert!(!paid_in(&[transfer(&a, a.value)], &a));
+        // Events with the right shape from another contract.
+        let forged = Authorization { asset: PAYEE, ..a };
+        assert!(!paid_in(&[used(&forged), transfer(&forged, a.value)], &a));
+        // Emitted in the other order, still adjacent.
+        assert!(paid_in(&[transfer(&a, a.value), used(&a)], &a));
+    }
 }

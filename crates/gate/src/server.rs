@@ -187,6 +187,7 @@ fn facilitator(config: &Config) -> Result<Option<Arc<dyn hb402_x402::Facilitator
             rpc_url,
             operator_key,
             chain_id,
+            sending,
         } => Some(Arc::new(
             LocalSettlement::new(LocalSettlementConfig {
                 rpc_url: rpc_url.clone(),
@@ -196,6 +197,10 @@ fn facilitator(config: &Config) -> Result<Option<Arc<dyn hb402_x402::Facilitator
                 rpc_timeout: p.verify_timeout,
                 receipt_timeout: p.settle_timeout,
                 skew_seconds: p.skew_seconds,
+                max_batch: sending.max_batch,
+                multicall: sending.multicall,
+                receipt_poll: sending.receipt_poll,
+                batch_linger: sending.batch_linger,
             })
             .map_err(|e| BuildError::Unsupported(e.to_string()))?,
         )),

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use hb402_gate::facilitator::{
-    HttpFacilitator, HttpFacilitatorConfig, LocalSettlement, LocalSettlementConfig,
+    HttpFacilitator, HttpFacilitatorConfig, LocalSettlement, LocalSettlementConfig, MULTICALL3,
 };
 use hb402_testkit::{
-    FACILITATOR_ACCOUNT, Facilitator as ReferenceFacilitator, LocalChain, OPERATOR_ACCOUNT,
-    PAYEE_ACCOUNT, payments_at,
+    ANVIL_ACCOUNTS, FACILITATOR_ACCOUNT, Facilitator as ReferenceFacilitator, LocalChain,
+    OPERATOR_ACCOUNT, PAYEE_ACCOUNT, PaymentOptions, payments, payments_at,
 };
 use hb402_x402::{Facilitator, FacilitatorError, Registry, VerifyRequest};
 use serde_json::Value;
@@ -40,6 +40,10 @@ async fn local(chain: &LocalChain) -> LocalSettlement {
         rpc_timeout: Duration::from_secs(10),
         receipt_timeout: Duration::from_secs(20),
         skew_seconds: 30,
+        max_batch: 64,
+        multicall: Some(MULTICALL3),
+        receipt_poll: Duration::from_millis(50),
+        batch_linger: Duration::from_millis(20),
     })
     .await
     .unwrap()
@@ -167,6 +171,10 @@ async fn pending_settlement_is_resolved_never_resent() {
         rpc_timeout: Duration::from_secs(10),
         receipt_timeout: Duration::from_millis(500),
         skew_seconds: 30,
+        max_batch: 64,
+        multicall: Some(MULTICALL3),
+        receipt_poll: Duration::from_millis(50),
+        batch_linger: Duration::from_millis(20),
     };
     let local = LocalSettlement::connect(config).await.unwrap();
     let payee = PAYEE_ACCOUNT.address;
@@ -246,4 +254,111 @@ async fn settle_one(chain: &LocalChain, backend: &LocalSettlement, label: &str) 
     let settled = backend.settle(&req).await.unwrap();
     assert!(settled.success, "{label}: {settled:?}");
     assert_eq!(chain.usdc_balance(payee).await, before + 10_000, "{label}");
+}
+
+/// `count` × 3 fresh payments (v2, v1 and v1-through-`@x402/core`) from account #1, signed
+/// by concurrent client runs.
+async fn many_payments(count: usize) -> Vec<VerifyRequest> {
+    let sets = futures_util::future::join_all((0..count).map(|_| payments_at(now()))).await;
+    sets.iter()
+        .flat_map(|set| ["v2", "v1", "v1core"].map(|v| request(set, v)))
+        .collect()
+}
+
+fn payer_and_nonce(req: &VerifyRequest) -> (alloy::primitives::Address, alloy::primitives::B256) {
+    let auth = &req.payment_payload["payload"]["authorization"];
+    (
+        auth["from"].as_str().unwrap().parse().unwrap(),
+        auth["nonce"].as_str().unwrap().parse().unwrap(),
+    )
+}
+
+/// Payments settled together share transactions (Multicall3 batches), yet each keeps its own
+/// outcome: a replayed authorization and an unfunded payer in the same rush are refused on
+/// their own while every other payment is paid exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rush_of_payments_settles_in_few_transactions_each_with_its_own_outcome() {
+    let chain = LocalChain::start().await;
+    let local = local(&chain).await;
+    let payee = PAYEE_ACCOUNT.address;
+    let fresh = many_payments(8).await;
+    let replayed = request(&payments_at(now()).await, "v2");
+    assert!(local.settle(&replayed).await.unwrap().success);
+    let unfunded = request(
+        &payments(PaymentOptions {
+            now: Some(now()),
+            signer_key: Some(ANVIL_ACCOUNTS[6].private_key),
+            ..PaymentOptions::default()
+        })
+        .await,
+        "v2",
+    );
+    let before = chain.usdc_balance(payee).await;
+
+    let mut all = fresh.clone();
+    all.insert(fresh.len() / 2, replayed.clone());
+    all.push(unfunded.clone());
+    let results = futures_util::future::join_all(all.iter().map(|r| local.settle(r))).await;
+    let mut transactions = std::collections::BTreeSet::new();
+    for (req, result) in all.iter().zip(results) {
+        let result = result.unwrap();
+        let expected = !(std::ptr::eq(req, &all[fresh.len() / 2]) || req == all.last().unwrap());
+        assert_eq!(result.success, expected, "{result:?}");
+        if result.success {
+            transactions.insert(result.transaction.clone());
+            let (payer, nonce) = payer_and_nonce(req);
+            assert!(chain.authorization_used(payer, nonce).await);
+        } else {
+            assert!(result.transaction.is_empty(), "nothing sent for {result:?}");
+        }
+    }
+    assert_eq!(
+        chain.usdc_balance(payee).await,
+        before + 10_000 * fresh.len() as u128,
+        "each fresh payment paid once, the others not at all"
+    );
+    assert!(
+        transactions.len() < fresh.len(),
+        "{} payments in {} transactions: no batching",
+        fresh.len(),
+        transactions.len()
+    );
+    let (payer, nonce) = payer_and_nonce(&unfunded);
+    assert!(!chain.authorization_used(payer, nonce).await);
+}
+
+/// On a chain that mines a block a second (a real chain's cadence), payments sent together
+/// wait for their block and all settle; the same authorization settled twice meanwhile never
+/// makes a second transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn payments_settle_on_a_chain_with_block_times() {
+    let chain = LocalChain::start().await;
+    let local = local(&chain).await;
+    let payee = PAYEE_ACCOUNT.address;
+    let fresh = many_payments(4).await;
+    let before = chain.usdc_balance(payee).await;
+    chain
+        .rpc("evm_setAutomine", serde_json::json!([false]))
+        .await;
+    chain
+        .rpc("evm_setIntervalMining", serde_json::json!([1]))
+        .await;
+    let twice: Vec<&VerifyRequest> = fresh.iter().chain(fresh.iter().take(2)).collect();
+    let results = futures_util::future::join_all(twice.iter().map(|r| local.settle(r))).await;
+    let paid = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().success)
+        .count();
+    assert!(paid >= fresh.len(), "{results:?}");
+    for r in &results {
+        let r = r.as_ref().unwrap();
+        assert!(
+            r.success || r.error_reason.as_deref() == Some("settlement_pending"),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        chain.usdc_balance(payee).await,
+        before + 10_000 * fresh.len() as u128
+    );
 }

@@ -314,7 +314,23 @@ pub enum PaymentMode {
         operator_key: Secret,
         /// The chain the RPC serves.
         chain_id: u64,
+        /// How transfers are sent.
+        sending: Sending,
     },
+}
+
+/// How local settlement sends transfers (`payments.max_batch`, `payments.multicall`,
+/// `payments.batch_linger_ms`, `payments.receipt_poll_ms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sending {
+    /// Transfers per transaction at most (1: one transaction per payment).
+    pub max_batch: usize,
+    /// The batch contract; `None`: no batching.
+    pub multicall: Option<alloy::primitives::Address>,
+    /// How often receipts are looked for while transactions are in flight.
+    pub receipt_poll: Duration,
+    /// How long a busy sender goes on filling a batch before sending it.
+    pub batch_linger: Duration,
 }
 
 /// `[payments]` and `[pricing]`.
@@ -563,6 +579,7 @@ fn payment_mode(
                 rpc_url,
                 operator_key,
                 chain_id,
+                sending: sending(p)?,
             }
         }
         other => {
@@ -573,6 +590,45 @@ fn payment_mode(
         }
     };
     Ok(mode)
+}
+
+/// Largest `payments.max_batch`: a batch's gas stays well inside a block.
+const MAX_BATCH: usize = 256;
+
+fn sending(p: &super::file::PaymentsFile) -> Result<Sending, ConfigError> {
+    if p.max_batch == 0 || p.max_batch > MAX_BATCH {
+        return Err(invalid(
+            "payments.max_batch",
+            format!("must be between 1 and {MAX_BATCH}"),
+        ));
+    }
+    let multicall = match p.multicall.trim() {
+        "" => None,
+        text => Some(text.parse().map_err(|_| {
+            invalid(
+                "payments.multicall",
+                format!("{text:?} is not an address (\"\" turns batching off)"),
+            )
+        })?),
+    };
+    if !(10..=10_000).contains(&p.receipt_poll_ms) {
+        return Err(invalid(
+            "payments.receipt_poll_ms",
+            "must be between 10 and 10000",
+        ));
+    }
+    if p.batch_linger_ms > 1000 {
+        return Err(invalid(
+            "payments.batch_linger_ms",
+            "must be between 0 and 1000",
+        ));
+    }
+    Ok(Sending {
+        max_batch: p.max_batch,
+        multicall,
+        receipt_poll: Duration::from_millis(p.receipt_poll_ms),
+        batch_linger: Duration::from_millis(p.batch_linger_ms),
+    })
 }
 
 /// Validates the built-in networks and `[[payments.networks]]`.
@@ -1291,6 +1347,44 @@ mod tests {
         assert_eq!(c.store.kind, StoreKind::Redb);
         assert!(c.share_links.is_none());
         assert!(c.admin.bearer_key.is_none());
+    }
+
+    #[test]
+    fn local_settlement_sending_has_defaults_and_bounds() {
+        let local = |extra: &str| {
+            format!(
+                "version = 1\n[payments]\nmode = \"local\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+                 operator_key = \"${{ADMIN}}\"\nchain_id = 84532\n{extra}"
+            )
+        };
+        let PaymentMode::Local { sending, .. } = load(&local("")).unwrap().payments.mode else {
+            panic!("local mode");
+        };
+        assert_eq!(sending.max_batch, 64);
+        assert_eq!(
+            sending.multicall,
+            Some(crate::facilitator::MULTICALL3),
+            "Multicall3's canonical address"
+        );
+        assert_eq!(sending.batch_linger, Duration::from_millis(20));
+        assert_eq!(sending.receipt_poll, Duration::from_millis(100));
+        let PaymentMode::Local { sending, .. } = load(&local("multicall = \"\"\nmax_batch = 1"))
+            .unwrap()
+            .payments
+            .mode
+        else {
+            panic!("local mode");
+        };
+        assert_eq!((sending.multicall, sending.max_batch), (None, 1));
+        for (extra, key) in [
+            ("max_batch = 0", "payments.max_batch"),
+            ("max_batch = 257", "payments.max_batch"),
+            ("multicall = \"multicall\"", "payments.multicall"),
+            ("receipt_poll_ms = 5", "payments.receipt_poll_ms"),
+            ("batch_linger_ms = 1001", "payments.batch_linger_ms"),
+        ] {
+            assert!(err(&local(extra)).starts_with(key), "{extra}");
+        }
     }
 
     #[test]

@@ -11,5 +11,6 @@ mod internal;
 pub use internal::{
     AdminConfig, CacheConfig, Config, ConfigError, ExpiryConfig, Limits, ListenConfig, LogFormat,
     Overrides, PassthroughConfig, PaymentMode, PaymentsConfig, PrivateUploads, ResponsesConfig,
-    Secret, ServerConfig, ShareLinkConfig, StoreConfig, StoreKind, UploadPolicy, UpstreamConfig,
+    Secret, Sending, ServerConfig, ShareLinkConfig, StoreConfig, StoreKind, UploadPolicy,
+    UpstreamConfig,
 };

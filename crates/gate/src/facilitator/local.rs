@@ -1,20 +1,24 @@
 //! Local settlement: hb402 verifies and settles EIP-3009 payments itself, with an operator key
 //! that pays the gas, over an EVM JSON-RPC.
 //!
-//! Settlement never sends the same authorization twice: sends are serialised, the transaction
-//! hash of every broadcast is remembered until its receipt arrives, and a settle call for an
-//! authorization already in flight reports `settlement_pending` with that hash (x402.md §5.5).
+//! Transfers go through the settlement pipeline ([`super::pipeline`]): one sender owns the
+//! operator's nonce and batches what is queued, one watcher reads receipts per block.
+//! Settlement never sends the same authorization twice: the transaction of every broadcast is
+//! remembered until its receipt arrives, and a settle call for an authorization already in
+//! flight waits for that transaction (or reports `settlement_pending` with its hash, x402.md
+//! §5.5) instead of sending another.
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::contract::SolCallBuilder;
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
+use alloy::sol_types::SolCall;
 use hb402_x402::exact::{LocallyVerified, SignatureCheck};
 use hb402_x402::facilitator::SETTLEMENT_PENDING;
 use hb402_x402::{
@@ -22,7 +26,9 @@ use hb402_x402::{
     PaymentPayloadV2, PaymentRequirements, PaymentRequirementsV1, Registry, ResourceInfo,
     SettleResponse, Supported, SupportedKind, V1, V2, VerifyRequest, VerifyResponse,
 };
-use tokio::sync::Mutex;
+
+use super::pipeline::{Dispatch, Pipeline, PipelineConfig, Simulated, Transfer as Queued};
+use crate::chain::{Authorization, paid_in};
 
 sol! {
     interface IEip3009Token {
@@ -50,6 +56,14 @@ pub struct LocalSettlementConfig {
     pub receipt_timeout: Duration,
     /// Clock skew allowed on `validBefore`'s upper bound.
     pub skew_seconds: u64,
+    /// Transfers per transaction at most (1: one transaction per payment).
+    pub max_batch: usize,
+    /// The batch contract (Multicall3); batches are sent only where it is deployed.
+    pub multicall: Option<Address>,
+    /// How often receipts are looked for while transactions are in flight.
+    pub receipt_poll: Duration,
+    /// How long a busy sender goes on filling a batch before sending it.
+    pub batch_linger: Duration,
 }
 
 impl std::fmt::Debug for LocalSettlementConfig {
@@ -67,10 +81,32 @@ pub struct LocalSettlement {
     provider: DynProvider,
     operator: Address,
     config: LocalSettlementConfig,
-    /// Broadcast transactions awaiting their receipt, by (payer, nonce). Held while sending so
-    /// that one authorization is never broadcast twice.
-    pending: Mutex<HashMap<(Address, B256), B256>>,
+    pipeline: Pipeline,
+    /// Authorizations being sent or broadcast and not yet seen mined, by (payer, nonce): one
+    /// authorization is never broadcast twice.
+    pending: Mutex<HashMap<(Address, B256), InFlight>>,
 }
+
+/// Where an authorization is in the pipeline.
+#[derive(Debug, Clone, Copy)]
+enum InFlight {
+    /// Queued for the sender.
+    Queued { valid_before: u64 },
+    /// Broadcast (or possibly) in this transaction.
+    Sent { tx: B256, valid_before: u64 },
+}
+
+impl InFlight {
+    /// Whether the entry can be dropped: its authorization expired long enough ago that no
+    /// transaction can use it any more, so the chain alone answers for it.
+    fn stale(&self, now: u64) -> bool {
+        let (InFlight::Queued { valid_before } | InFlight::Sent { valid_before, .. }) = self;
+        now > valid_before.saturating_add(STALE_AFTER_SECONDS)
+    }
+}
+
+/// How long after its authorization expired an in-flight entry is kept.
+const STALE_AFTER_SECONDS: u64 = 600;
 
 impl std::fmt::Debug for LocalSettlement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,7 +154,7 @@ impl LocalSettlement {
     }
 
     /// A backend for `config` without contacting the RPC yet (a wrong chain then shows as
-    /// failed simulations, never as a settlement).
+    /// failed simulations, never as a settlement). Starts the settlement pipeline's thread.
     pub fn new(config: LocalSettlementConfig) -> Result<Self, FacilitatorError> {
         let signer: PrivateKeySigner = config
             .operator_key
@@ -126,25 +162,36 @@ impl LocalSettlement {
             .parse()
             .map_err(|_| FacilitatorError::Unsupported("invalid operator key".into()))?;
         let operator = signer.address();
-        let url = config.rpc_url.parse().map_err(|_| {
+        let url: reqwest::Url = config.rpc_url.parse().map_err(|_| {
             FacilitatorError::Unsupported(format!("invalid RPC URL {}", config.rpc_url))
         })?;
-        // The operator account's nonce is read from the chain (pending) for every send, never
-        // counted locally: another hb402 sharing the key, or the operator's own transaction,
-        // moves it behind this process's back. Sends are serialised, so reading it is enough
-        // within one process; across processes a send that lost the race is retried.
+        // Calls only: transactions are built, signed and sent by the pipeline, which keeps the
+        // operator's nonce and fees itself (and a connection pool of its own, on its thread).
         let provider = ProviderBuilder::new()
             .disable_recommended_fillers()
-            .with_gas_estimation()
-            .with_simple_nonce_management()
-            .fetch_chain_id()
-            .wallet(EthereumWallet::from(signer))
-            .connect_http(url)
+            .connect_http(url.clone())
             .erased();
+        let pipeline = Pipeline::start(
+            ProviderBuilder::new()
+                .disable_recommended_fillers()
+                .connect_http(url)
+                .erased(),
+            signer,
+            PipelineConfig {
+                chain_id: config.chain_id,
+                max_batch: config.max_batch,
+                multicall: config.multicall,
+                rpc_timeout: config.rpc_timeout,
+                receipt_poll: config.receipt_poll,
+                linger: config.batch_linger,
+            },
+        )
+        .map_err(|e| FacilitatorError::Unsupported(format!("settlement thread: {e}")))?;
         Ok(LocalSettlement {
             provider,
             operator,
             config,
+            pipeline,
             pending: Mutex::new(HashMap::new()),
         })
     }
@@ -308,71 +355,74 @@ impl LocalSettlement {
         })
     }
 
-    /// The on-chain checks: unused nonce, balance, and a simulation of the transfer.
+    /// The on-chain check: a simulation of the transfer (together with the other payments
+    /// being checked meanwhile). Only when it reverts are the nonce and the balance read, to
+    /// say why.
     async fn check_chain(&self, c: &Checked) -> Result<Option<VerifyResponse>, FacilitatorError> {
+        let transfer = Queued {
+            token: c.token,
+            input: self.transfer_input(c),
+        };
+        match self.pipeline.simulate(transfer).await {
+            Simulated::Passes => Ok(None),
+            Simulated::Reverts(message) => Ok(Some(self.why_reverted(c, &message).await?)),
+            Simulated::Unanswered => Err(FacilitatorError::Unreachable(
+                "the chain could not simulate the transfer".into(),
+            )),
+        }
+    }
+
+    /// Why the transfer of `c` reverts: a used nonce, too little balance, or else the
+    /// simulation's own message.
+    async fn why_reverted(
+        &self,
+        c: &Checked,
+        message: &str,
+    ) -> Result<VerifyResponse, FacilitatorError> {
         let a = &c.verified.authorization;
         let payer = Some(a.from);
-        if self
-            .rpc(
-                SolCallBuilder::new_sol(
-                    &self.provider,
-                    &c.token,
-                    &IEip3009Token::authorizationStateCall {
-                        authorizer: a.from,
-                        nonce: a.nonce,
-                    },
-                )
-                .call(),
-            )
-            .await?
-        {
-            return Ok(Some(invalid(
+        let state = IEip3009Token::authorizationStateCall {
+            authorizer: a.from,
+            nonce: a.nonce,
+        };
+        let balance = IEip3009Token::balanceOfCall { account: a.from };
+        let state = SolCallBuilder::new_sol(&self.provider, &c.token, &state);
+        let balance = SolCallBuilder::new_sol(&self.provider, &c.token, &balance);
+        let (used, balance) = tokio::join!(self.rpc(state.call()), self.rpc(balance.call()));
+        if used? {
+            return Ok(invalid(
                 "invalid_exact_evm_nonce_already_used",
                 "the authorization was already used or cancelled",
                 payer,
-            )));
+            ));
         }
-        let balance = self
-            .rpc(
-                SolCallBuilder::new_sol(
-                    &self.provider,
-                    &c.token,
-                    &IEip3009Token::balanceOfCall { account: a.from },
-                )
-                .call(),
-            )
-            .await?;
+        let balance = balance?;
         if balance < a.value {
-            return Ok(Some(invalid(
+            return Ok(invalid(
                 "insufficient_funds",
                 format!("balance {balance} is below {}", a.value),
                 payer,
-            )));
+            ));
         }
-        let simulated = match self.transfer_call(c) {
-            Transfer::Eoa(call) => self.rpc(call.from(self.operator).call()).await.map(|_| ()),
-            Transfer::Wallet(call) => self.rpc(call.from(self.operator).call()).await.map(|_| ()),
-        };
-        if let Err(e) = simulated {
-            return Ok(Some(invalid(
-                "invalid_exact_evm_transaction_simulation_failed",
-                e.to_string(),
-                payer,
-            )));
-        }
-        Ok(None)
+        Ok(invalid(
+            "invalid_exact_evm_transaction_simulation_failed",
+            message.to_owned(),
+            payer,
+        ))
     }
 
-    fn transfer_call(&self, c: &Checked) -> Transfer<'_> {
+    /// The `transferWithAuthorization` call of `c`: (v, r, s) for a recovered signature, the
+    /// signature bytes for one the token checks itself (a smart wallet's).
+    fn transfer_input(&self, c: &Checked) -> Bytes {
         let a = &c.verified.authorization;
         let sig = &c.verified.signature;
-        match c.verified.signature_check {
+        let input = match c.verified.signature_check {
             SignatureCheck::Recovered => {
                 let mut v = sig[64];
                 if v < 27 {
                     v += 27;
                 }
-                let call = IEip3009Token::transferWithAuthorization_0Call {
+                IEip3009Token::transferWithAuthorization_0Call {
                     from: a.from,
                     to: a.to,
                     value: a.value,
@@ -382,22 +432,21 @@ impl LocalSettlement {
                     v,
                     r: B256::from_slice(&sig[..32]),
                     s: B256::from_slice(&sig[32..64]),
-                };
-                Transfer::Eoa(SolCallBuilder::new_sol(&self.provider, &c.token, &call))
+                }
+                .abi_encode()
             }
-            SignatureCheck::Deferred => {
-                let call = IEip3009Token::transferWithAuthorization_1Call {
-                    from: a.from,
-                    to: a.to,
-                    value: a.value,
-                    validAfter: a.valid_after,
-                    validBefore: a.valid_before,
-                    nonce: a.nonce,
-                    signature: Bytes::from(sig.clone()),
-                };
-                Transfer::Wallet(SolCallBuilder::new_sol(&self.provider, &c.token, &call))
+            SignatureCheck::Deferred => IEip3009Token::transferWithAuthorization_1Call {
+                from: a.from,
+                to: a.to,
+                value: a.value,
+                validAfter: a.valid_after,
+                validBefore: a.valid_before,
+                nonce: a.nonce,
+                signature: Bytes::from(sig.clone()),
             }
-        }
+            .abi_encode(),
+        };
+        input.into()
     }
 
     fn settled(
@@ -421,73 +470,127 @@ impl LocalSettlement {
         }
     }
 
-    /// Waits (bounded) for the receipt of `tx`.
-    async fn outcome(&self, c: &Checked, tx: B256) -> Result<SettleResponse, FacilitatorError> {
-        let key = (
-            c.verified.authorization.from,
-            c.verified.authorization.nonce,
-        );
-        let deadline = tokio::time::Instant::now() + self.config.receipt_timeout;
-        loop {
-            let receipt = self.rpc(self.provider.get_transaction_receipt(tx)).await?;
-            if let Some(receipt) = receipt {
-                self.pending.lock().await.remove(&key);
-                return Ok(if receipt.status() {
+    /// Waits (bounded by `receipt_timeout`) for `tx`'s receipt and reads `c`'s outcome in it.
+    async fn outcome(
+        &self,
+        c: &Checked,
+        tx: B256,
+        waiting: super::pipeline::Waiting,
+    ) -> SettleResponse {
+        match tokio::time::timeout(self.config.receipt_timeout, waiting).await {
+            Ok(Ok(receipt)) => {
+                self.pending_map().remove(&key(c));
+                if receipt.status() && paid_in(receipt.logs(), &authorization(c)) {
                     self.settled(c, true, None, tx)
                 } else {
                     self.settled(c, false, Some("invalid_exact_evm_transaction_failed"), tx)
-                });
-            }
-            if tokio::time::Instant::now() >= deadline {
-                // Broadcast but unconfirmed: report it with its hash; a later settle call for
-                // this authorization looks the receipt up instead of sending again.
-                return Ok(self.settled(c, false, Some(SETTLEMENT_PENDING), tx));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// How many times a send is retried when another sender took the operator's nonce.
-const NONCE_RETRIES: usize = 3;
-
-/// Whether a refused send lost a race for the operator account's nonce (nothing was
-/// broadcast; it may be signed again with the next nonce).
-fn nonce_taken(error: &FacilitatorError) -> bool {
-    let FacilitatorError::Unreachable(message) = error else {
-        return false;
-    };
-    let message = message.to_ascii_lowercase();
-    message.contains("nonce too low") || message.contains("replacement transaction underpriced")
-}
-
-impl LocalSettlement {
-    /// Sends the transfer; its transaction hash once the RPC accepted it.
-    async fn send(&self, c: &Checked) -> Result<B256, FacilitatorError> {
-        let mut attempt = 0;
-        loop {
-            let sent = match self.transfer_call(c) {
-                Transfer::Eoa(call) => self.rpc(call.send()).await,
-                Transfer::Wallet(call) => self.rpc(call.send()).await,
-            };
-            match sent {
-                Ok(pending) => return Ok(*pending.tx_hash()),
-                Err(e) if attempt < NONCE_RETRIES && nonce_taken(&e) => {
-                    attempt += 1;
-                    tracing::info!(
-                        attempt,
-                        "operator nonce taken by another sender; sending again"
-                    );
                 }
-                Err(e) => return Err(e),
+            }
+            // Broadcast but not seen mined in time: reported with its hash; a later settle call
+            // for this authorization waits for the same transaction instead of sending again.
+            _ => self.settled(c, false, Some(SETTLEMENT_PENDING), tx),
+        }
+    }
+
+    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<(Address, B256), InFlight>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Claims `c` for sending, unless it is in flight already (then: where).
+    fn claim(&self, c: &Checked) -> Option<InFlight> {
+        let now = now_secs();
+        let valid_before = c.verified.authorization.valid_before.saturating_to::<u64>();
+        let mut pending = self.pending_map();
+        if let Some(found) = pending.get(&key(c)) {
+            return Some(*found);
+        }
+        if pending.len() >= PRUNE_AT {
+            pending.retain(|_, entry| !entry.stale(now));
+        }
+        pending.insert(key(c), InFlight::Queued { valid_before });
+        None
+    }
+
+    /// Sends `c` through the pipeline (claimed by this call) and waits for its outcome.
+    async fn send(&self, c: &Checked) -> SettleResponse {
+        // Whatever happens to this call, a claim that was never sent is given back.
+        let claim = Claim {
+            owner: self,
+            key: key(c),
+            sent: false,
+        };
+        let queued = Queued {
+            token: c.token,
+            input: self.transfer_input(c),
+        };
+        match self.pipeline.send(queued).await {
+            Dispatch::Tx(tx, waiting) => {
+                let valid_before = c.verified.authorization.valid_before.saturating_to::<u64>();
+                self.pending_map()
+                    .insert(key(c), InFlight::Sent { tx, valid_before });
+                let mut claim = claim;
+                claim.sent = true;
+                self.outcome(c, tx, waiting).await
+            }
+            Dispatch::Reverts => {
+                drop(claim);
+                // Diagnosed for the payer's 402; reading why must not hide that it failed.
+                let reason = match self.why_reverted(c, "the transfer reverts").await {
+                    Ok(refusal) => refusal.invalid_reason,
+                    Err(_) => None,
+                };
+                let reason = reason
+                    .unwrap_or_else(|| "invalid_exact_evm_transaction_simulation_failed".into());
+                self.settled(c, false, Some(&reason), B256::ZERO)
+            }
+            // The transfer passed the checks: a transaction the RPC refuses is the operator's
+            // (gas, RPC) problem, not the payer's. Nothing was broadcast.
+            Dispatch::NotSent => {
+                drop(claim);
+                tracing::warn!("settlement transaction was not sent");
+                self.settled(c, false, Some("unexpected_settle_error"), B256::ZERO)
             }
         }
     }
 }
 
-enum Transfer<'a> {
-    Eoa(SolCallBuilder<&'a DynProvider, IEip3009Token::transferWithAuthorization_0Call>),
-    Wallet(SolCallBuilder<&'a DynProvider, IEip3009Token::transferWithAuthorization_1Call>),
+/// In-flight entries kept before stale ones are dropped.
+const PRUNE_AT: usize = 4096;
+
+fn key(c: &Checked) -> (Address, B256) {
+    (
+        c.verified.authorization.from,
+        c.verified.authorization.nonce,
+    )
+}
+
+fn authorization(c: &Checked) -> Authorization {
+    let a = &c.verified.authorization;
+    Authorization {
+        asset: c.token,
+        from: a.from,
+        to: a.to,
+        value: a.value,
+        nonce: a.nonce,
+    }
+}
+
+/// A claim on an authorization's send; released on drop unless it was sent.
+struct Claim<'a> {
+    owner: &'a LocalSettlement,
+    key: (Address, B256),
+    sent: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.sent {
+            let mut pending = self.owner.pending_map();
+            if matches!(pending.get(&self.key), Some(InFlight::Queued { .. })) {
+                pending.remove(&self.key);
+            }
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -554,43 +657,16 @@ impl Facilitator for LocalSettlement {
                 });
             }
         };
-        let key = (
-            checked.verified.authorization.from,
-            checked.verified.authorization.nonce,
-        );
-        let tx = {
-            // Serialise sends: one authorization is broadcast at most once, and the operator's
-            // account nonce is not raced.
-            let mut pending = self.pending.lock().await;
-            if let Some(tx) = pending.get(&key).copied() {
-                drop(pending);
-                return self.outcome(&checked, tx).await;
+        match self.claim(&checked) {
+            None => Ok(self.send(&checked).await),
+            Some(InFlight::Sent { tx, .. }) => {
+                let waiting = self.pipeline.watch(tx);
+                Ok(self.outcome(&checked, tx, waiting).await)
             }
-            if let Some(refusal) = self.check_chain(&checked).await? {
-                return Ok(self.settled(
-                    &checked,
-                    false,
-                    refusal.invalid_reason.as_deref(),
-                    B256::ZERO,
-                ));
+            // Another call is sending it right now: never a second broadcast.
+            Some(InFlight::Queued { .. }) => {
+                Ok(self.settled(&checked, false, Some(SETTLEMENT_PENDING), B256::ZERO))
             }
-            let tx = match self.send(&checked).await {
-                Ok(tx) => tx,
-                // The payment passed the chain checks and the simulation: a send the RPC
-                // refuses is the operator's (gas, RPC) problem, not the payer's.
-                Err(e) => {
-                    tracing::warn!(error = %e, "settlement transaction was not accepted");
-                    return Ok(self.settled(
-                        &checked,
-                        false,
-                        Some("unexpected_settle_error"),
-                        B256::ZERO,
-                    ));
-                }
-            };
-            pending.insert(key, tx);
-            tx
-        };
-        self.outcome(&checked, tx).await
+        }
     }
 }

@@ -7,6 +7,8 @@
 
 mod http;
 mod local;
+mod pipeline;
 
 pub use http::{HttpFacilitator, HttpFacilitatorConfig};
 pub use local::{LocalSettlement, LocalSettlementConfig};
+pub use pipeline::MULTICALL3;
