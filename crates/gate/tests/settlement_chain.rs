@@ -362,3 +362,143 @@ async fn payments_settle_on_a_chain_with_block_times() {
         before + 10_000 * fresh.len() as u128
     );
 }
+
+/// The operator's pending transactions from the chain's pool, by nonce.
+async fn pooled(chain: &LocalChain) -> std::collections::BTreeMap<u64, String> {
+    let content = chain.rpc("txpool_content", serde_json::json!([])).await;
+    let mut by_nonce = std::collections::BTreeMap::new();
+    for section in ["pending", "queued"] {
+        let Some(accounts) = content[section].as_object() else {
+            continue;
+        };
+        for (account, txs) in accounts {
+            if !account.eq_ignore_ascii_case(&OPERATOR_ACCOUNT.address.to_string()) {
+                continue;
+            }
+            for (nonce, tx) in txs.as_object().unwrap() {
+                by_nonce.insert(
+                    nonce.parse().unwrap(),
+                    tx["hash"].as_str().unwrap().to_owned(),
+                );
+            }
+        }
+    }
+    by_nonce
+}
+
+async fn wait_pooled(chain: &LocalChain, n: usize) {
+    for _ in 0..100 {
+        if pooled(chain).await.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{n} transactions never reached the pool");
+}
+
+/// Regression (from an attack on the running proxy): settlement transactions the chain lost
+/// (dropped from its pool, replaced, never arrived) left a gap below the operator's nonce, and
+/// every later transaction waited behind it for good: each later payment answered 504 until it
+/// expired. The sender now sees the operator's transactions stuck while blocks are mined and
+/// fills the gap; the lost payments moved nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_transactions_do_not_stall_later_settlements() {
+    let chain = LocalChain::start().await;
+    let local = std::sync::Arc::new(local(&chain).await);
+    let payee = PAYEE_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+    chain
+        .rpc("evm_setAutomine", serde_json::json!([false]))
+        .await;
+    let settle = |req: VerifyRequest| {
+        let local = local.clone();
+        tokio::spawn(async move { local.settle(&req).await.unwrap() })
+    };
+    // Two settlements in two transactions, then both are lost (dropping the first drops the
+    // one waiting behind it too).
+    let first = settle(request(&payments_at(now()).await, "v2"));
+    wait_pooled(&chain, 1).await;
+    let second = settle(request(&payments_at(now()).await, "v2"));
+    wait_pooled(&chain, 2).await;
+    let lowest = pooled(&chain).await.into_values().next().unwrap();
+    chain
+        .rpc("anvil_dropTransaction", serde_json::json!([lowest]))
+        .await;
+    assert!(pooled(&chain).await.is_empty());
+    chain
+        .rpc("evm_setIntervalMining", serde_json::json!([1]))
+        .await;
+
+    // A fresh payment settles: the nonces of the lost transactions are filled.
+    let fresh = local
+        .settle(&request(&payments_at(now()).await, "v2"))
+        .await
+        .unwrap();
+    assert!(fresh.success, "{fresh:?}");
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+    // The lost ones moved nothing: reported pending (the chain then answers for them).
+    for lost in [first.await.unwrap(), second.await.unwrap()] {
+        assert!(!lost.success);
+        assert_eq!(lost.error_reason.as_deref(), Some("settlement_pending"));
+    }
+    assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+}
+
+/// Regression (from an attack on the running proxy): a payer who moves its funds away after
+/// its payment was checked made the operator's transaction fail, and the payment then stayed
+/// "pending" (504) until it expired — never a failure, so never counted against the payer. A
+/// transaction that reverted as a whole is now sent once more (honest payments of a failed
+/// batch then settle) and a payment whose own transfer fails is refused at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payer_draining_its_funds_mid_settlement_is_refused_at_once() {
+    let chain = LocalChain::start().await;
+    let local = std::sync::Arc::new(local(&chain).await);
+    let payee = PAYEE_ACCOUNT.address;
+    let buyer = hb402_testkit::BUYER_ACCOUNT.address;
+    let before = chain.usdc_balance(payee).await;
+    chain
+        .rpc("evm_setAutomine", serde_json::json!([false]))
+        .await;
+    let req = request(&payments_at(now()).await, "v2");
+    let settling = {
+        let local = local.clone();
+        tokio::spawn(async move { local.settle(&req).await.unwrap() })
+    };
+    wait_pooled(&chain, 1).await;
+    // The payer empties its account in a transaction mined ahead of the settlement.
+    let balance = chain.usdc_balance(buyer).await;
+    let mut drain = vec![0xa9, 0x05, 0x9c, 0xbb];
+    drain.extend_from_slice(&[0u8; 12]);
+    drain.extend_from_slice(ANVIL_ACCOUNTS[4].address.as_slice());
+    drain.extend_from_slice(&alloy::primitives::U256::from(balance).to_be_bytes::<32>());
+    chain
+        .rpc(
+            "eth_sendTransaction",
+            serde_json::json!([{
+                "from": buyer,
+                "to": chain.usdc(),
+                "data": alloy::primitives::hex::encode_prefixed(&drain),
+                "maxPriorityFeePerGas": "0x174876e800",
+                "maxFeePerGas": "0x2540be4000",
+            }]),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    chain.rpc("evm_mine", serde_json::json!([])).await;
+    let settled = settling.await.unwrap();
+    assert!(!settled.success, "{settled:?}");
+    assert_eq!(
+        settled.error_reason.as_deref(),
+        Some("insufficient_funds"),
+        "{settled:?}"
+    );
+    assert!(
+        settled.transaction.is_empty(),
+        "nothing to wait for: {settled:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refused at once, not at the receipt deadline"
+    );
+    assert_eq!(chain.usdc_balance(payee).await, before);
+}

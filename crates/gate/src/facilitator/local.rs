@@ -359,11 +359,7 @@ impl LocalSettlement {
     /// being checked meanwhile). Only when it reverts are the nonce and the balance read, to
     /// say why.
     async fn check_chain(&self, c: &Checked) -> Result<Option<VerifyResponse>, FacilitatorError> {
-        let transfer = Queued {
-            token: c.token,
-            input: self.transfer_input(c),
-        };
-        match self.pipeline.simulate(transfer).await {
+        match self.pipeline.simulate(self.queued(c)).await {
             Simulated::Passes => Ok(None),
             Simulated::Reverts(message) => Ok(Some(self.why_reverted(c, &message).await?)),
             Simulated::Unanswered => Err(FacilitatorError::Unreachable(
@@ -409,6 +405,15 @@ impl LocalSettlement {
             message.to_owned(),
             payer,
         ))
+    }
+
+    /// The transfer of `c`, for the pipeline.
+    fn queued(&self, c: &Checked) -> Queued {
+        Queued {
+            token: c.token,
+            input: self.transfer_input(c),
+            alone: matches!(c.verified.signature_check, SignatureCheck::Deferred),
+        }
     }
 
     /// The `transferWithAuthorization` call of `c`: (v, r, s) for a recovered signature, the
@@ -471,24 +476,39 @@ impl LocalSettlement {
     }
 
     /// Waits (bounded by `receipt_timeout`) for `tx`'s receipt and reads `c`'s outcome in it.
-    async fn outcome(
-        &self,
-        c: &Checked,
-        tx: B256,
-        waiting: super::pipeline::Waiting,
-    ) -> SettleResponse {
+    async fn mined(&self, c: &Checked, waiting: super::pipeline::Waiting) -> Mined {
         match tokio::time::timeout(self.config.receipt_timeout, waiting).await {
             Ok(Ok(receipt)) => {
                 self.pending_map().remove(&key(c));
-                if receipt.status() && paid_in(receipt.logs(), &authorization(c)) {
-                    self.settled(c, true, None, tx)
+                if !receipt.status() {
+                    Mined::Reverted
+                } else if paid_in(receipt.logs(), &authorization(c)) {
+                    Mined::Paid
                 } else {
-                    self.settled(c, false, Some("invalid_exact_evm_transaction_failed"), tx)
+                    Mined::CallFailed
                 }
             }
+            _ => Mined::NotYet,
+        }
+    }
+
+    /// The answer for `c` once `tx` was mined, or not in time.
+    fn outcome(&self, c: &Checked, tx: B256, mined: Mined) -> SettleResponse {
+        match mined {
+            Mined::Paid => self.settled(c, true, None, tx),
+            // Mined without using the authorization: nothing moved, and the authorization is
+            // still unused. A failure (the payer's, when only its own call failed: its funds
+            // or its wallet), without the transaction, so that nobody waits for it any more.
+            Mined::CallFailed => self.settled(
+                c,
+                false,
+                Some("invalid_exact_evm_transaction_failed"),
+                B256::ZERO,
+            ),
+            Mined::Reverted => self.settled(c, false, Some("unexpected_settle_error"), B256::ZERO),
             // Broadcast but not seen mined in time: reported with its hash; a later settle call
             // for this authorization waits for the same transaction instead of sending again.
-            _ => self.settled(c, false, Some(SETTLEMENT_PENDING), tx),
+            Mined::NotYet => self.settled(c, false, Some(SETTLEMENT_PENDING), tx),
         }
     }
 
@@ -511,47 +531,67 @@ impl LocalSettlement {
         None
     }
 
-    /// Sends `c` through the pipeline (claimed by this call) and waits for its outcome.
+    /// Sends `c` through the pipeline (claimed by this call) and waits for its outcome. A
+    /// transaction that reverted as a whole (another payment of its batch made it run out of
+    /// gas, say) moved nothing: its payments are sent once more.
     async fn send(&self, c: &Checked) -> SettleResponse {
-        // Whatever happens to this call, a claim that was never sent is given back.
-        let claim = Claim {
+        // Whatever happens to this call, a claim that is not in flight is given back.
+        let mut claim = Claim {
             owner: self,
             key: key(c),
             sent: false,
         };
-        let queued = Queued {
-            token: c.token,
-            input: self.transfer_input(c),
-        };
-        match self.pipeline.send(queued).await {
-            Dispatch::Tx(tx, waiting) => {
-                let valid_before = c.verified.authorization.valid_before.saturating_to::<u64>();
+        let valid_before = c.verified.authorization.valid_before.saturating_to::<u64>();
+        for attempt in 0..2 {
+            let (tx, waiting) = match self.pipeline.send(self.queued(c)).await {
+                Dispatch::Tx(tx, waiting) => (tx, waiting),
+                Dispatch::Reverts => return self.refused(c).await,
+                // The transfer passed the checks: a transaction the RPC refuses is the
+                // operator's (gas, RPC) problem, not the payer's. Nothing was broadcast.
+                Dispatch::NotSent => {
+                    tracing::warn!("settlement transaction was not sent");
+                    return self.settled(c, false, Some("unexpected_settle_error"), B256::ZERO);
+                }
+            };
+            self.pending_map()
+                .insert(key(c), InFlight::Sent { tx, valid_before });
+            claim.sent = true;
+            let mined = self.mined(c, waiting).await;
+            if matches!(mined, Mined::Reverted) && attempt == 0 {
+                tracing::warn!(%tx, "a settlement transaction reverted as a whole; sending its payments again");
                 self.pending_map()
-                    .insert(key(c), InFlight::Sent { tx, valid_before });
-                let mut claim = claim;
-                claim.sent = true;
-                self.outcome(c, tx, waiting).await
+                    .insert(key(c), InFlight::Queued { valid_before });
+                claim.sent = false;
+                continue;
             }
-            Dispatch::Reverts => {
-                drop(claim);
-                // Diagnosed for the payer's 402; reading why must not hide that it failed.
-                let reason = match self.why_reverted(c, "the transfer reverts").await {
-                    Ok(refusal) => refusal.invalid_reason,
-                    Err(_) => None,
-                };
-                let reason = reason
-                    .unwrap_or_else(|| "invalid_exact_evm_transaction_simulation_failed".into());
-                self.settled(c, false, Some(&reason), B256::ZERO)
-            }
-            // The transfer passed the checks: a transaction the RPC refuses is the operator's
-            // (gas, RPC) problem, not the payer's. Nothing was broadcast.
-            Dispatch::NotSent => {
-                drop(claim);
-                tracing::warn!("settlement transaction was not sent");
-                self.settled(c, false, Some("unexpected_settle_error"), B256::ZERO)
-            }
+            return self.outcome(c, tx, mined);
         }
+        unreachable!("the second attempt returns")
     }
+
+    /// The answer for a transfer that reverts: why, for the payer's 402.
+    async fn refused(&self, c: &Checked) -> SettleResponse {
+        // Reading why must not hide that it failed.
+        let reason = match self.why_reverted(c, "the transfer reverts").await {
+            Ok(refusal) => refusal.invalid_reason,
+            Err(_) => None,
+        };
+        let reason =
+            reason.unwrap_or_else(|| "invalid_exact_evm_transaction_simulation_failed".into());
+        self.settled(c, false, Some(&reason), B256::ZERO)
+    }
+}
+
+/// What became of a payment's transaction.
+enum Mined {
+    /// Mined, and the payment's authorization paid.
+    Paid,
+    /// Mined, but the payment's own call failed in it.
+    CallFailed,
+    /// Mined, and the whole transaction reverted.
+    Reverted,
+    /// Not seen mined in time.
+    NotYet,
 }
 
 /// In-flight entries kept before stale ones are dropped.
@@ -661,7 +701,8 @@ impl Facilitator for LocalSettlement {
             None => Ok(self.send(&checked).await),
             Some(InFlight::Sent { tx, .. }) => {
                 let waiting = self.pipeline.watch(tx);
-                Ok(self.outcome(&checked, tx, waiting).await)
+                let mined = self.mined(&checked, waiting).await;
+                Ok(self.outcome(&checked, tx, mined))
             }
             // Another call is sending it right now: never a second broadcast.
             Some(InFlight::Queued { .. }) => {

@@ -66,6 +66,9 @@ const QUEUE: usize = 8192;
 /// New blocks read per watcher cycle at most; further behind, transactions are looked up by
 /// hash instead.
 const MAX_SCAN_BLOCKS: u64 = 64;
+/// How often the sender compares its nonce with the chain's, and how long a gap must last
+/// before it is filled.
+const GAP_CHECK: Duration = Duration::from_secs(2);
 /// Gas limit over the estimate, in percent.
 const GAS_MARGIN_PERCENT: u64 = 25;
 
@@ -93,6 +96,10 @@ pub(super) struct Transfer {
     pub(super) token: Address,
     /// The `transferWithAuthorization` call.
     pub(super) input: Bytes,
+    /// Sent in a transaction of its own, never in a batch: its signature is checked by the
+    /// payer's own contract (ERC-1271), which may spend any gas it is given and so make a whole
+    /// batch run out of it.
+    pub(super) alone: bool,
 }
 
 /// What the sender did with a transfer.
@@ -170,6 +177,8 @@ impl Pipeline {
             watcher: watcher.clone(),
             nonce: None,
             fees: None,
+            gap: None,
+            checked: Instant::now(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -246,6 +255,10 @@ struct SenderTask {
     /// The operator account's next nonce, as this sender counts it; `None`: read it again.
     nonce: Option<u64>,
     fees: Option<(Fees, Instant)>,
+    /// The operator's mined count last seen below this sender's, and the head block then.
+    gap: Option<(u64, u64)>,
+    /// When the nonce was last compared with the chain's.
+    checked: Instant,
 }
 
 /// Why the RPC refused something, as far as the sender cares.
@@ -311,16 +324,26 @@ fn per_call(out: &[u8], n: usize) -> Option<Vec<Simulated>> {
     })
 }
 
-/// Takes the first waiting job and every other one waiting, up to `max`. When more than one
-/// was waiting (the queue is busy), goes on taking what arrives for up to `linger`: fewer,
-/// fuller transactions. A lone job is never held back.
+/// Takes the first waiting job and every other one waiting, up to `max` (see [`fill_batch`]).
 async fn next_batch<V>(
     queue: &mut mpsc::Receiver<Job<V>>,
     max: usize,
     linger: Duration,
 ) -> Option<Vec<Job<V>>> {
-    let max = max.max(1);
     let first = queue.recv().await?;
+    Some(fill_batch(first, queue, max, linger).await)
+}
+
+/// `first` and every other job waiting, up to `max`. When more than one was waiting (the
+/// queue is busy), goes on taking what arrives for up to `linger`: fewer, fuller
+/// transactions. A lone job is never held back.
+async fn fill_batch<V>(
+    first: Job<V>,
+    queue: &mut mpsc::Receiver<Job<V>>,
+    max: usize,
+    linger: Duration,
+) -> Vec<Job<V>> {
+    let max = max.max(1);
     let mut jobs = vec![first];
     while jobs.len() < max {
         match queue.try_recv() {
@@ -337,7 +360,7 @@ async fn next_batch<V>(
             }
         }
     }
-    Some(jobs)
+    jobs
 }
 
 impl Rpc {
@@ -494,7 +517,19 @@ impl SenderTask {
     async fn run(mut self, mut queue: mpsc::Receiver<Job<Dispatch>>) {
         let config = &self.rpc.config;
         let (max, linger) = (config.max_batch, config.linger);
-        while let Some(jobs) = next_batch(&mut queue, max, linger).await {
+        loop {
+            // Idle or busy, the operator's nonce is looked at every GAP_CHECK.
+            let first = match tokio::time::timeout(GAP_CHECK, queue.recv()).await {
+                Ok(Some(first)) => Some(first),
+                Ok(None) => return,
+                Err(_) => None,
+            };
+            self.check_gap().await;
+            let Some(first) = first else { continue };
+            let (alone, jobs): (Vec<_>, Vec<_>) = fill_batch(first, &mut queue, max, linger)
+                .await
+                .into_iter()
+                .partition(|job| job.transfer.alone);
             if self.rpc.batching(jobs.len()).await {
                 self.send_group(jobs).await;
             } else {
@@ -502,6 +537,70 @@ impl SenderTask {
                     self.send_group(vec![job]).await;
                 }
             }
+            for job in alone {
+                self.send_group(vec![job]).await;
+            }
+        }
+    }
+
+    /// Looks (at most every GAP_CHECK) for a gap below the nonce this sender counts: blocks
+    /// are being mined but the operator's mined count stays below it, so a transaction this
+    /// sender sent was lost (dropped, replaced, never arrived) and every later one waits behind
+    /// it. Seen stuck twice, GAP_CHECK apart, with blocks mined in between, the lowest missing
+    /// nonce is filled (with an empty transaction: if the transaction there was only slow, the
+    /// chain refuses the filler, and nothing is lost).
+    async fn check_gap(&mut self) {
+        let Some(local) = self.nonce else { return };
+        if self.checked.elapsed() < GAP_CHECK {
+            return;
+        }
+        self.checked = Instant::now();
+        let address = self.signer.address();
+        let provider = &self.rpc.provider;
+        let (mined, head) = tokio::join!(
+            self.rpc
+                .call(provider.get_transaction_count(address).latest()),
+            self.rpc.call(provider.get_block_number()),
+        );
+        let (Ok(mined), Ok(head)) = (mined, head) else {
+            return;
+        };
+        if mined >= local {
+            if mined > local {
+                // Another sender moved it on: read it again before the next send.
+                self.nonce = None;
+            }
+            self.gap = None;
+            return;
+        }
+        match self.gap {
+            Some((seen, at)) if seen == mined && head > at => {
+                self.fill_gap(mined, local).await;
+                self.gap = None;
+            }
+            Some((seen, _)) if seen == mined => {}
+            _ => self.gap = Some((mined, head)),
+        }
+    }
+
+    /// Sends an empty transaction to the operator itself with nonce `at`.
+    async fn fill_gap(&mut self, at: u64, local: u64) {
+        tracing::warn!(
+            at,
+            next = local,
+            "the operator's transactions are stuck behind nonce {at}: filling it"
+        );
+        let Ok(fees) = self.fees().await else { return };
+        let address = self.signer.address();
+        let (_, raw) = self.sign(at, fees, address, Bytes::new(), 21_000);
+        match self
+            .rpc
+            .call(self.rpc.provider.send_raw_transaction(&raw))
+            .await
+        {
+            Ok(_) | Err(Refusal::Known | Refusal::Nonce) => {}
+            Err(Refusal::Fee) => self.fees = None,
+            Err(_) => self.nonce = None,
         }
     }
 
@@ -878,6 +977,7 @@ mod tests {
         let transfer = Transfer {
             token: Address::repeat_byte(n),
             input: Bytes::new(),
+            alone: false,
         };
         (Job { transfer, reply }, answer)
     }
