@@ -108,6 +108,22 @@ upload_item() { # HB402_URL NAME CONTENT_TYPE BYTES
   target/release/hb402 upload "$BENCH_DIR/$2.ans104" "$1/upload" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p'
 }
 
+# Prints COUNT distinct x402 payments (one PAYMENT-SIGNATURE value per line) for the 402
+# challenge of URL, signed by anvil account #1 with target/release/sign-payments.
+sign_pool() { # URL COUNT
+  local challenge
+  challenge=$(python3 - "$1" <<'PY'
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen(sys.argv[1])
+except urllib.error.HTTPError as e:
+    print(e.headers["payment-required"])
+PY
+)
+  HB402_PAYER_KEY=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d \
+    target/release/sign-payments "$challenge" "$2"
+}
+
 # CPU seconds (user + system) a process has used so far.
 cpu_seconds() {
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"

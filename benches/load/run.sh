@@ -76,21 +76,8 @@ paid=$(upload_item "$hb402" paid text/plain 1024)
 # Pre-signed payments for one gateway's challenge, enough that none runs out (a request without
 # one would be answered 402 and count as non-2xx).
 pool=${PAYMENT_POOL:-$((duration * 400))}
-sign_pool() { # URL FILE
-  local challenge
-  challenge=$(python3 - "$1" <<'PY'
-import sys, urllib.request, urllib.error
-try:
-    urllib.request.urlopen(sys.argv[1])
-except urllib.error.HTTPError as e:
-    print(e.headers["payment-required"])
-PY
-)
-  HB402_PAYER_KEY=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d \
-    target/release/sign-payments "$challenge" "$pool" >"$2"
-}
-sign_pool "$hb402/$paid" "$BENCH_DIR/payments-facilitator.txt"
-sign_pool "$hb402_local/$paid" "$BENCH_DIR/payments-local.txt"
+sign_pool "$hb402/$paid" "$pool" >"$BENCH_DIR/payments-facilitator.txt"
+sign_pool "$hb402_local/$paid" "$pool" >"$BENCH_DIR/payments-local.txt"
 
 echo "| scenario | connections | requests/s | p50 ms | p99 ms | errors | non-2xx |"
 echo "|---|---|---|---|---|---|---|"

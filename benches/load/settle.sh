@@ -59,17 +59,7 @@ price = \"0.0001\""
   local pid=$HB402_PID
   hb402=http://127.0.0.1:$public_port
   paid=$(upload_item "$hb402" "paid-$name" text/plain 1024)
-  local challenge
-  challenge=$(python3 - "$hb402/$paid" <<'PY'
-import sys, urllib.request, urllib.error
-try:
-    urllib.request.urlopen(sys.argv[1])
-except urllib.error.HTTPError as e:
-    print(e.headers["payment-required"])
-PY
-)
-  HB402_PAYER_KEY=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d \
-    target/release/sign-payments "$challenge" "${PAYMENT_POOL:-$((duration * 1000))}" \
+  sign_pool "$hb402/$paid" "${PAYMENT_POOL:-$((duration * 1000))}" \
     >"$BENCH_DIR/payments-$name.txt"
   before=$(cd "$js" && node chain.mjs balance --rpc "$rpc" "$payee")
   local cpu_before cpu_after
