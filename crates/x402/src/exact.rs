@@ -207,17 +207,51 @@ pub fn domain(
     )
 }
 
-/// The digest the payer signs.
+/// The digest the payer signs (EIP-712: `keccak256(0x1901 ‖ domainSeparator ‖ hashStruct)`).
 pub fn signing_hash(auth: &Authorization, domain: &Eip712Domain) -> B256 {
-    TransferWithAuthorization {
+    let message = TransferWithAuthorization {
         from: auth.from,
         to: auth.to,
         value: auth.value,
         validAfter: auth.valid_after,
         validBefore: auth.valid_before,
         nonce: auth.nonce,
+    };
+    let mut digest = [0u8; 66];
+    digest[..2].copy_from_slice(&[0x19, 0x01]);
+    digest[2..34].copy_from_slice(domain_separator(domain).as_slice());
+    digest[34..].copy_from_slice(message.eip712_hash_struct().as_slice());
+    alloy_primitives::keccak256(digest)
+}
+
+/// Domains whose separators are remembered.
+const REMEMBERED_DOMAINS: usize = 8;
+
+/// The separator of `domain`, remembered for the last few domains: payments are hashed under
+/// the same few domains (one per accepted asset) again and again, and a separator costs three
+/// hashes of its own.
+fn domain_separator(domain: &Eip712Domain) -> B256 {
+    type Known = Vec<(Eip712Domain, B256)>;
+    static KNOWN: std::sync::Mutex<Known> = std::sync::Mutex::new(Vec::new());
+    let known = |f: &mut dyn FnMut(&mut Known) -> Option<B256>| {
+        f(&mut KNOWN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    };
+    if let Some(separator) =
+        known(&mut |list| list.iter().find(|(d, _)| d == domain).map(|(_, s)| *s))
+    {
+        return separator;
     }
-    .eip712_signing_hash(domain)
+    let separator = domain.separator();
+    known(&mut |list| {
+        if list.len() >= REMEMBERED_DOMAINS {
+            list.remove(0);
+        }
+        list.push((domain.clone(), separator));
+        None
+    });
+    separator
 }
 
 /// Recovers the signer of a 65-byte `r ‖ s ‖ v` signature. High-S signatures are refused, as the
