@@ -231,26 +231,21 @@ const REMEMBERED_DOMAINS: usize = 8;
 /// the same few domains (one per accepted asset) again and again, and a separator costs three
 /// hashes of its own.
 fn domain_separator(domain: &Eip712Domain) -> B256 {
-    type Known = Vec<(Eip712Domain, B256)>;
-    static KNOWN: std::sync::Mutex<Known> = std::sync::Mutex::new(Vec::new());
-    let known = |f: &mut dyn FnMut(&mut Known) -> Option<B256>| {
-        f(&mut KNOWN
+    static KNOWN: std::sync::Mutex<Vec<(Eip712Domain, B256)>> = std::sync::Mutex::new(Vec::new());
+    let known = || {
+        KNOWN
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     };
-    if let Some(separator) =
-        known(&mut |list| list.iter().find(|(d, _)| d == domain).map(|(_, s)| *s))
-    {
-        return separator;
+    if let Some((_, separator)) = known().iter().find(|(d, _)| d == domain) {
+        return *separator;
     }
     let separator = domain.separator();
-    known(&mut |list| {
-        if list.len() >= REMEMBERED_DOMAINS {
-            list.remove(0);
-        }
-        list.push((domain.clone(), separator));
-        None
-    });
+    let mut list = known();
+    if list.len() >= REMEMBERED_DOMAINS {
+        list.remove(0);
+    }
+    list.push((domain.clone(), separator));
     separator
 }
 

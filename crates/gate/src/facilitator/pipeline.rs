@@ -155,13 +155,7 @@ impl Pipeline {
     ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let (checks, check_queue) = mpsc::channel(QUEUE);
-        let watcher = Arc::new(Watcher {
-            provider: provider.clone(),
-            timeout: config.rpc_timeout,
-            poll: config.receipt_poll,
-            state: Mutex::new(WatchState::default()),
-            wake: Notify::new(),
-        });
+        let poll = config.receipt_poll;
         let rpc = Arc::new(Rpc {
             provider,
             operator: signer.address(),
@@ -169,12 +163,17 @@ impl Pipeline {
             batch_contract: tokio::sync::OnceCell::new(),
             no_dry_run: AtomicBool::new(false),
         });
+        let watcher = Arc::new(Watcher {
+            rpc: rpc.clone(),
+            poll,
+            state: Mutex::new(WatchState::default()),
+            wake: Notify::new(),
+        });
         let simulator = rpc.clone();
         let key = secp256k1::SecretKey::from_byte_array(signer.to_bytes().0)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let sender = SenderTask {
             rpc,
-            signer,
             key,
             watcher: watcher.clone(),
             nonce: None,
@@ -252,8 +251,7 @@ struct Rpc {
 
 struct SenderTask {
     rpc: Arc<Rpc>,
-    signer: PrivateKeySigner,
-    /// The same key, for libsecp256k1.
+    /// The operator's key (its address is `rpc.operator`).
     key: secp256k1::SecretKey,
     watcher: Arc<Watcher>,
     /// The operator account's next nonce, as this sender counts it; `None`: read it again.
@@ -573,7 +571,7 @@ impl SenderTask {
             return;
         }
         self.checked = Instant::now();
-        let address = self.signer.address();
+        let address = self.rpc.operator;
         let provider = &self.rpc.provider;
         let (mined, head) = tokio::join!(
             self.rpc
@@ -609,7 +607,7 @@ impl SenderTask {
             "the operator's transactions are stuck behind nonce {at}: filling it"
         );
         let Ok(fees) = self.fees().await else { return };
-        let address = self.signer.address();
+        let address = self.rpc.operator;
         let (_, raw) = self.sign(at, fees, address, Bytes::new(), 21_000);
         match self
             .rpc
@@ -692,7 +690,7 @@ impl SenderTask {
         if let Some(n) = self.nonce {
             return Ok(n);
         }
-        let address = self.signer.address();
+        let address = self.rpc.operator;
         let n = self
             .rpc
             .call(self.rpc.provider.get_transaction_count(address).pending())
@@ -839,8 +837,7 @@ struct WatchState {
 
 /// Follows transactions until their receipts arrive.
 struct Watcher {
-    provider: DynProvider,
-    timeout: Duration,
+    rpc: Arc<Rpc>,
     poll: Duration,
     state: Mutex<WatchState>,
     wake: Notify,
@@ -882,18 +879,12 @@ impl Watcher {
         }
     }
 
+    /// `call` through the shared RPC: its answer, or `None` (refused, unanswered).
     async fn rpc<T, E: std::fmt::Display>(
         &self,
-        call: impl IntoFuture<Output = Result<T, E>>,
+        call: impl IntoFuture<Output = Result<T, RpcError<E>>>,
     ) -> Option<T> {
-        match tokio::time::timeout(self.timeout, call.into_future()).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "receipt lookup failed");
-                None
-            }
-            Err(_) => None,
-        }
+        self.rpc.call(call).await.ok()
     }
 
     /// Cycles while anything is in flight; idles (and forgets where it was) otherwise.
@@ -925,14 +916,15 @@ impl Watcher {
     /// this look or a later one scans, or is looked up by hash once its sending ended. Either
     /// way none is missed.
     async fn cycle(&self, scanned: &mut Option<u64>) {
-        let Some(head) = self.rpc(self.provider.get_block_number()).await else {
+        let Some(head) = self.rpc(self.rpc.provider.get_block_number()).await else {
             return;
         };
         let fresh = std::mem::take(&mut self.state().fresh);
         let lookups = fresh.iter().map(|tx| async move {
             (
                 *tx,
-                self.rpc(self.provider.get_transaction_receipt(*tx)).await,
+                self.rpc(self.rpc.provider.get_transaction_receipt(*tx))
+                    .await,
             )
         });
         for (tx, found) in futures_util::future::join_all(lookups).await {
@@ -960,7 +952,7 @@ impl Watcher {
         };
         for block in from..=head {
             let receipts = self
-                .rpc(self.provider.get_block_receipts(block.into()))
+                .rpc(self.rpc.provider.get_block_receipts(block.into()))
                 .await;
             match receipts {
                 Some(Some(receipts)) => receipts.into_iter().for_each(|r| self.resolve(r)),
