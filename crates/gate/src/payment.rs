@@ -60,6 +60,21 @@ pub(crate) struct Offered {
     pub(crate) offers: Vec<Offer>,
     /// The resource.
     pub(crate) resource: ResourceInfo,
+    /// The DataItem a read sells (`None` for an upload), shown on the browser paywall.
+    pub(crate) item: Option<ItemFacts>,
+}
+
+/// What a buyer sees of the DataItem a read sells.
+#[derive(Debug, Clone)]
+pub(crate) struct ItemFacts {
+    /// The item id.
+    pub(crate) id: String,
+    /// The content type served.
+    pub(crate) content_type: String,
+    /// The bytes the whole response carries (the data, or the whole item on binary routes).
+    pub(crate) size: u64,
+    /// When the item expires (unix seconds).
+    pub(crate) expires_at: Option<u64>,
 }
 
 /// A 402 and why.

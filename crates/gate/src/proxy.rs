@@ -130,12 +130,49 @@ fn has_body(req: &RequestHeader) -> bool {
             .is_some_and(|v| v.as_bytes().trim_ascii() != b"0")
 }
 
-/// Whether the client prefers HTML (a browser): its 402 is then a page.
+/// Whether the client prefers HTML (a browser: its 402 is then a page): `text/html` is listed
+/// with a weight above zero that no other listed type exceeds, and JSON is not asked for as much.
 fn wants_html(req: &RequestHeader) -> bool {
-    req.headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
+    let Some(accept) = header(req, "accept") else {
+        return false;
+    };
+    let (mut html, mut json, mut other) = (0u16, 0u16, 0u16);
+    for range in accept.split(',').take(64) {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim();
+        let weight = parts
+            .find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then(|| quality(v.trim()))
+            })
+            .unwrap_or(Some(1000));
+        let Some(weight) = weight else { continue };
+        let slot = if media.eq_ignore_ascii_case("text/html") {
+            &mut html
+        } else if media.eq_ignore_ascii_case("application/json") {
+            &mut json
+        } else {
+            &mut other
+        };
+        *slot = (*slot).max(weight);
+    }
+    html > 0 && html >= other && html > json
+}
+
+/// An RFC 9110 weight in thousandths (`0.8` → 800); `None` when malformed.
+fn quality(v: &str) -> Option<u16> {
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{frac:0<3}").parse::<u16>().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 fn route_label(route: &Route) -> RouteLabel {
@@ -245,10 +282,9 @@ impl Proxy {
         if let Refusal::Payment(crate::payment::PaymentRefusal::Required(ch)) = &refusal {
             self.gate.metrics.record_payment_required(ch.label);
         }
-        let browser = wants_html(session.req_header());
         let asker = Asker {
             request_id: ctx.request_id(),
-            browser,
+            browser: wants_html(session.req_header()).then_some(&self.gate.config.paywall),
         };
         let reply = rescue(refusal, asker);
         self.answer(session, ctx, reply).await
@@ -620,5 +656,43 @@ impl Proxy {
         }
         ctx.outcome = Some(Outcome::from_status(status));
         Ok(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepting(accept: Option<&str>) -> bool {
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        if let Some(a) = accept {
+            req.insert_header("accept", a).unwrap();
+        }
+        wants_html(&req)
+    }
+
+    #[test]
+    fn only_clients_that_prefer_html_get_the_page() {
+        for browser in [
+            "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+            "text/html",
+            "TEXT/HTML;q=0.5, */*;q=0.1",
+            "application/json;q=0.2, text/html",
+        ] {
+            assert!(accepting(Some(browser)), "{browser}");
+        }
+        for client in [
+            None,
+            Some("*/*"),
+            Some("application/json"),
+            Some("application/json, text/html"),
+            Some("text/html;q=0"),
+            Some("text/html;q=0.5, image/png"),
+            Some("text/html;q=2"),
+            Some("text/html;q=abc"),
+            Some("text/htmlx"),
+        ] {
+            assert!(!accepting(client), "{client:?}");
+        }
     }
 }

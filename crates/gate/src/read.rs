@@ -526,7 +526,17 @@ pub(crate) fn price(
             }
         },
     };
-    Ok((!offers.is_empty()).then_some(Offered { offers, resource }))
+    let item = Some(payment::ItemFacts {
+        id: meta.id.clone(),
+        content_type: shape.content_type.clone(),
+        size: shape.total,
+        expires_at: meta.expires_at,
+    });
+    Ok((!offers.is_empty()).then_some(Offered {
+        offers,
+        resource,
+        item,
+    }))
 }
 
 /// A receipt for a settled payment, when receipts are enabled.

@@ -135,8 +135,9 @@ impl From<Refused> for Refusal {
 pub(crate) struct Asker<'a> {
     /// The request id, in every error body and in the logs.
     pub(crate) request_id: &'a str,
-    /// Whether the client prefers HTML (a browser): the 402 is then a page.
-    pub(crate) browser: bool,
+    /// When the client prefers HTML (a browser), the paywall page's settings: its 402 is then
+    /// a page.
+    pub(crate) browser: Option<&'a crate::config::PaywallConfig>,
 }
 
 fn route_error(r: &Refused) -> (ApiError, Vec<(&'static str, String)>) {
@@ -210,7 +211,7 @@ mod tests {
     fn node_and_store_text_never_reaches_the_client() {
         let asker = Asker {
             request_id: "r1",
-            browser: false,
+            browser: None,
         };
         for refusal in [
             Refusal::Node(UpstreamError::Unreachable(

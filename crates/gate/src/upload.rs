@@ -421,7 +421,11 @@ fn price(
             &resource,
         )
         .map_err(|_| UploadError::PriceOverflow)?;
-    Ok((!offers.is_empty()).then_some(Offered { offers, resource }))
+    Ok((!offers.is_empty()).then_some(Offered {
+        offers,
+        resource,
+        item: None,
+    }))
 }
 
 /// The JSON answer of an upload.

@@ -61,6 +61,8 @@ pub(crate) struct FileConfig {
     pub(crate) payments: PaymentsFile,
     #[serde(default)]
     pub(crate) pricing: PricingFile,
+    #[serde(default)]
+    pub(crate) paywall: PaywallFile,
 }
 
 /// `[server]`: process and Pingora settings.
@@ -305,6 +307,29 @@ impl Default for ResponsesFile {
             active_content_csp: "sandbox".into(),
         }
     }
+}
+
+/// `[paywall]`: the page browsers get with a 402.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PaywallFile {
+    pub(crate) chains: Vec<WalletChainFile>,
+}
+
+/// `[[paywall.chains]]`: how a wallet that does not know an offer's chain is asked to add it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WalletChainFile {
+    pub(crate) network: String,
+    pub(crate) name: String,
+    pub(crate) rpc_urls: Vec<String>,
+    pub(crate) explorer: Option<String>,
+    #[serde(default = "ether")]
+    pub(crate) currency: String,
+}
+
+fn ether() -> String {
+    "ETH".into()
 }
 
 /// `[payments]`: how payments are verified and settled.

@@ -294,6 +294,31 @@ pub struct Config {
     pub responses: ResponsesConfig,
     /// `[payments]` and `[pricing]`.
     pub payments: PaymentsConfig,
+    /// `[paywall]`.
+    pub paywall: PaywallConfig,
+}
+
+/// `[paywall]`: the page browsers get with a 402.
+#[derive(Debug, Clone, Default)]
+pub struct PaywallConfig {
+    /// Chains a wallet is asked to add when it does not know an offer's chain; they take the
+    /// place of the built-in ones for the same chain id.
+    pub chains: Vec<WalletChain>,
+}
+
+/// A chain as a wallet adds it (EIP-3085 `wallet_addEthereumChain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletChain {
+    /// Chain id.
+    pub chain_id: u64,
+    /// Name shown by the wallet and the page.
+    pub name: String,
+    /// Public JSON-RPC URLs for the wallet (never hb402's own RPC unless the operator says so).
+    pub rpc_urls: Vec<String>,
+    /// Block explorer base URL: the page links the settlement transaction there.
+    pub explorer: Option<String>,
+    /// Symbol of the native currency (18 decimals).
+    pub currency: String,
 }
 
 /// How payments are verified and settled.
@@ -452,6 +477,71 @@ fn seconds(key: &str, value: u64) -> Result<Duration, ConfigError> {
         return Err(invalid(key, "must be between 1 and 3600 seconds"));
     }
     Ok(Duration::from_secs(value))
+}
+
+/// A public http(s) URL without credentials, for a browser to use.
+fn public_url(key: &str, value: &str) -> Result<String, ConfigError> {
+    let url = reqwest::Url::parse(value).map_err(|e| invalid(key, e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || value.len() > 512
+    {
+        return Err(invalid(
+            key,
+            "must be an http(s) URL without credentials, at most 512 bytes",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Validates `[paywall]`.
+fn paywall(f: &FileConfig, registry: &hb402_x402::Registry) -> Result<PaywallConfig, ConfigError> {
+    let mut chains: Vec<WalletChain> = Vec::new();
+    for c in &f.paywall.chains {
+        let network = registry.network(&c.network).ok_or_else(|| {
+            invalid(
+                "paywall.chains.network",
+                format!("unknown network {:?}", c.network),
+            )
+        })?;
+        let printable = |v: &str, max: usize| {
+            !v.is_empty() && v.len() <= max && v.chars().all(|ch| !ch.is_control())
+        };
+        if !printable(&c.name, 64) || !printable(&c.currency, 8) {
+            return Err(invalid(
+                "paywall.chains",
+                "name (≤ 64 bytes) and currency (≤ 8 bytes) must be non-empty printable text",
+            ));
+        }
+        if c.rpc_urls.is_empty() || c.rpc_urls.len() > 4 {
+            return Err(invalid("paywall.chains.rpc_urls", "give 1 to 4 URLs"));
+        }
+        let rpc_urls = c
+            .rpc_urls
+            .iter()
+            .map(|u| public_url("paywall.chains.rpc_urls", u))
+            .collect::<Result<_, _>>()?;
+        let explorer = c
+            .explorer
+            .as_deref()
+            .map(|u| public_url("paywall.chains.explorer", u.trim_end_matches('/')))
+            .transpose()?;
+        if chains.iter().any(|w| w.chain_id == network.chain_id) {
+            return Err(invalid(
+                "paywall.chains",
+                format!("chain {} is listed twice", network.chain_id),
+            ));
+        }
+        chains.push(WalletChain {
+            chain_id: network.chain_id,
+            name: c.name.clone(),
+            rpc_urls,
+            explorer,
+            currency: c.currency.clone(),
+        });
+    }
+    Ok(PaywallConfig { chains })
 }
 
 fn payments(
@@ -1017,6 +1107,7 @@ impl Config {
             active_content_csp: (!csp.is_empty()).then(|| csp.to_owned()),
         };
         let payments = payments(&f, env)?;
+        let paywall = paywall(&f, &payments.registry)?;
         Ok(Config {
             server,
             listen,
@@ -1031,6 +1122,7 @@ impl Config {
             uploads,
             responses,
             payments,
+            paywall,
         })
     }
 }
@@ -1384,6 +1476,60 @@ mod tests {
             ("batch_linger_ms = 1001", "payments.batch_linger_ms"),
         ] {
             assert!(err(&local(extra)).starts_with(key), "{extra}");
+        }
+    }
+
+    #[test]
+    fn paywall_chains_are_public_urls_of_known_networks() {
+        let chain = |body: &str| format!("version = 1\n[[paywall.chains]]\n{body}");
+        let ok = load(&chain(
+            "network = \"base-sepolia\"\nname = \"Local\"\n\
+             rpc_urls = [\"http://127.0.0.1:8545\"]\nexplorer = \"https://scan.example/\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.paywall.chains,
+            [WalletChain {
+                chain_id: 84_532,
+                name: "Local".into(),
+                rpc_urls: vec!["http://127.0.0.1:8545".into()],
+                explorer: Some("https://scan.example".into()),
+                currency: "ETH".into(),
+            }]
+        );
+        for (body, key) in [
+            (
+                "network = \"nowhere\"\nname = \"x\"\nrpc_urls = [\"https://a.example\"]",
+                "paywall.chains.network",
+            ),
+            (
+                "network = \"base\"\nname = \"x\"\nrpc_urls = [\"https://user:key@a.example\"]",
+                "paywall.chains.rpc_urls",
+            ),
+            (
+                "network = \"base\"\nname = \"x\"\nrpc_urls = [\"ws://a.example\"]",
+                "paywall.chains.rpc_urls",
+            ),
+            (
+                "network = \"base\"\nname = \"x\"\nrpc_urls = []",
+                "paywall.chains.rpc_urls",
+            ),
+            (
+                "network = \"base\"\nname = \"\"\nrpc_urls = [\"https://a.example\"]",
+                "paywall.chains",
+            ),
+            (
+                "network = \"base\"\nname = \"x\"\nrpc_urls = [\"https://a.example\"]\n\
+                 [[paywall.chains]]\nnetwork = \"eip155:8453\"\nname = \"y\"\n\
+                 rpc_urls = [\"https://b.example\"]",
+                "paywall.chains",
+            ),
+        ] {
+            assert!(
+                err(&chain(body)).starts_with(key),
+                "{body}: {}",
+                err(&chain(body))
+            );
         }
     }
 

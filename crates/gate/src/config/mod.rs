@@ -10,7 +10,7 @@ mod internal;
 
 pub use internal::{
     AdminConfig, CacheConfig, Config, ConfigError, ExpiryConfig, Limits, ListenConfig, LogFormat,
-    Overrides, PassthroughConfig, PaymentMode, PaymentsConfig, PrivateUploads, ResponsesConfig,
-    Secret, Sending, ServerConfig, ShareLinkConfig, StoreConfig, StoreKind, UploadPolicy,
-    UpstreamConfig,
+    Overrides, PassthroughConfig, PaymentMode, PaymentsConfig, PaywallConfig, PrivateUploads,
+    ResponsesConfig, Secret, Sending, ServerConfig, ShareLinkConfig, StoreConfig, StoreKind,
+    UploadPolicy, UpstreamConfig, WalletChain,
 };

@@ -4,7 +4,6 @@
 //! known yet. What the paywall decides lives in [`crate::payment`].
 
 use bytes::Bytes;
-use hb402_x402::client::format_units;
 use hb402_x402::encode_header;
 use hb402_x402::offer::{payment_required, payment_required_v1};
 
@@ -12,12 +11,7 @@ use crate::error::{ApiError, JSON_CONTENT_TYPE};
 use crate::payment::{Challenge, PaymentRefusal, RETRY_AFTER_SECONDS};
 use crate::reply::{Asker, Reply};
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+mod page;
 
 fn settlement_header(version: u32) -> &'static str {
     if version == hb402_x402::V1 {
@@ -48,34 +42,19 @@ fn challenge(ch: Challenge, asker: Asker<'_>) -> Reply {
     if let Some((version, settle)) = settlement {
         headers.push((settlement_header(version), encode_header(&settle)));
     }
-    let body = if asker.browser {
-        headers.push(("content-type", "text/html; charset=utf-8".to_owned()));
-        let rows: String = offered
-            .offers
-            .iter()
-            .map(|o| {
-                format!(
-                    "<tr><td>{} {}</td><td>{}</td><td>{}</td></tr>",
-                    html_escape(&format_units(&o.terms.amount, o.terms.asset.decimals)),
-                    html_escape(&o.terms.asset.symbol),
-                    html_escape(o.v1.as_ref().map_or(&o.v2.network, |v| &v.network)),
-                    html_escape(&o.v2.pay_to)
-                )
-            })
-            .collect();
-        let resource = &offered.resource;
-        Bytes::from(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Payment required</title></head>\
-             <body><h1>Payment required</h1><p>{}</p><p>{}</p>\
-             <table><tr><th>price</th><th>network</th><th>pay to</th></tr>{rows}</table>\
-             <p>Pay with an x402 client: it reads the PAYMENT-REQUIRED header of this response.</p>\
-             </body></html>",
-            html_escape(resource.description.as_deref().unwrap_or(&resource.url)),
-            html_escape(&message)
-        ))
-    } else {
-        headers.push(("content-type", JSON_CONTENT_TYPE.to_owned()));
-        Bytes::from(v1.to_string())
+    let body = match asker.browser {
+        Some(paywall) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let (page_headers, page) = page::render(&offered, &v2, &message, paywall, now);
+            headers.extend(page_headers);
+            page
+        }
+        None => {
+            headers.push(("content-type", JSON_CONTENT_TYPE.to_owned()));
+            Bytes::from(v1.to_string())
+        }
     };
     Reply::new(402, headers, body)
 }

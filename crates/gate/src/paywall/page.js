@@ -1,0 +1,480 @@
+"use strict";
+// The browser paywall: finds a wallet (EIP-6963, else window.ethereum), signs the offer's
+// EIP-3009 TransferWithAuthorization (eth_signTypedData_v4, the payload a v2 x402 client builds),
+// retries this URL with PAYMENT-SIGNATURE and shows what was bought. A receipt kept in
+// sessionStorage opens the item again without a second payment while it is valid.
+(() => {
+  const data = JSON.parse(document.getElementById("hb402-data").textContent);
+  const $ = (id) => document.getElementById(id);
+  const here = location.pathname + location.search;
+  const receiptKey = "hb402:receipt:" + here;
+  // Seconds between hb402's clock and this browser's: authorizations use hb402's time.
+  const skew = data.now - Math.floor(Date.now() / 1000);
+  const serverNow = () => Math.floor(Date.now() / 1000) + skew;
+  const wallets = [];
+  let busy = false;
+  let pending = null; // a payment sent whose settlement was not confirmed yet
+
+  class Stop extends Error {}
+
+  function status(text) {
+    $("status").textContent = text || "";
+  }
+
+  function showError(title, detail) {
+    status("");
+    const box = $("error");
+    box.replaceChildren();
+    const strong = document.createElement("strong");
+    strong.textContent = title;
+    box.append(strong);
+    if (detail) box.append(document.createTextNode(detail));
+    box.hidden = false;
+    box.focus();
+  }
+
+  function clearError() {
+    $("error").hidden = true;
+    $("error").replaceChildren();
+  }
+
+  const fail = (title, detail) => {
+    throw new Stop(title + "\n" + (detail || ""));
+  };
+
+  // --- wallets ---------------------------------------------------------------------------------
+  window.addEventListener("eip6963:announceProvider", (event) => {
+    const d = event.detail;
+    if (!d || !d.provider || typeof d.provider.request !== "function" || !d.info) return;
+    if (wallets.some((w) => w.info.uuid === d.info.uuid)) return;
+    wallets.push({ info: d.info, provider: d.provider });
+    renderWallets();
+  });
+  window.dispatchEvent(new Event("eip6963:requestProvider"));
+
+  function renderWallets() {
+    const list = $("wallet-list");
+    list.replaceChildren();
+    wallets.forEach((w, i) => {
+      const label = document.createElement("label");
+      label.className = "choice";
+      const input = document.createElement("input");
+      input.type = "radio";
+      input.name = "wallet";
+      input.value = String(i);
+      input.checked = i === 0;
+      label.append(input);
+      if (typeof w.info.icon === "string" && w.info.icon.startsWith("data:image/")) {
+        const img = document.createElement("img");
+        img.src = w.info.icon;
+        img.alt = "";
+        label.append(img);
+      }
+      label.append(document.createTextNode(String(w.info.name || "Wallet")));
+      list.append(label);
+    });
+    $("wallets").hidden = wallets.length < 2;
+  }
+
+  function chosenWallet() {
+    if (wallets.length > 0) {
+      const checked = document.querySelector('input[name="wallet"]:checked');
+      return wallets[checked ? Number(checked.value) : 0].provider;
+    }
+    return window.ethereum && typeof window.ethereum.request === "function" ? window.ethereum : null;
+  }
+
+  function walletCode(e) {
+    return e && typeof e === "object" ? e.code : undefined;
+  }
+
+  async function ask(provider, method, params, onRefuse) {
+    try {
+      return await provider.request(params === undefined ? { method } : { method, params });
+    } catch (e) {
+      const code = walletCode(e);
+      if (code === 4001) fail(onRefuse, "Nothing was paid.");
+      if (code === -32002) fail("Your wallet already has a request open.", "Finish or close it in the wallet, then try again. Nothing was paid.");
+      throw e;
+    }
+  }
+
+  async function ensureChain(provider, offer) {
+    const want = "0x" + offer.chainId.toString(16);
+    const current = async () => parseInt(await ask(provider, "eth_chainId", undefined, "The wallet refused to say its network."), 16);
+    if ((await current()) === offer.chainId) return;
+    status(`Asking your wallet to switch to ${offer.network}…`);
+    try {
+      await ask(provider, "wallet_switchEthereumChain", [{ chainId: want }], `You declined to switch your wallet to ${offer.network}.`);
+    } catch (e) {
+      if (e instanceof Stop) throw e;
+      if (walletCode(e) !== 4902) fail(`Your wallet could not switch to ${offer.network}.`, "Switch it yourself (chain id " + offer.chainId + ") and try again. Nothing was paid.");
+      if (!offer.addChain) fail(`Your wallet does not know ${offer.network}.`, "Add the network (chain id " + offer.chainId + ") in your wallet and try again. Nothing was paid.");
+      status(`Asking your wallet to add ${offer.network}…`);
+      await ask(provider, "wallet_addEthereumChain", [offer.addChain], `You declined to add ${offer.network} to your wallet.`);
+      if ((await current()) !== offer.chainId) {
+        await ask(provider, "wallet_switchEthereumChain", [{ chainId: want }], `You declined to switch your wallet to ${offer.network}.`);
+      }
+    }
+    if ((await current()) !== offer.chainId) {
+      fail(`Your wallet is on the wrong network.`, `Switch it to ${offer.network} (chain id ${offer.chainId}) and try again. Nothing was paid.`);
+    }
+  }
+
+  async function usdcBalance(provider, asset, owner) {
+    const data = "0x70a08231" + owner.slice(2).toLowerCase().padStart(64, "0");
+    try {
+      const out = await provider.request({ method: "eth_call", params: [{ to: asset, data }, "latest"] });
+      return typeof out === "string" && /^0x[0-9a-fA-F]+$/.test(out) ? BigInt(out) : null;
+    } catch {
+      return null; // the wallet cannot read: hb402 checks the balance itself
+    }
+  }
+
+  function units(atomic, decimals) {
+    const s = atomic.toString().padStart(decimals + 1, "0");
+    const frac = s.slice(s.length - decimals).replace(/0+$/, "");
+    return s.slice(0, s.length - decimals) + (frac ? "." + frac : "");
+  }
+
+  function hexNonce() {
+    const bytes = new Uint8Array(32);
+    crypto.getRandomValues(bytes);
+    return "0x" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function base64Json(value) {
+    const bytes = new TextEncoder().encode(JSON.stringify(value));
+    let bin = "";
+    bytes.forEach((b) => { bin += String.fromCharCode(b); });
+    return btoa(bin);
+  }
+
+  function fromBase64Json(text) {
+    if (!text) return null;
+    try {
+      const bin = atob(text.trim());
+      return JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
+    } catch {
+      return null;
+    }
+  }
+
+  // --- paying ----------------------------------------------------------------------------------
+  function chosenOffer() {
+    const checked = document.querySelector('input[name="offer"]:checked');
+    return checked ? Number(checked.value) : 0;
+  }
+
+  async function buildPayment(provider, index) {
+    const accepted = data.accepts[index];
+    const offer = data.offers[index];
+    if (data.item && data.item.expiresAt && data.item.expiresAt <= serverNow()) {
+      fail("This item has expired.", "It can no longer be bought. Nothing was paid.");
+    }
+    status("Connecting to your wallet…");
+    const accounts = await ask(provider, "eth_requestAccounts", undefined, "You declined to connect your wallet.");
+    const from = Array.isArray(accounts) ? accounts[0] : null;
+    if (typeof from !== "string" || !/^0x[0-9a-fA-F]{40}$/.test(from)) fail("Your wallet gave no account.", "Unlock it and try again. Nothing was paid.");
+    await ensureChain(provider, offer);
+    status("Checking your USDC balance…");
+    const balance = await usdcBalance(provider, accepted.asset, from);
+    if (balance !== null && balance < BigInt(accepted.amount)) {
+      fail(`Not enough ${offer.symbol}.`, ` ${from} holds ${units(balance, offer.decimals)} ${offer.symbol} on ${offer.network}; the price is ${offer.price} ${offer.symbol}. Nothing was paid.`);
+    }
+    const now = serverNow();
+    const authorization = {
+      from,
+      to: accepted.payTo,
+      value: accepted.amount,
+      validAfter: String(now - 600),
+      validBefore: String(now + accepted.maxTimeoutSeconds),
+      nonce: hexNonce(),
+    };
+    const typed = {
+      types: {
+        EIP712Domain: [
+          { name: "name", type: "string" },
+          { name: "version", type: "string" },
+          { name: "chainId", type: "uint256" },
+          { name: "verifyingContract", type: "address" },
+        ],
+        TransferWithAuthorization: [
+          { name: "from", type: "address" },
+          { name: "to", type: "address" },
+          { name: "value", type: "uint256" },
+          { name: "validAfter", type: "uint256" },
+          { name: "validBefore", type: "uint256" },
+          { name: "nonce", type: "bytes32" },
+        ],
+      },
+      primaryType: "TransferWithAuthorization",
+      domain: {
+        name: accepted.extra.name,
+        version: accepted.extra.version,
+        chainId: offer.chainId,
+        verifyingContract: accepted.asset,
+      },
+      message: authorization,
+    };
+    status(`Confirm the payment of ${offer.price} ${offer.symbol} in your wallet…`);
+    const signature = await ask(provider, "eth_signTypedData_v4", [from, JSON.stringify(typed)], "You rejected the signature request.");
+    if (typeof signature !== "string" || !/^0x[0-9a-fA-F]+$/.test(signature)) fail("Your wallet returned no signature.", "Nothing was paid.");
+    return base64Json({
+      x402Version: 2,
+      resource: data.resource,
+      accepted,
+      payload: { signature, authorization },
+    });
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // Sends the payment; while hb402 reports the settlement pending, sends the same one again
+  // (it is never charged twice).
+  async function send(header) {
+    for (let attempt = 0; attempt < 24; attempt++) {
+      const resp = await fetch(here, { headers: { "PAYMENT-SIGNATURE": header, Accept: "*/*" }, cache: "no-store", redirect: "error" });
+      if (resp.status !== 504) return resp;
+      const body = await resp.json().catch(() => ({}));
+      if (body.error !== "settlement_pending") return resp;
+      status("The payment is being confirmed on chain…");
+      const wait = Number(resp.headers.get("retry-after")) || 2;
+      await sleep(Math.min(Math.max(wait, 1), 10) * 1000);
+    }
+    pending = header;
+    fail("The settlement is not confirmed yet.", "Press the button again to ask once more: the same payment is sent, never a second one.");
+  }
+
+  const REASONS = [
+    [/insufficient/, "Not enough USDC.", "Your wallet does not hold enough USDC for this price. Nothing was paid."],
+    [/valid_before|valid_after|expired/, "The offer expired.", "The payment authorization was outside its time window when it arrived. Pay again; nothing was paid."],
+    [/signature/, "The signature was not accepted.", "Your wallet signed something hb402 could not verify. Nothing was paid."],
+    [/nonce|already_used|duplicate|in_use/, "This payment was already used.", "Pay again to get a fresh authorization. Nothing more was paid."],
+    [/settle|transaction|simulation/, "The settlement failed.", "The transfer did not go through on chain, so nothing was paid."],
+  ];
+
+  async function explain(resp) {
+    const body = await resp.json().catch(() => ({}));
+    const code = String(body.error || "");
+    const message = typeof body.message === "string" ? " hb402 said: " + body.message : "";
+    if (resp.status === 410) fail("This item has expired.", "It can no longer be bought. Nothing was paid.");
+    if (resp.status === 429) fail("Too many failed payments from this wallet.", "Wait a few minutes, then try again. Nothing was paid.");
+    if (resp.status === 402) {
+      for (const [pattern, title, detail] of REASONS) {
+        if (pattern.test(code)) fail(title, detail + message);
+      }
+      fail("The payment was not accepted.", "Nothing was paid." + message);
+    }
+    if (resp.status >= 500) fail("The server cannot take payments right now.", "Try again in a moment. Nothing was paid." + message);
+    fail(`The request failed (${resp.status}).`, message.trim());
+  }
+
+  async function pay() {
+    if (busy) return;
+    busy = true;
+    $("pay-button").disabled = true;
+    clearError();
+    try {
+      let header = pending;
+      const index = chosenOffer();
+      if (!header) {
+        const provider = chosenWallet();
+        if (!provider) {
+          fail("No wallet found.", "Install or enable an Ethereum wallet in this browser (one that holds USDC on " + data.offers[index].network + "), then reload this page. Nothing was paid.");
+        }
+        header = await buildPayment(provider, index);
+      }
+      status("Settling the payment on chain…");
+      const resp = await send(header);
+      pending = null;
+      if (resp.status !== 200) await explain(resp);
+      const settlement = fromBase64Json(resp.headers.get("payment-response")) || {};
+      const receipt = resp.headers.get(data.receiptHeader);
+      const record = {
+        transaction: settlement.transaction || "",
+        payer: settlement.payer || "",
+        offer: index,
+        receipt,
+        until: receiptExpiry(receipt),
+      };
+      if (receipt && record.until) {
+        try { sessionStorage.setItem(receiptKey, JSON.stringify(record)); } catch { /* storage off */ }
+      }
+      await show(resp, record, false);
+    } catch (e) {
+      if (e instanceof Stop) {
+        const [title, detail] = e.message.split("\n");
+        showError(title, detail);
+      } else {
+        showError("The payment did not complete.", "Nothing was paid. (" + (e && e.message ? e.message : String(e)) + ")");
+      }
+    } finally {
+      busy = false;
+      $("pay-button").disabled = false;
+    }
+  }
+
+  function receiptExpiry(token) {
+    if (!token || token.indexOf(".") < 0) return 0;
+    try {
+      const payload = token.split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
+      const claims = JSON.parse(atob(payload + "===".slice((payload.length + 3) % 4)));
+      return Number(claims.e) || 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  // --- showing ---------------------------------------------------------------------------------
+  const IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp"]);
+  const TEXTS = new Set(["text/plain", "text/csv", "text/markdown", "application/json"]);
+  const EXTENSIONS = {
+    "image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp", "image/avif": "avif",
+    "image/bmp": "bmp", "image/svg+xml": "svg", "audio/mpeg": "mp3", "audio/ogg": "ogg", "audio/wav": "wav",
+    "audio/webm": "weba", "video/mp4": "mp4", "video/webm": "webm", "video/ogg": "ogv", "application/pdf": "pdf",
+    "text/plain": "txt", "text/csv": "csv", "text/markdown": "md", "application/json": "json", "text/html": "html",
+    "application/zip": "zip",
+  };
+  const TEXT_SHOWN = 1 << 20;
+
+  function kindOf(type) {
+    if (IMAGES.has(type)) return "image";
+    if (type.startsWith("audio/")) return "audio";
+    if (type.startsWith("video/")) return "video";
+    if (type === "application/pdf") return "pdf";
+    if (TEXTS.has(type)) return "text";
+    return "download"; // active or unknown types are never rendered on this origin
+  }
+
+  async function show(resp, record, fromReceipt) {
+    const type = (resp.headers.get("content-type") || "application/octet-stream").split(";")[0].trim().toLowerCase();
+    const bytes = await resp.arrayBuffer();
+    const kind = kindOf(type);
+    const content = $("content");
+    content.replaceChildren();
+    content.dataset.kind = kind;
+    let el = null;
+    const typedUrl = () => URL.createObjectURL(new Blob([bytes], { type }));
+    if (kind === "image") {
+      el = document.createElement("img");
+      el.alt = data.item ? `DataItem ${data.item.id}` : "the item";
+      el.src = typedUrl();
+    } else if (kind === "audio" || kind === "video") {
+      el = document.createElement(kind);
+      el.controls = true;
+      el.src = typedUrl();
+    } else if (kind === "pdf") {
+      el = document.createElement("iframe");
+      el.title = "the item (PDF)";
+      el.src = typedUrl();
+    } else if (kind === "text") {
+      el = document.createElement("pre");
+      el.tabIndex = 0;
+      const text = new TextDecoder().decode(bytes.slice(0, TEXT_SHOWN));
+      el.textContent = bytes.byteLength > TEXT_SHOWN ? text + "\n…" : text;
+    } else {
+      el = document.createElement("p");
+      el.textContent = `This ${type} item is not shown in the page; download it below.`;
+    }
+    content.append(el);
+    const name = (data.item ? data.item.id : "item") + "." + (EXTENSIONS[type] || "bin");
+    const download = $("download");
+    // Downloads are plain bytes: never a document of this origin.
+    download.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+    download.download = name;
+    download.textContent = `Download ${name} (${bytes.byteLength.toLocaleString("en")} bytes)`;
+    showProof(record, fromReceipt);
+    $("pay").hidden = true;
+    $("heading").textContent = fromReceipt ? "Paid earlier" : "Paid";
+    $("summary").textContent = fromReceipt
+      ? "Opened again with your receipt: no second payment."
+      : "The payment settled; here is what you bought.";
+    status("");
+    $("result").hidden = false;
+    $("result-heading").focus();
+  }
+
+  function showProof(record, fromReceipt) {
+    const proof = $("proof");
+    proof.replaceChildren();
+    const offer = data.offers[record.offer] || data.offers[0];
+    const row = (name, value, link) => {
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      if (link) {
+        const a = document.createElement("a");
+        a.href = link;
+        a.rel = "noopener noreferrer";
+        a.target = "_blank";
+        a.textContent = value;
+        dd.append(a);
+      } else {
+        dd.textContent = value;
+      }
+      dd.className = name === "Paid" ? "paid" : "mono";
+      proof.append(dt, dd);
+    };
+    row("Paid", `${offer.price} ${offer.symbol} on ${offer.network}` + (fromReceipt ? " (earlier)" : ""));
+    if (record.transaction) {
+      const link = offer.explorer && /^0x[0-9a-fA-F]{64}$/.test(record.transaction) ? `${offer.explorer}/tx/${record.transaction}` : null;
+      row("Transaction", record.transaction, link);
+    }
+    if (record.payer) row("Payer", record.payer);
+    if (record.until) {
+      row("Receipt", "valid until " + new Date(record.until * 1000).toLocaleString());
+    }
+  }
+
+  // --- start -----------------------------------------------------------------------------------
+  function renderOffers() {
+    const list = $("offer-list");
+    data.offers.forEach((offer, i) => {
+      const label = document.createElement("label");
+      label.className = "choice";
+      const input = document.createElement("input");
+      input.type = "radio";
+      input.name = "offer";
+      input.value = String(i);
+      input.checked = i === 0;
+      input.addEventListener("change", () => {
+        $("pay-button").textContent = `Pay ${data.offers[i].price} ${data.offers[i].symbol}`;
+      });
+      label.append(input, document.createTextNode(`${offer.price} ${offer.symbol} on ${offer.network}`));
+      list.append(label);
+    });
+    $("offers").hidden = data.offers.length < 2;
+    $("pay-button").textContent = `Pay ${data.offers[0].price} ${data.offers[0].symbol}`;
+  }
+
+  async function openWithReceipt() {
+    let record = null;
+    try { record = JSON.parse(sessionStorage.getItem(receiptKey) || "null"); } catch { record = null; }
+    if (!record || !record.receipt || !(record.until > serverNow())) {
+      try { sessionStorage.removeItem(receiptKey); } catch { /* storage off */ }
+      return false;
+    }
+    status("Opening what you paid for with your receipt…");
+    try {
+      const resp = await fetch(here, { headers: { [data.receiptHeader]: record.receipt, Accept: "*/*" }, cache: "no-store", redirect: "error" });
+      if (resp.status === 200) {
+        await show(resp, record, true);
+        return true;
+      }
+    } catch { /* fall through to paying */ }
+    try { sessionStorage.removeItem(receiptKey); } catch { /* storage off */ }
+    status("");
+    return false;
+  }
+
+  async function start() {
+    if (data.offers.length === 0) return;
+    renderOffers();
+    $("pay-button").addEventListener("click", pay);
+    if (await openWithReceipt()) return;
+    $("pay").hidden = false;
+  }
+
+  start();
+})();
