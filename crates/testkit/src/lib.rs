@@ -12,6 +12,8 @@
 //!   (v2 and v1) and legacy `x402` (v1) clients; [`payments_fixture`] is a committed set of them.
 //! - [`pay`] has a real client — `@x402/fetch`, legacy `x402-fetch` or the PyPI `x402` client,
 //!   each through its own unmodified HTTP wrapper — GET a URL and pay its 402.
+//! - [`browse`] has a person pay in a browser: headless Chromium (Debian's `chromium`, driven by
+//!   `puppeteer-core`) opens an hb402 URL with a test wallet in the page and plays one scenario.
 //! - [`RedisServer`] runs a throw-away `redis-server` (Debian package `redis-server`) for the
 //!   Redis store.
 //!
@@ -31,6 +33,7 @@
 //! accounts, or their transaction nonces collide.
 
 mod accounts;
+mod browser;
 mod chain;
 mod facilitator;
 mod js;
@@ -43,6 +46,7 @@ pub use accounts::{
     ADMIN_ACCOUNT, ANVIL_ACCOUNTS, AnvilAccount, BUYER_ACCOUNT, FACILITATOR_ACCOUNT,
     OPERATOR_ACCOUNT, PAYEE_ACCOUNT,
 };
+pub use browser::{BROWSER_TIMEOUT, browse, chromium, ensure_browser};
 pub use chain::{
     CHAIN_ID, DOMAIN_SEPARATOR, LocalChain, MINTED_PER_ACCOUNT, NETWORK_V1, NETWORK_V2, USDC,
     USDC_NAME, USDC_VERSION,
