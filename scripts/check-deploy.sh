@@ -3,11 +3,11 @@
 # environment values), the Kubernetes ConfigMap embeds exactly deploy/k8s/config.toml, JSON and
 # YAML parse, the dashboard and alert rules only use metrics hb402 exports, the Dockerfile keeps
 # its guarantees, and the systemd unit passes `systemd-analyze verify` where available.
-# Part of ./scripts/test.sh; `HB402_BIN` selects the binary (default target/debug/hb402).
+# Part of ./scripts/test.sh; `HB402_BIN` selects the binary (default: the debug build's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=${HB402_BIN:-target/debug/hb402}
+bin=${HB402_BIN:-$(scripts/target-dir.sh)/debug/hb402}
 [ -x "$bin" ] || cargo build -q -p hb402
 fail() {
   echo "check-deploy: $*" >&2

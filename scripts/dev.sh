@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build -q -p hb402 -p hb402-devnode
+bin=$(scripts/target-dir.sh)/debug
 mkdir -p dev-state
 
 pids=()
@@ -15,9 +16,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-target/debug/hb402-devnode --listen 127.0.0.1:8734 --data-dir dev-state/devnode &
+"$bin/hb402-devnode" --listen 127.0.0.1:8734 --data-dir dev-state/devnode &
 pids+=($!)
-target/debug/hb402 --config deploy/config.example.toml --upstream http://127.0.0.1:8734 &
+"$bin/hb402" --config deploy/config.example.toml --upstream http://127.0.0.1:8734 &
 pids+=($!)
 
 for _ in $(seq 1 100); do

@@ -18,6 +18,11 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 mode=run
+usage() {
+  echo "usage: $0 [--detach | --stop]" >&2
+  exit 64
+}
+[ $# -le 1 ] || usage
 case "${1:-}" in
   "") ;;
   --detach) mode=detach ;;
@@ -26,10 +31,7 @@ case "${1:-}" in
     sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
-  *)
-    echo "usage: $0 [--detach | --stop]" >&2
-    exit 64
-    ;;
+  *) usage ;;
 esac
 
 state=${HB402_QUICKSTART_DIR:-$root/quickstart-state}
@@ -88,8 +90,10 @@ anvil=${HB402_ANVIL:-$root/$js/node_modules/@foundry-rs/anvil-linux-amd64/bin/an
 
 echo "building hb402 and hb402-devnode" >&2
 cargo build -q -p hb402 -p hb402-devnode
-hb402=$root/target/debug/hb402
-devnode=$root/target/debug/hb402-devnode
+# Where cargo put them: CARGO_TARGET_DIR or build.target-dir may move the target directory.
+target_dir=$(scripts/target-dir.sh)
+hb402=$target_dir/debug/hb402
+devnode=$target_dir/debug/hb402-devnode
 
 # --- ports and state -----------------------------------------------------------------------
 rpc_port=${RPC_PORT:-8545}
@@ -194,6 +198,11 @@ pay_to = "$payee"
 [pricing]
 honour_item_tags = true               # an item's signed X402-Price / X402-Pay-To / X402-Network
 max_item_price = "1.00"
+
+[[paywall.chains]]                    # a browser wallet without this chain is asked to add it
+network = "eip155:$chain_id"
+name = "hb402 quick start (anvil)"
+rpc_urls = ["$rpc"]
 TOML
 HB402_OPERATOR_KEY=$operator_key "${launch[@]}" "$hb402" --config "$state/hb402.toml" >"$state/hb402.log" 2>&1 &
 pids+=($!)
@@ -259,7 +268,9 @@ hb402 is running:
            free $url/$free_id
 Accounts #1-#5 of anvil hold USDC; pay with any x402 client, or:
   HB402_PAYER_KEY=$buyer_key \\
-    target/debug/hb402 fetch $paid_url
+    $hb402 fetch $paid_url
+or open $paid_url in a browser whose wallet holds one of those accounts' keys
+(its network: chain id $chain_id at $rpc).
 Facts for scripts: $envfile. Logs: $state/*.log.
 MSG
 
