@@ -17,6 +17,10 @@ const PRICE: u128 = 10_000;
 const PNG: &str = "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001049444154789c63f8dfc000440c100a002dee05fd8b3f6e840000000049454e44ae426082";
 
 async fn stack(chain: &LocalChain) -> Harness {
+    stack_with(chain, "").await
+}
+
+async fn stack_with(chain: &LocalChain, extra: &str) -> Harness {
     Harness::start_with(Options {
         extra_toml: format!(
             "[payments]\nmode = \"local\"\nrpc_url = \"{rpc}\"\n\
@@ -24,7 +28,7 @@ async fn stack(chain: &LocalChain) -> Harness {
              [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{payee}\"\n\
              [[pricing.rules]]\nbuckets = [\"hb402-private\"]\nfree = true\n\
              [[pricing.rules]]\nprice = \"0.01\"\n\
-             [[paywall.chains]]\nnetwork = \"eip155:84532\"\nname = \"Test chain\"\nrpc_urls = [\"{rpc}\"]\n",
+             [[paywall.chains]]\nnetwork = \"eip155:84532\"\nname = \"Test chain\"\nrpc_urls = [\"{rpc}\"]\n{extra}",
             rpc = chain.rpc_url(),
             payee = PAYEE_ACCOUNT.address_checksummed()
         ),
@@ -305,6 +309,19 @@ async fn refusals_are_explained_in_words_and_move_no_money() {
         "{late:#}"
     );
 
+    // The funds leave after the page checked them: hb402's own check refuses the payment, and
+    // the page says why.
+    let drained = browse(&spec(
+        &url,
+        &chain,
+        json!({"account": ANVIL_ACCOUNTS[5].address_checksummed(), "drainBeforeSigning": true}),
+    ))
+    .await;
+    assert!(methods(&drained).contains(&"eth_signTypedData_v4"));
+    let error = drained["after"]["error"].as_str().unwrap();
+    assert!(error.contains("Not enough USDC"), "{error}");
+    assert_eq!(chain.usdc_balance(ANVIL_ACCOUNTS[5].address).await, 0);
+
     assert_eq!(chain.usdc_balance(payee).await, payee_before);
     let ledger: Value = h
         .client
@@ -378,6 +395,33 @@ async fn a_paywalled_share_link_pays_in_the_browser_and_a_private_link_opens_dir
     assert_eq!(report["status"], 200, "{report:#}");
     assert_eq!(report["body"].as_str().unwrap().as_bytes(), data);
     assert_eq!(report["walletCalls"], json!([]));
+}
+
+/// A priced upload asked for by a browser gets a page that names it an upload and leaves paying
+/// to an x402 client: the page has no body to send again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_challenge_for_a_browser_leaves_paying_to_a_client() {
+    let chain = LocalChain::start().await;
+    let h = stack_with(
+        &chain,
+        "[pricing.uploads]\nper_mib = \"0.01\"\nminimum = \"0.01\"\n",
+    )
+    .await;
+    let it = item(106, vec![], b"an upload");
+    let resp = h
+        .client
+        .post(format!("{}/upload", h.url))
+        .header("accept", "text/html")
+        .body(it.to_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    assert!(resp.headers().contains_key("payment-required"));
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("Pay 0.01 USDC to store this item"), "{page}");
+    assert!(page.contains("id=\"client-only\""), "{page}");
+    assert_eq!(h.objects_stored(), 0);
 }
 
 fn hex_bytes(hex: &str) -> Vec<u8> {

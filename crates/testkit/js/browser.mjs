@@ -17,6 +17,7 @@
 //   knownChains: [ids],                 networks the wallet can switch to without adding them
 //   rejectSignature: bool,              the person rejects the signature request
 //   refuseSwitch: bool,                 the person refuses to switch networks
+//   drainBeforeSigning: bool,           the account sends all its tokens away, then signs
 //   delayMs,                            wait this long on the page before paying
 //   keyboard: bool,                     operate the page with Tab and Enter only
 //   viewport: {width, height},
@@ -71,6 +72,7 @@ async function wallet(method, params) {
       if (Number(typed.domain.chainId) !== chainId) {
         throw { code: -32603, message: "the typed data's chain is not the active chain" };
       }
+      if (spec.drainBeforeSigning) await drain(typed.domain.verifyingContract);
       return rpc("eth_signTypedData_v4", [spec.account, params[1]]);
     }
     case "eth_call":
@@ -78,6 +80,24 @@ async function wallet(method, params) {
     default:
       throw { code: 4200, message: `unsupported method ${method}` };
   }
+}
+
+// Sends every token of the account to a burn address (the payment then cannot settle).
+async function drain(token) {
+  const owner = spec.account.slice(2).toLowerCase().padStart(64, "0");
+  const balance = await rpc("eth_call", [{ to: token, data: "0x70a08231" + owner }, "latest"]);
+  const to = "000000000000000000000000000000000000000000000000000000000000dead";
+  const data = "0xa9059cbb" + to + balance.slice(2).padStart(64, "0");
+  const hash = await rpc("eth_sendTransaction", [{ from: spec.account, to: token, data }]);
+  for (let i = 0; i < 100; i++) {
+    const receipt = await rpc("eth_getTransactionReceipt", [hash]);
+    if (receipt) {
+      if (receipt.status !== "0x1") throw new Error("the drain transaction failed");
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error("the drain transaction was not mined");
 }
 
 // Runs in the page before its own script: the provider, talking to `wallet` above.

@@ -470,6 +470,11 @@
 
   async function start() {
     if (data.offers.length === 0) return;
+    if (!data.item) {
+      // An upload: its body is not this page's to send again.
+      $("client-only").hidden = false;
+      return;
+    }
     renderOffers();
     $("pay-button").addEventListener("click", pay);
     if (await openWithReceipt()) return;

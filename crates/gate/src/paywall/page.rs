@@ -301,9 +301,10 @@ pub(super) fn render(
         || offered.resource.description.clone().unwrap_or_default(),
         |i| format!("DataItem {}", i.id),
     );
-    let heading = match &shown.first() {
-        Some(s) => format!("Pay {} {} to open this item", s.price, s.symbol),
-        None => "Payment required".to_owned(),
+    let heading = match (shown.first(), item) {
+        (Some(s), Some(_)) => format!("Pay {} {} to open this item", s.price, s.symbol),
+        (Some(s), None) => format!("Pay {} {} to store this item", s.price, s.symbol),
+        (None, _) => "Payment required".to_owned(),
     };
     let page = fill(
         TEMPLATE,
