@@ -573,6 +573,7 @@ impl Hold {
             Ok(v) if v.is_valid => return Ok(self),
             Ok(v) => {
                 // Refused: the payer's failure (or its client's).
+                tracing::info!(payer = %self.paid.payer, reason = ?v.invalid_reason, "payment refused on verification");
                 gate.limiter.failed(&self.paid.payer, self.client);
                 (
                     PaymentRequiredReason::VerifyFailed,
@@ -644,7 +645,10 @@ impl Hold {
                 tracing::info!(reason = ?s.error_reason, "retried settlement refused");
                 Verdict::Unknown(self.record.transaction.clone())
             }
-            Ok(s) => Verdict::Failed(plain_code(s.error_reason.as_deref(), "settlement_failed")),
+            Ok(s) => {
+                tracing::info!(payer = %self.paid.payer, reason = ?s.error_reason, "settlement failed");
+                Verdict::Failed(plain_code(s.error_reason.as_deref(), "settlement_failed"))
+            }
             // No answer: it may have been broadcast.
             Err(e) => {
                 tracing::warn!(error = %e, payer = %self.paid.payer, "facilitator /settle failed");

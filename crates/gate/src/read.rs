@@ -322,6 +322,13 @@ pub(crate) struct Shape {
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
+impl Shape {
+    fn set_cache_control(&mut self, value: &str) {
+        self.headers.retain(|(n, _)| *n != "cache-control");
+        self.headers.push(("cache-control", value.to_owned()));
+    }
+}
+
 /// The item's content type (checked when its metadata was made, see
 /// [`crate::meta::media_type`]), or bytes.
 fn content_type(meta: &ItemMeta) -> String {
@@ -569,12 +576,14 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
     let range = headers
         .get(http::header::RANGE)
         .and_then(|v| v.to_str().ok());
-    let shape = shape(config, &meta, &route, range, now)?;
-    let offered = match route.head {
-        // HEAD is never charged.
-        true => None,
-        false => price(config, &meta, &route, &shape)?,
-    };
+    let mut shape = shape(config, &meta, &route, range, now)?;
+    let priced = price(config, &meta, &route, &shape)?;
+    if priced.is_some() {
+        // What is sold is the payer's alone: no shared cache may keep it for the next reader.
+        shape.set_cache_control("private, no-store");
+    }
+    // HEAD is never charged.
+    let offered = priced.filter(|_| !route.head);
     let paid_before = |offered: &Option<Offered>| {
         offered.as_ref()?;
         header(crate::receipt::HEADER)

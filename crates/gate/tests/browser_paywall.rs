@@ -397,6 +397,59 @@ async fn a_paywalled_share_link_pays_in_the_browser_and_a_private_link_opens_dir
     assert_eq!(report["walletCalls"], json!([]));
 }
 
+fn signatures(report: &Value) -> usize {
+    methods(report)
+        .iter()
+        .filter(|m| **m == "eth_signTypedData_v4")
+        .count()
+}
+
+/// A payment whose answer never arrives (the connection resets, a gateway in front answers
+/// 502, the page is reloaded while it waits) is sent again as the same payment: signed once,
+/// charged once, and the item is shown.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_payment_is_sent_again_never_signed_twice() {
+    let chain = LocalChain::start().await;
+    let h = stack(&chain).await;
+    let payee = PAYEE_ACCOUNT.address;
+    for (seed, interrupt, retry) in [
+        (110u8, "abort", true),
+        (111, "502", true),
+        (112, "hang", false),
+    ] {
+        let data = format!("interrupted by {interrupt}");
+        let id = upload(&h, seed, "text/plain", data.as_bytes(), false).await;
+        let before = chain.usdc_balance(payee).await;
+        // A path with a doubled slash: the page must still talk to its own origin.
+        let report = browse(&spec(
+            &format!("{}//{id}", h.url),
+            &chain,
+            json!({"interrupt": interrupt, "retry": retry}),
+        ))
+        .await;
+        assert!(report["interrupted"].is_string(), "{interrupt}: {report:#}");
+        if retry {
+            let error = report["interruptedAt"]["error"].as_str().unwrap();
+            assert!(
+                error.contains("could not be confirmed"),
+                "{interrupt}: {error}"
+            );
+        }
+        assert_eq!(
+            report["after"]["resultVisible"], true,
+            "{interrupt}: {report:#}"
+        );
+        assert_eq!(bytes(&report["after"]["bytes"]), data.as_bytes());
+        assert_eq!(signatures(&report), 1, "{interrupt}: {report:#}");
+        assert_eq!(report["foreignRequests"], json!([]), "{interrupt}");
+        assert_eq!(
+            chain.usdc_balance(payee).await,
+            before + PRICE,
+            "{interrupt}"
+        );
+    }
+}
+
 /// A priced upload asked for by a browser gets a page that names it an upload and leaves paying
 /// to an x402 client: the page has no body to send again.
 #[tokio::test(flavor = "multi_thread")]

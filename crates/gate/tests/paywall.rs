@@ -117,8 +117,13 @@ async fn a_priced_read_is_challenged_paid_settled_once_and_served() {
             .starts_with("0x")
     );
     let receipt = resp.headers()["x-receipt"].to_str().unwrap().to_owned();
+    // What was sold is the payer's alone: no shared cache in front may keep it for others.
+    assert_eq!(resp.headers()["cache-control"], "private, no-store");
     assert_eq!(resp.bytes().await.unwrap(), "premium bytes");
     assert_eq!(chain.usdc_balance(payee).await, before + 10_000);
+    let head = h.client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200, "HEAD is never charged");
+    assert_eq!(head.headers()["cache-control"], "private, no-store");
 
     // A broken download is not paid twice: the receipt re-reads the same resource for free,
     // and only that resource.
@@ -130,6 +135,7 @@ async fn a_priced_read_is_challenged_paid_settled_once_and_served() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "private, no-store");
     assert_eq!(resp.bytes().await.unwrap(), "premium bytes");
     let other = format!("{}/{}", h.url, it.id());
     let resp = h

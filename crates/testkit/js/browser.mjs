@@ -19,6 +19,9 @@
 //   refuseSwitch: bool,                 the person refuses to switch networks
 //   drainBeforeSigning: bool,           the account sends all its tokens away, then signs
 //   delayMs,                            wait this long on the page before paying
+//   interrupt: "abort" | "502" | "hang", the page's first paid request breaks (connection reset,
+//                                       a gateway's 502, or no answer and the page is reloaded)
+//   retry: bool,                        after an interrupted payment, press the button again
 //   keyboard: bool,                     operate the page with Tab and Enter only
 //   viewport: {width, height},
 //   reload: bool,                       reload after the content is shown, and report again
@@ -225,6 +228,20 @@ async function main() {
         report.foreignRequests.push(u);
       }
     });
+    if (spec.interrupt) {
+      let interrupted = false;
+      await page.setRequestInterception(true);
+      page.on("request", (r) => {
+        if (!interrupted && r.headers()["payment-signature"]) {
+          interrupted = true;
+          report.interrupted = r.url();
+          if (spec.interrupt === "abort") return r.abort("connectionreset");
+          if (spec.interrupt === "502") return r.respond({ status: 502, contentType: "text/html", body: "<h1>502 Bad Gateway</h1>" });
+          return undefined; // "hang": never answered
+        }
+        return r.continue();
+      });
+    }
     page.on("console", (m) => {
       if (m.type() === "error") report.consoleErrors.push(m.text());
     });
@@ -257,7 +274,19 @@ async function main() {
         await page.click("#pay-button");
       }
     }
+    if (spec.interrupt === "hang") {
+      await page.waitForFunction(() => Object.keys(localStorage).some((k) => k.startsWith("hb402:pending:")), { timeout });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      report.hungWhile = await observe(page);
+      await page.reload({ waitUntil: "load" });
+    }
     await outcome(page);
+    if (spec.interrupt && spec.retry) {
+      report.interruptedAt = await observe(page);
+      await page.click("#pay-button");
+      await page.waitForFunction(() => !document.getElementById("result").hidden || document.getElementById("error").innerText !== "", { timeout });
+      await outcome(page);
+    }
     report.after = await observe(page);
     report.after.focused = await page.evaluate(() => document.activeElement?.id ?? "");
     report.after.bytes = await blobBytes(browser, report.after.download);

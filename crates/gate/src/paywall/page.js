@@ -2,18 +2,41 @@
 // The browser paywall: finds a wallet (EIP-6963, else window.ethereum), signs the offer's
 // EIP-3009 TransferWithAuthorization (eth_signTypedData_v4, the payload a v2 x402 client builds),
 // retries this URL with PAYMENT-SIGNATURE and shows what was bought. A receipt kept in
-// sessionStorage opens the item again without a second payment while it is valid.
+// sessionStorage opens the item again without a second payment while it is valid. A signed
+// payment is kept (localStorage, shared by this origin's tabs) from before it is first sent
+// until hb402 gives a definite answer: a reload, another tab or a broken connection sends that
+// same payment again, which is never charged twice, instead of signing a second one.
 (() => {
   const data = JSON.parse(document.getElementById("hb402-data").textContent);
   const $ = (id) => document.getElementById(id);
-  const here = location.pathname + location.search;
-  const receiptKey = "hb402:receipt:" + here;
+  // The URL exactly as loaded (a path starting with "//" must not become another host).
+  const here = location.href.split("#")[0];
+  // Keyed by the resource hb402 sells, whatever query or fragment the page was opened with.
+  const receiptKey = "hb402:receipt:" + data.resource.url;
+  const pendingKey = "hb402:pending:" + data.resource.url;
   // Seconds between hb402's clock and this browser's: authorizations use hb402's time.
   const skew = data.now - Math.floor(Date.now() / 1000);
   const serverNow = () => Math.floor(Date.now() / 1000) + skew;
   const wallets = [];
   let busy = false;
-  let pending = null; // a payment sent whose settlement was not confirmed yet
+
+  // A signed payment not yet answered for certain: {header, offer, validBefore}.
+  function loadPending() {
+    let p = null;
+    try { p = JSON.parse(localStorage.getItem(pendingKey) || "null"); } catch { p = null; }
+    if (!p || typeof p.header !== "string") return null;
+    if (Number(p.validBefore) + 86400 < serverNow()) {
+      clearPending(); // long past its window: hb402 has answered it for certain by now
+      return null;
+    }
+    return p;
+  }
+  function savePending(p) {
+    try { localStorage.setItem(pendingKey, JSON.stringify(p)); } catch { /* storage off */ }
+  }
+  function clearPending() {
+    try { localStorage.removeItem(pendingKey); } catch { /* storage off */ }
+  }
 
   class Stop extends Error {}
 
@@ -187,7 +210,9 @@
       from,
       to: accepted.payTo,
       value: accepted.amount,
-      validAfter: String(now - 600),
+      // "0", as the reference client signs: a chain whose last block is old must not find the
+      // authorization not yet valid.
+      validAfter: "0",
       validBefore: String(now + accepted.maxTimeoutSeconds),
       nonce: hexNonce(),
     };
@@ -220,37 +245,39 @@
     status(`Confirm the payment of ${offer.price} ${offer.symbol} in your wallet…`);
     const signature = await ask(provider, "eth_signTypedData_v4", [from, JSON.stringify(typed)], "You rejected the signature request.");
     if (typeof signature !== "string" || !/^0x[0-9a-fA-F]+$/.test(signature)) fail("Your wallet returned no signature.", "Nothing was paid.");
-    return base64Json({
+    const header = base64Json({
       x402Version: 2,
       resource: data.resource,
       accepted,
       payload: { signature, authorization },
     });
+    return { header, offer: index, validBefore: Number(authorization.validBefore) };
   }
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   // Sends the payment; while hb402 reports the settlement pending, sends the same one again
-  // (it is never charged twice).
+  // (it is never charged twice). Returns the first other answer.
   async function send(header) {
     for (let attempt = 0; attempt < 24; attempt++) {
       const resp = await fetch(here, { headers: { "PAYMENT-SIGNATURE": header, Accept: "*/*" }, cache: "no-store", redirect: "error" });
       if (resp.status !== 504) return resp;
-      const body = await resp.json().catch(() => ({}));
+      const body = await resp.clone().json().catch(() => ({}));
       if (body.error !== "settlement_pending") return resp;
       status("The payment is being confirmed on chain…");
       const wait = Number(resp.headers.get("retry-after")) || 2;
       await sleep(Math.min(Math.max(wait, 1), 10) * 1000);
     }
-    pending = header;
-    fail("The settlement is not confirmed yet.", "Press the button again to ask once more: the same payment is sent, never a second one.");
+    return null;
   }
+
+  const UNCONFIRMED = ["The payment could not be confirmed.", "It may have gone through. Press the button to ask again: this same payment is sent, never a second one."];
 
   const REASONS = [
     [/insufficient/, "Not enough USDC.", "Your wallet does not hold enough USDC for this price. Nothing was paid."],
     [/valid_before|valid_after|expired/, "The offer expired.", "The payment authorization was outside its time window when it arrived. Pay again; nothing was paid."],
     [/signature/, "The signature was not accepted.", "Your wallet signed something hb402 could not verify. Nothing was paid."],
-    [/nonce|already_used|duplicate|in_use/, "This payment was already used.", "Pay again to get a fresh authorization. Nothing more was paid."],
+    [/nonce|already_used|duplicate|in_use/, "This payment was already used.", "If this page did not show the item, check your wallet's activity before paying again."],
     [/settle|transaction|simulation/, "The settlement failed.", "The transfer did not go through on chain, so nothing was paid."],
   ];
 
@@ -266,7 +293,6 @@
       }
       fail("The payment was not accepted.", "Nothing was paid." + message);
     }
-    if (resp.status >= 500) fail("The server cannot take payments right now.", "Try again in a moment. Nothing was paid." + message);
     fail(`The request failed (${resp.status}).`, message.trim());
   }
 
@@ -276,43 +302,74 @@
     $("pay-button").disabled = true;
     clearError();
     try {
-      let header = pending;
-      const index = chosenOffer();
-      if (!header) {
+      // A receipt (from a download that broke) opens the item without paying.
+      if (await openWithReceipt()) return;
+      let payment = loadPending();
+      if (payment) {
+        status("Sending your earlier payment again…");
+      } else {
+        const index = chosenOffer();
         const provider = chosenWallet();
         if (!provider) {
           fail("No wallet found.", "Install or enable an Ethereum wallet in this browser (one that holds USDC on " + data.offers[index].network + "), then reload this page. Nothing was paid.");
         }
-        header = await buildPayment(provider, index);
+        payment = await buildPayment(provider, index);
+        // Kept before it leaves: whatever happens next, this payment is the one sent again.
+        savePending(payment);
       }
       status("Settling the payment on chain…");
-      const resp = await send(header);
-      pending = null;
-      if (resp.status !== 200) await explain(resp);
-      const settlement = fromBase64Json(resp.headers.get("payment-response")) || {};
-      const receipt = resp.headers.get(data.receiptHeader);
-      const record = {
-        transaction: settlement.transaction || "",
-        payer: settlement.payer || "",
-        offer: index,
-        receipt,
-        until: receiptExpiry(receipt),
-      };
-      if (receipt && record.until) {
-        try { sessionStorage.setItem(receiptKey, JSON.stringify(record)); } catch { /* storage off */ }
+      let resp = null;
+      try {
+        resp = await send(payment.header);
+      } catch {
+        resp = null; // the connection broke: the outcome is unknown
       }
-      await show(resp, record, false);
+      if (!resp || resp.status >= 500) {
+        markPending();
+        fail(...UNCONFIRMED);
+      }
+      // Any other answer is definite: paid (200) or refused (nothing was taken).
+      clearPending();
+      if (resp.status !== 200) await explain(resp);
+      await delivered(resp, payment.offer);
     } catch (e) {
       if (e instanceof Stop) {
         const [title, detail] = e.message.split("\n");
         showError(title, detail);
       } else {
-        showError("The payment did not complete.", "Nothing was paid. (" + (e && e.message ? e.message : String(e)) + ")");
+        showError("The payment did not complete.", String(e && e.message ? e.message : e));
       }
     } finally {
       busy = false;
       $("pay-button").disabled = false;
     }
+  }
+
+  // The paid answer: its receipt is kept first, then the item is shown.
+  async function delivered(resp, offer) {
+    const settlement = fromBase64Json(resp.headers.get("payment-response")) || {};
+    const receipt = resp.headers.get(data.receiptHeader);
+    const record = {
+      transaction: settlement.transaction || "",
+      payer: settlement.payer || "",
+      offer,
+      receipt,
+      until: receiptExpiry(receipt),
+    };
+    if (receipt && record.until) {
+      try { sessionStorage.setItem(receiptKey, JSON.stringify(record)); } catch { /* storage off */ }
+    }
+    try {
+      await show(resp, record, false);
+    } catch {
+      fail("The payment went through, but the download broke.", record.until
+        ? "Press the button to open the item again with your receipt: you will not pay again."
+        : "Reload the page to try again.");
+    }
+  }
+
+  function markPending() {
+    $("pay-button").textContent = "Check the payment";
   }
 
   function receiptExpiry(token) {
@@ -456,13 +513,20 @@
       return false;
     }
     status("Opening what you paid for with your receipt…");
+    let resp = null;
     try {
-      const resp = await fetch(here, { headers: { [data.receiptHeader]: record.receipt, Accept: "*/*" }, cache: "no-store", redirect: "error" });
+      resp = await fetch(here, { headers: { [data.receiptHeader]: record.receipt, Accept: "*/*" }, cache: "no-store", redirect: "error" });
       if (resp.status === 200) {
         await show(resp, record, true);
         return true;
       }
-    } catch { /* fall through to paying */ }
+    } catch {
+      // A broken connection: the receipt stays for the next try.
+      fail("The item could not be loaded.", "Press the button to try again with your receipt: you will not pay again.");
+    }
+    if (resp && resp.status >= 500) {
+      fail("The item could not be loaded.", "Press the button to try again with your receipt: you will not pay again.");
+    }
     try { sessionStorage.removeItem(receiptKey); } catch { /* storage off */ }
     status("");
     return false;
@@ -477,8 +541,16 @@
     }
     renderOffers();
     $("pay-button").addEventListener("click", pay);
-    if (await openWithReceipt()) return;
     $("pay").hidden = false;
+    // A receipt opens the item; a payment signed earlier (another tab, a reload) is sent again.
+    if (loadPending() || hasReceipt()) {
+      if (loadPending()) markPending();
+      await pay();
+    }
+  }
+
+  function hasReceipt() {
+    try { return !!sessionStorage.getItem(receiptKey); } catch { return false; }
   }
 
   start();
