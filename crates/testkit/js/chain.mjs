@@ -12,6 +12,16 @@
 //       {"usdc":…,"chainId":84532,"domainSeparator":…,"signatureChecker":…,"multicall3":…,
 //        "amount":"…","funded":[…]}
 //
+//   node chain.mjs batch-settlement --rpc URL
+//       Installs the x402 batch-settlement contracts (x402BatchSettlement, ERC3009DepositCollector,
+//       Permit2DepositCollector) at their canonical addresses through the deterministic CREATE2
+//       deployer, compiled from ../contracts/x402 (see contracts.mjs); skips those already there.
+//       Separate from setup because most tests do not need them; run it after setup (it sends
+//       from account #0, whose nonce decides setup's SignatureChecker address). Prints one JSON
+//       line:
+//       {"batchSettlement":…,"erc3009DepositCollector":…,"permit2DepositCollector":…,
+//        "deployed":[names deployed by this run]}
+//
 //   node chain.mjs balance --rpc URL ADDR
 //       Prints the USDC balance of ADDR in atomic units (decimal).
 //
@@ -24,6 +34,7 @@ import { createTestClient, createWalletClient, getAddress, http, publicActions }
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { privateKeyToAccount } from "viem/accounts";
+import { deployBatchSettlement } from "./contracts.mjs";
 import {
   ANVIL_KEYS,
   CHAIN_ID,
@@ -184,6 +195,10 @@ async function setup(args) {
   );
 }
 
+async function batchSettlement(args) {
+  process.stdout.write(`${toJson(await deployBatchSettlement({ rpc: args.rpc }))}\n`);
+}
+
 async function balance(args) {
   const [who] = args._;
   if (!who) fail("balance needs an address");
@@ -204,10 +219,16 @@ try {
   if (command === "setup") {
     if (args._.length) fail(`unexpected argument ${args._[0]}`);
     await setup(args);
+  } else if (command === "batch-settlement") {
+    if (args._.length) fail(`unexpected argument ${args._[0]}`);
+    await batchSettlement(args);
   } else if (command === "balance") {
     await balance(args);
   } else {
-    fail("usage: chain.mjs setup --rpc URL [--fund ADDR]... [--amount ATOMIC] | balance --rpc URL ADDR");
+    fail(
+      "usage: chain.mjs setup --rpc URL [--fund ADDR]... [--amount ATOMIC] | " +
+        "batch-settlement --rpc URL | balance --rpc URL ADDR",
+    );
   }
 } catch (error) {
   process.stderr.write(`error: ${error?.shortMessage ?? error?.message ?? error}\n`);

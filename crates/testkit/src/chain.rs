@@ -116,6 +116,30 @@ impl LocalChain {
         chain
     }
 
+    /// Installs the x402 batch-settlement contracts (`x402BatchSettlement` and its deposit
+    /// collectors, compiled from the x402 sources in `crates/testkit/contracts`) at their
+    /// canonical addresses, as on public chains; idempotent. Returns the settlement contract's
+    /// address.
+    pub async fn install_batch_settlement(&self) -> Address {
+        let out = run_node(
+            "chain.mjs",
+            vec![
+                "batch-settlement".into(),
+                "--rpc".into(),
+                self.rpc_url.clone(),
+            ],
+            None,
+            SETUP_TIMEOUT,
+        )
+        .await;
+        let info: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|error| panic!("chain.mjs batch-settlement printed {out:?}: {error}"));
+        info["batchSettlement"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no settlement contract in {info}"))
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + ANVIL_READY_TIMEOUT;
         loop {

@@ -356,3 +356,52 @@ fn committed_fixture_matches_its_description() {
         assert_eq!(decoded, fixture[version]["payload"], "{version}");
     }
 }
+
+/// The x402 batch-settlement contracts, compiled from their sources, land at their canonical
+/// addresses (so their code is the canonical code), and installing them again changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_settlement_contracts_install_at_their_canonical_addresses() {
+    let chain = LocalChain::start().await;
+    let settlement = chain.install_batch_settlement().await;
+    let canonical: Address = "0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003"
+        .parse()
+        .unwrap();
+    let collector: Address = "0x4020806089470a89826cB9fB1f4059150b550004"
+        .parse()
+        .unwrap();
+    assert_eq!(settlement, canonical);
+    for contract in [settlement, collector] {
+        let code = chain
+            .rpc("eth_getCode", json!([format!("{contract:#x}"), "latest"]))
+            .await;
+        assert!(code.as_str().unwrap().len() > 1000, "{contract}: {code}");
+    }
+    assert_eq!(chain.install_batch_settlement().await, settlement);
+}
+
+/// The unmodified reference client, server and facilitator of `batch-settlement` complete a
+/// channel's life on the local chain: deposit, vouchers, a corrective 402, claim, settle and a
+/// cooperative refund, with every balance checked (`js/batch-probe.mjs`).
+#[test]
+fn the_reference_batch_settlement_stack_works_on_the_local_chain() {
+    hb402_testkit::ensure_js();
+    let out = std::process::Command::new("node")
+        .arg("batch-probe.mjs")
+        .current_dir(hb402_testkit::js_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["claimed"], summary["receiverDelta"], "{summary}");
+    assert_eq!(
+        summary["payments"],
+        json!(["deposit", "voucher", "voucher", "voucher(402)+voucher"])
+    );
+}
