@@ -5,8 +5,10 @@
 //! - [`network`]: networks (v1 names, CAIP-2, chain ids) and USDC with its EIP-712 domains;
 //! - [`offer`]: byte-stable offers from a price, and matching a payment to its offer;
 //! - [`exact`]: local verification of the EVM `exact` scheme (EIP-3009);
+//! - [`batch`]: the EVM `batch-settlement` scheme's payloads, channel ids and EIP-712 digests;
 //! - [`facilitator`]: the [`Facilitator`] trait that settlement backends implement.
 
+pub mod batch;
 pub mod client;
 pub mod codec;
 pub mod exact;
