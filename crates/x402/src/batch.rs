@@ -64,6 +64,18 @@ sol! {
     struct ClaimBatch {
         ClaimEntry[] claims;
     }
+
+    /// The ERC-3009 authorization of a deposit, signed under the token's domain; only the
+    /// deposit collector (`to`) may use it.
+    #[derive(Debug)]
+    struct ReceiveWithAuthorization {
+        address from;
+        address to;
+        uint256 value;
+        uint256 validAfter;
+        uint256 validBefore;
+        bytes32 nonce;
+    }
 }
 
 /// The contract's EIP-712 domain on `chain_id`.
@@ -165,6 +177,374 @@ pub struct VoucherJson {
     pub max_claimable_amount: String,
     /// The signature, hex.
     pub signature: String,
+}
+
+/// A `deposit`'s token authorization as payloads carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DepositJson {
+    /// What is deposited, a decimal string.
+    pub amount: String,
+    /// Exactly one way of moving it.
+    pub authorization: DepositAuthorizationJson,
+}
+
+/// How a deposit's tokens move: ERC-3009 (`receiveWithAuthorization`) or Permit2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DepositAuthorizationJson {
+    /// ERC-3009, to the ERC-3009 deposit collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erc3009_authorization: Option<Erc3009DepositJson>,
+    /// Permit2 (not taken by hb402: USDC has ERC-3009).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit2_authorization: Option<serde_json::Value>,
+}
+
+/// An ERC-3009 deposit authorization: its nonce is `keccak256(abi.encode(channelId, salt))`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Erc3009DepositJson {
+    /// Decimal string.
+    pub valid_after: String,
+    /// Decimal string.
+    pub valid_before: String,
+    /// The nonce's salt.
+    pub salt: B256,
+    /// The payer's signature, hex.
+    pub signature: String,
+}
+
+/// The `payload` of a `batch-settlement` payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "lowercase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum BatchPayload {
+    /// Opens or tops up the channel, with the request's voucher.
+    Deposit {
+        /// The channel.
+        channel_config: ChannelConfigJson,
+        /// The request's voucher.
+        voucher: VoucherJson,
+        /// The deposit.
+        deposit: DepositJson,
+    },
+    /// Pays from the channel's balance.
+    Voucher {
+        /// The channel.
+        channel_config: ChannelConfigJson,
+        /// The request's voucher.
+        voucher: VoucherJson,
+    },
+    /// Asks for the unclaimed rest back, with a voucher that charges nothing more.
+    Refund {
+        /// The channel.
+        channel_config: ChannelConfigJson,
+        /// The zero-charge voucher.
+        voucher: VoucherJson,
+        /// A partial refund; absent, all of the rest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        amount: Option<String>,
+    },
+}
+
+impl BatchPayload {
+    /// The channel configuration and the voucher, whatever the kind.
+    pub fn parts(&self) -> (&ChannelConfigJson, &VoucherJson) {
+        match self {
+            BatchPayload::Deposit {
+                channel_config,
+                voucher,
+                ..
+            }
+            | BatchPayload::Voucher {
+                channel_config,
+                voucher,
+            }
+            | BatchPayload::Refund {
+                channel_config,
+                voucher,
+                ..
+            } => (channel_config, voucher),
+        }
+    }
+}
+
+/// What a `batch-settlement` offer asks: the terms a payload's channel must repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchTerms {
+    /// The chain.
+    pub chain_id: u64,
+    /// `payTo`: the channel's receiver.
+    pub pay_to: Address,
+    /// The token.
+    pub asset: Address,
+    /// The token's EIP-712 domain name and version (deposits are signed under it).
+    pub asset_domain: (String, String),
+    /// The price of this request, atomic units.
+    pub amount: u128,
+    /// `extra.receiverAuthorizer`.
+    pub receiver_authorizer: Address,
+    /// `extra.withdrawDelay`, seconds.
+    pub withdraw_delay: u64,
+}
+
+/// What the server knows of a channel when a payment comes: what it has charged, and the
+/// chain's balance and claimed total (mirrored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelView {
+    /// The sum of what was charged on this channel.
+    pub charged: u128,
+    /// Deposited less withdrawn and refunded.
+    pub balance: u128,
+    /// Claimed on chain.
+    pub total_claimed: u128,
+}
+
+/// Why a `batch-settlement` payment is refused, with the specification's codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BatchReason {
+    /// The payload does not parse, or an amount is not a number.
+    Payload,
+    /// The channel's receiver is not the offer's `payTo`.
+    ReceiverMismatch,
+    /// The channel's receiver authorizer is not the offer's.
+    ReceiverAuthorizerMismatch,
+    /// The channel's token is not the offer's asset.
+    TokenMismatch,
+    /// The channel's withdraw delay is not the offer's.
+    WithdrawDelayMismatch,
+    /// The configuration does not hash to the voucher's channel id.
+    ChannelIdMismatch,
+    /// The voucher's signature is not its authorizer's.
+    VoucherSignature,
+    /// The voucher is signed by the payer's contract (EIP-1271): the chain must check it.
+    ContractSignature,
+    /// The voucher's ceiling is not what was charged plus this request's price.
+    CumulativeMismatch,
+    /// The voucher's ceiling exceeds the channel's balance.
+    CumulativeExceedsBalance,
+    /// The voucher's ceiling is not above what was already claimed.
+    CumulativeBelowClaimed,
+    /// The channel has no balance and this is not a deposit.
+    ChannelNotFound,
+    /// The deposit's authorization is not valid yet.
+    DepositValidAfter,
+    /// The deposit's authorization expires too soon.
+    DepositValidBefore,
+    /// The deposit's authorization is not the payer's signature for this channel's collector.
+    DepositSignature,
+    /// The deposit moves tokens some other way than ERC-3009.
+    DepositMethod,
+}
+
+impl BatchReason {
+    /// The specification's code.
+    pub fn code(self) -> &'static str {
+        match self {
+            BatchReason::Payload => "invalid_batch_settlement_evm_payload",
+            BatchReason::ReceiverMismatch => "invalid_batch_settlement_evm_receiver_mismatch",
+            BatchReason::ReceiverAuthorizerMismatch => {
+                "invalid_batch_settlement_evm_receiver_authorizer_mismatch"
+            }
+            BatchReason::TokenMismatch => "invalid_batch_settlement_evm_token_mismatch",
+            BatchReason::WithdrawDelayMismatch => {
+                "invalid_batch_settlement_evm_withdraw_delay_mismatch"
+            }
+            BatchReason::ChannelIdMismatch => "invalid_batch_settlement_evm_channel_id_mismatch",
+            BatchReason::VoucherSignature | BatchReason::ContractSignature => {
+                "invalid_batch_settlement_evm_voucher_signature"
+            }
+            BatchReason::CumulativeMismatch => {
+                "invalid_batch_settlement_evm_cumulative_amount_mismatch"
+            }
+            BatchReason::CumulativeExceedsBalance => {
+                "invalid_batch_settlement_evm_cumulative_exceeds_balance"
+            }
+            BatchReason::CumulativeBelowClaimed => {
+                "invalid_batch_settlement_evm_cumulative_below_claimed"
+            }
+            BatchReason::ChannelNotFound => "invalid_batch_settlement_evm_channel_not_found",
+            BatchReason::DepositValidAfter => {
+                "invalid_batch_settlement_evm_payload_authorization_valid_after"
+            }
+            BatchReason::DepositValidBefore => {
+                "invalid_batch_settlement_evm_payload_authorization_valid_before"
+            }
+            BatchReason::DepositSignature => {
+                "invalid_batch_settlement_evm_receive_authorization_signature"
+            }
+            BatchReason::DepositMethod => {
+                "invalid_batch_settlement_evm_erc3009_authorization_required"
+            }
+        }
+    }
+}
+
+fn amount(text: &str) -> Result<u128, BatchReason> {
+    if text.is_empty() || text.len() > 39 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(BatchReason::Payload);
+    }
+    text.parse().map_err(|_| BatchReason::Payload)
+}
+
+fn signature_bytes(text: &str) -> Result<Vec<u8>, BatchReason> {
+    let hex = text.strip_prefix("0x").ok_or(BatchReason::Payload)?;
+    if hex.len() > 4096 {
+        return Err(BatchReason::Payload);
+    }
+    alloy_primitives::hex::decode(hex).map_err(|_| BatchReason::Payload)
+}
+
+/// A payload that passed every check that needs no chain: its channel, its voucher's
+/// signature and ceiling against `view`, and a deposit's authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedBatch {
+    /// The channel id.
+    pub channel: B256,
+    /// The typed configuration (for claims and refunds).
+    pub config: ChannelConfig,
+    /// The voucher's ceiling.
+    pub max_claimable: u128,
+    /// The voucher's signature.
+    pub signature: Vec<u8>,
+    /// What a deposit adds (0 for the other kinds).
+    pub deposit: u128,
+}
+
+/// Checks the channel a payload names against the offer, and its voucher's signature.
+fn check_channel(payload: &BatchPayload, terms: &BatchTerms) -> Result<CheckedBatch, BatchReason> {
+    let (config, voucher) = payload.parts();
+    if config.receiver != terms.pay_to {
+        return Err(BatchReason::ReceiverMismatch);
+    }
+    if config.receiver_authorizer != terms.receiver_authorizer {
+        return Err(BatchReason::ReceiverAuthorizerMismatch);
+    }
+    if config.token != terms.asset {
+        return Err(BatchReason::TokenMismatch);
+    }
+    if config.withdraw_delay != terms.withdraw_delay {
+        return Err(BatchReason::WithdrawDelayMismatch);
+    }
+    let typed = config.typed().ok_or(BatchReason::Payload)?;
+    let channel = channel_id(&typed, terms.chain_id);
+    if channel != voucher.channel_id {
+        return Err(BatchReason::ChannelIdMismatch);
+    }
+    let max_claimable = amount(&voucher.max_claimable_amount)?;
+    let signature = signature_bytes(&voucher.signature)?;
+    if config.payer_authorizer.is_zero() {
+        return Err(BatchReason::ContractSignature);
+    }
+    let digest = voucher_digest(channel, max_claimable, terms.chain_id);
+    if crate::exact::recover_signer(&digest, &signature) != Some(config.payer_authorizer) {
+        return Err(BatchReason::VoucherSignature);
+    }
+    Ok(CheckedBatch {
+        channel,
+        config: typed,
+        max_claimable,
+        signature,
+        deposit: 0,
+    })
+}
+
+/// Checks a deposit's ERC-3009 authorization: from the payer to the deposit collector, for the
+/// deposit's amount, with the channel's nonce, signed by the payer (an EOA), valid now.
+fn check_deposit(
+    deposit: &DepositJson,
+    checked: &CheckedBatch,
+    terms: &BatchTerms,
+    now: u64,
+) -> Result<u128, BatchReason> {
+    let auth = deposit
+        .authorization
+        .erc3009_authorization
+        .as_ref()
+        .ok_or(BatchReason::DepositMethod)?;
+    let value = amount(&deposit.amount)?;
+    let valid_after = amount(&auth.valid_after)?;
+    let valid_before = amount(&auth.valid_before)?;
+    if value == 0 {
+        return Err(BatchReason::Payload);
+    }
+    if valid_after > u128::from(now) {
+        return Err(BatchReason::DepositValidAfter);
+    }
+    if valid_before < u128::from(now) + u128::from(crate::exact::VALID_BEFORE_BUFFER_SECONDS) {
+        return Err(BatchReason::DepositValidBefore);
+    }
+    let message = ReceiveWithAuthorization {
+        from: checked.config.payer,
+        to: ERC3009_DEPOSIT_COLLECTOR,
+        value: U256::from(value),
+        validAfter: U256::from(valid_after),
+        validBefore: U256::from(valid_before),
+        nonce: deposit_nonce(checked.channel, U256::from_be_bytes(auth.salt.0)),
+    };
+    let domain = Eip712Domain::new(
+        Some(terms.asset_domain.0.clone().into()),
+        Some(terms.asset_domain.1.clone().into()),
+        Some(U256::from(terms.chain_id)),
+        Some(terms.asset),
+        None,
+    );
+    let digest = message.eip712_signing_hash(&domain);
+    let signature = signature_bytes(&auth.signature)?;
+    if crate::exact::recover_signer(&digest, &signature) != Some(checked.config.payer) {
+        return Err(BatchReason::DepositSignature);
+    }
+    Ok(value)
+}
+
+/// Checks a payment payload with no call to the chain: the channel against the offer, the
+/// voucher's signature (an EOA payer authorizer; a contract's needs the chain), a deposit's
+/// authorization, and the voucher's ceiling against what the server charged and the channel's
+/// mirrored balance. A paid voucher must ask exactly `charged + price`; a refund's exactly
+/// `charged`.
+pub fn check_payload(
+    payload: &BatchPayload,
+    terms: &BatchTerms,
+    view: &ChannelView,
+    now: u64,
+) -> Result<CheckedBatch, BatchReason> {
+    let mut checked = check_channel(payload, terms)?;
+    let max = checked.max_claimable;
+    if let BatchPayload::Deposit { deposit, .. } = payload {
+        checked.deposit = check_deposit(deposit, &checked, terms, now)?;
+    }
+    let funds = view.balance.saturating_add(checked.deposit);
+    if funds == 0 {
+        return Err(BatchReason::ChannelNotFound);
+    }
+    match payload {
+        BatchPayload::Refund { .. } => {
+            if max != view.charged {
+                return Err(BatchReason::CumulativeMismatch);
+            }
+            if max < view.total_claimed {
+                return Err(BatchReason::CumulativeBelowClaimed);
+            }
+        }
+        _ => {
+            if Some(max) != view.charged.checked_add(terms.amount) {
+                return Err(BatchReason::CumulativeMismatch);
+            }
+            if max > funds {
+                return Err(BatchReason::CumulativeExceedsBalance);
+            }
+            if max <= view.total_claimed {
+                return Err(BatchReason::CumulativeBelowClaimed);
+            }
+        }
+    }
+    Ok(checked)
 }
 
 #[cfg(test)]
@@ -271,5 +651,299 @@ mod tests {
             ..config
         };
         assert!(too_long.typed().is_none());
+    }
+
+    fn terms() -> BatchTerms {
+        BatchTerms {
+            chain_id: 84_532,
+            pay_to: address!("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
+            asset: address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e"),
+            asset_domain: ("USDC".into(), "2".into()),
+            amount: 1000,
+            receiver_authorizer: address!("0xF700794002FA597b646764b9422954303bab2003"),
+            withdraw_delay: 900,
+        }
+    }
+
+    /// The reference client's first payment on the local chain: a deposit of 5000 with a
+    /// voucher for 1000.
+    fn reference_deposit() -> BatchPayload {
+        serde_json::from_value(serde_json::json!({
+            "type": "deposit",
+            "channelConfig": {
+                "payer": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+                "payerAuthorizer": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+                "receiver": "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+                "receiverAuthorizer": "0xF700794002FA597b646764b9422954303bab2003",
+                "token": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+                "withdrawDelay": 900,
+                "salt": "0x0000000000000000000000000000000000000000000000000000000000000000"
+            },
+            "voucher": {
+                "channelId": "0x36019b206adfd1569f695771aa56534a4fcffd032efad72948e0e8b8016aac21",
+                "maxClaimableAmount": "1000",
+                "signature": "0xe80945a979736560ae24e638b56d3ae6c8b5d614d7627d11771e47c12e75679e7ce35bbe142ec322a2ea895d77f825d55f3eba7cc70c234d11b6a21f7cfb3d871b"
+            },
+            "deposit": {
+                "amount": "5000",
+                "authorization": {
+                    "erc3009Authorization": {
+                        "validAfter": "0",
+                        "validBefore": "1796039517",
+                        "salt": "0x6deedbde0dd64b70eca608aca7fa60654ede80c487c361b7e1aefa203ea55976",
+                        "signature": "0x16371d3f958eaadf664f64363b7ec2752169c8ad9c4b464729339f04fd5c768c779b8dcc66f602a480c8e1a60e686bbecfb41a5625f47fe1f13e0ff0623d360c1b"
+                    }
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    const NOW: u64 = 1_796_036_000;
+
+    #[test]
+    fn the_reference_deposit_passes_and_each_change_is_refused_with_its_code() {
+        let payload = reference_deposit();
+        let fresh = ChannelView::default();
+        let checked = check_payload(&payload, &terms(), &fresh, NOW).unwrap();
+        assert_eq!(
+            (checked.channel, checked.deposit, checked.max_claimable),
+            (CHANNEL, 5000, 1000)
+        );
+
+        let refused = |terms: BatchTerms, view: ChannelView, now: u64| {
+            check_payload(&payload, &terms, &view, now).unwrap_err()
+        };
+        let other = address!("0x0000000000000000000000000000000000000001");
+        assert_eq!(
+            refused(
+                BatchTerms {
+                    pay_to: other,
+                    ..terms()
+                },
+                fresh,
+                NOW
+            ),
+            BatchReason::ReceiverMismatch
+        );
+        assert_eq!(
+            refused(
+                BatchTerms {
+                    receiver_authorizer: other,
+                    ..terms()
+                },
+                fresh,
+                NOW
+            ),
+            BatchReason::ReceiverAuthorizerMismatch
+        );
+        assert_eq!(
+            refused(
+                BatchTerms {
+                    asset: other,
+                    ..terms()
+                },
+                fresh,
+                NOW
+            ),
+            BatchReason::TokenMismatch
+        );
+        assert_eq!(
+            refused(
+                BatchTerms {
+                    withdraw_delay: 901,
+                    ..terms()
+                },
+                fresh,
+                NOW
+            ),
+            BatchReason::WithdrawDelayMismatch
+        );
+        assert_eq!(
+            refused(
+                BatchTerms {
+                    chain_id: 8453,
+                    ..terms()
+                },
+                fresh,
+                NOW
+            ),
+            BatchReason::ChannelIdMismatch
+        );
+        // The server already charged 1000 on this channel: the voucher must ask 2000.
+        let charged = ChannelView {
+            charged: 1000,
+            balance: 5000,
+            total_claimed: 0,
+        };
+        assert_eq!(
+            refused(terms(), charged, NOW),
+            BatchReason::CumulativeMismatch
+        );
+        // Another price: the same voucher is not this request's.
+        assert_eq!(
+            refused(
+                BatchTerms {
+                    amount: 999,
+                    ..terms()
+                },
+                fresh,
+                NOW
+            ),
+            BatchReason::CumulativeMismatch
+        );
+        let claimed = ChannelView {
+            charged: 0,
+            balance: 0,
+            total_claimed: 1000,
+        };
+        assert_eq!(
+            refused(terms(), claimed, NOW),
+            BatchReason::CumulativeBelowClaimed
+        );
+        assert_eq!(
+            refused(terms(), fresh, 1_796_039_515),
+            BatchReason::DepositValidBefore
+        );
+        // A deposit under another token domain is not the payer's signature.
+        assert_eq!(
+            refused(
+                BatchTerms {
+                    asset_domain: ("USD Coin".into(), "2".into()),
+                    ..terms()
+                },
+                fresh,
+                NOW
+            ),
+            BatchReason::DepositSignature
+        );
+    }
+
+    #[test]
+    fn tampered_payloads_are_refused() {
+        let BatchPayload::Deposit {
+            channel_config,
+            voucher,
+            deposit,
+        } = reference_deposit()
+        else {
+            unreachable!()
+        };
+        let fresh = ChannelView::default();
+        // A voucher with a ceiling its signature does not cover.
+        let raised = BatchPayload::Deposit {
+            channel_config: channel_config.clone(),
+            voucher: VoucherJson {
+                max_claimable_amount: "1001".into(),
+                ..voucher.clone()
+            },
+            deposit: deposit.clone(),
+        };
+        let cheaper = BatchTerms {
+            amount: 1001,
+            ..terms()
+        };
+        assert_eq!(
+            check_payload(&raised, &cheaper, &fresh, NOW).unwrap_err(),
+            BatchReason::VoucherSignature
+        );
+        // A bigger deposit than the payer authorized.
+        let mut bigger = deposit.clone();
+        bigger.amount = "50000".into();
+        let bigger = BatchPayload::Deposit {
+            channel_config: channel_config.clone(),
+            voucher: voucher.clone(),
+            deposit: bigger,
+        };
+        assert_eq!(
+            check_payload(&bigger, &terms(), &fresh, NOW).unwrap_err(),
+            BatchReason::DepositSignature
+        );
+        // The same voucher without a deposit, on a channel with no balance.
+        let bare = BatchPayload::Voucher {
+            channel_config: channel_config.clone(),
+            voucher: voucher.clone(),
+        };
+        assert_eq!(
+            check_payload(&bare, &terms(), &fresh, NOW).unwrap_err(),
+            BatchReason::ChannelNotFound
+        );
+        let funded = ChannelView {
+            charged: 0,
+            balance: 5000,
+            total_claimed: 0,
+        };
+        assert!(check_payload(&bare, &terms(), &funded, NOW).is_ok());
+        let short = ChannelView {
+            charged: 0,
+            balance: 999,
+            total_claimed: 0,
+        };
+        assert_eq!(
+            check_payload(&bare, &terms(), &short, NOW).unwrap_err(),
+            BatchReason::CumulativeExceedsBalance
+        );
+        // A contract's signature (no payer authorizer) needs the chain.
+        let contract_config = ChannelConfigJson {
+            payer_authorizer: Address::ZERO,
+            ..channel_config
+        };
+        let contract = BatchPayload::Voucher {
+            voucher: VoucherJson {
+                channel_id: channel_id(&contract_config.typed().unwrap(), 84_532),
+                ..voucher
+            },
+            channel_config: contract_config,
+        };
+        assert_eq!(
+            check_payload(&contract, &terms(), &funded, NOW).unwrap_err(),
+            BatchReason::ContractSignature
+        );
+        for bad in [
+            serde_json::json!({"type": "voucher"}),
+            serde_json::json!({"type": "claim", "claims": []}),
+            serde_json::json!({"type": "voucher", "channelConfig": {}, "voucher": {}, "extra": 1}),
+        ] {
+            assert!(serde_json::from_value::<BatchPayload>(bad).is_err());
+        }
+        assert_eq!(amount("1e3"), Err(BatchReason::Payload));
+        assert_eq!(amount(&"9".repeat(40)), Err(BatchReason::Payload));
+    }
+
+    #[test]
+    fn a_refund_asks_exactly_what_was_charged() {
+        let BatchPayload::Deposit { channel_config, .. } = reference_deposit() else {
+            unreachable!()
+        };
+        // The reference client's refund after four paid reads of 1000.
+        let refund: BatchPayload = serde_json::from_value(serde_json::json!({
+            "type": "refund",
+            "channelConfig": channel_config,
+            "voucher": {
+                "channelId": CHANNEL,
+                "maxClaimableAmount": "4000",
+                "signature": "0x769027891aed9baf8282720f1c4a429282c771efa99f5b2ce40d29941f915fe07b3b397013f515a1daa92dae2638069265f728b0d78b0732159bfa14d80fbb9b1b"
+            }
+        }))
+        .unwrap();
+        let view = ChannelView {
+            charged: 4000,
+            balance: 5000,
+            total_claimed: 4000,
+        };
+        assert_eq!(
+            check_payload(&refund, &terms(), &view, NOW)
+                .unwrap()
+                .max_claimable,
+            4000
+        );
+        let more = ChannelView {
+            charged: 3000,
+            ..view
+        };
+        assert_eq!(
+            check_payload(&refund, &terms(), &more, NOW).unwrap_err(),
+            BatchReason::CumulativeMismatch
+        );
     }
 }
