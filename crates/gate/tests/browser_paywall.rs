@@ -167,16 +167,7 @@ async fn a_person_pays_with_the_keyboard_sees_the_item_and_a_reload_does_not_pay
     );
     assert_eq!(chain.usdc_balance(payee).await, payee_before + PRICE);
     assert_eq!(chain.usdc_balance(buyer).await, buyer_before - PRICE);
-    let ledger: Value = h
-        .client
-        .get(format!("{}/admin/payments", h.admin_url))
-        .bearer_auth(common::ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ledger = h.ledger().await;
     assert!(ledger.to_string().contains(tx), "{ledger:#}");
 
     // The reload opens the item with the receipt: no wallet, no second payment.
@@ -323,16 +314,7 @@ async fn refusals_are_explained_in_words_and_move_no_money() {
     assert_eq!(chain.usdc_balance(ANVIL_ACCOUNTS[5].address).await, 0);
 
     assert_eq!(chain.usdc_balance(payee).await, payee_before);
-    let ledger: Value = h
-        .client
-        .get(format!("{}/admin/payments", h.admin_url))
-        .bearer_auth(common::ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ledger = h.ledger().await;
     assert_eq!(ledger["payments"], json!([]), "{ledger:#}");
 }
 

@@ -968,16 +968,7 @@ async fn an_expired_item_or_a_failing_node_is_never_paid_for() {
     // Nothing was settled, so nothing entered the ledger; the released authorization stays the
     // payer's: it buys the item once the node is back (checked above by serving both attempts
     // with one payment).
-    let ledger: Value = h
-        .client
-        .get(format!("{}/admin/payments", h.admin_url))
-        .bearer_auth(common::ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ledger = h.ledger().await;
     assert_eq!(ledger["payments"], json!([]), "{url}");
 }
 

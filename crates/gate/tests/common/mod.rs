@@ -153,6 +153,19 @@ impl Harness {
         }
     }
 
+    /// The payments ledger (`GET /admin/payments` on the admin listener).
+    pub async fn ledger(&self) -> serde_json::Value {
+        self.client
+            .get(format!("{}/admin/payments", self.admin_url))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn node(&self) -> &DevnodeHandle {
         self.node.as_ref().unwrap()
     }
