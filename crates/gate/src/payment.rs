@@ -427,7 +427,22 @@ fn replay(gate: &Gate, paid: &Paid, offered: &Offered, message: &str) -> Payment
     )
 }
 
-const IN_USE: &str = "this payment authorization is in use by another request; sign a new one";
+/// The same payment is being used by another request right now (its retry, a second tab):
+/// not a refusal, since that request may yet settle it and then fail to deliver. The client is
+/// told to send the same payment again shortly; it is never charged twice.
+fn in_use(paid: &Paid, transaction: Option<String>) -> PaymentRefusal {
+    PaymentRefusal::Pending {
+        version: paid.version,
+        settlement: Box::new(SettleResponse {
+            success: false,
+            error_reason: Some(SETTLEMENT_PENDING.to_owned()),
+            error_message: None,
+            payer: Some(paid.payer.clone()),
+            transaction: transaction.unwrap_or_default(),
+            network: paid.network.clone(),
+        }),
+    }
+}
 
 /// Takes the replay lock: a fresh authorization is then verified; a pending or
 /// settled-but-undelivered one is taken over by this request.
@@ -473,7 +488,7 @@ async fn acquire(
             continue;
         };
         let origin = match current.state {
-            LockState::Held => return Err(replay(gate, &paid, &offered, IN_USE)),
+            LockState::Held => return Err(in_use(&paid, current.transaction)),
             LockState::Delivered => {
                 let used = "this payment authorization was already used; sign a new one";
                 return Err(replay(gate, &paid, &offered, used));
@@ -503,7 +518,7 @@ async fn acquire(
             });
         }
     }
-    Err(replay(gate, &paid, &offered, IN_USE))
+    Err(in_use(&paid, None))
 }
 
 /// How a settlement attempt ended.

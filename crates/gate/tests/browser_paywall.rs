@@ -17,14 +17,15 @@ const PRICE: u128 = 10_000;
 const PNG: &str = "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001049444154789c63f8dfc000440c100a002dee05fd8b3f6e840000000049454e44ae426082";
 
 async fn stack(chain: &LocalChain) -> Harness {
-    stack_with(chain, "").await
+    stack_with(chain, "", "").await
 }
 
-async fn stack_with(chain: &LocalChain, extra: &str) -> Harness {
+/// The stack with more `[payments]` keys and more tables.
+async fn stack_with(chain: &LocalChain, payments: &str, extra: &str) -> Harness {
     Harness::start_with(Options {
         extra_toml: format!(
             "[payments]\nmode = \"local\"\nrpc_url = \"{rpc}\"\n\
-             operator_key = \"${{HB402_TEST_OPERATOR_KEY}}\"\nchain_id = 84532\n\
+             operator_key = \"${{HB402_TEST_OPERATOR_KEY}}\"\nchain_id = 84532\n{payments}\n\
              [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{payee}\"\n\
              [[pricing.rules]]\nbuckets = [\"hb402-private\"]\nfree = true\n\
              [[pricing.rules]]\nprice = \"0.01\"\n\
@@ -432,6 +433,32 @@ async fn an_interrupted_payment_is_sent_again_never_signed_twice() {
     }
 }
 
+/// A receipt that expired (or that hb402 refuses) leaves the page ready to pay: nothing is
+/// signed until the person presses the button.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_receipt_never_starts_a_payment_by_itself() {
+    let chain = LocalChain::start().await;
+    let h = stack_with(&chain, "receipt_window_seconds = 2", "").await;
+    let id = upload(&h, 113, "text/plain", b"short receipt", false).await;
+    let before = chain.usdc_balance(PAYEE_ACCOUNT.address).await;
+    let report = browse(&spec(
+        &format!("{}/{id}", h.url),
+        &chain,
+        json!({"reload": true, "reloadAfterMs": 3500}),
+    ))
+    .await;
+    assert_eq!(report["after"]["resultVisible"], true, "{report:#}");
+    let reload = &report["reload"];
+    assert_eq!(reload["resultVisible"], false, "{report:#}");
+    assert_eq!(reload["payVisible"], true, "{report:#}");
+    assert_eq!(reload["walletCalls"], 0, "{report:#}");
+    assert_eq!(signatures(&report), 1);
+    assert_eq!(
+        chain.usdc_balance(PAYEE_ACCOUNT.address).await,
+        before + PRICE
+    );
+}
+
 /// A priced upload asked for by a browser gets a page that names it an upload and leaves paying
 /// to an x402 client: the page has no body to send again.
 #[tokio::test(flavor = "multi_thread")]
@@ -439,6 +466,7 @@ async fn an_upload_challenge_for_a_browser_leaves_paying_to_a_client() {
     let chain = LocalChain::start().await;
     let h = stack_with(
         &chain,
+        "",
         "[pricing.uploads]\nper_mib = \"0.01\"\nminimum = \"0.01\"\n",
     )
     .await;

@@ -359,7 +359,13 @@ async fn one_authorization_buys_one_response_even_concurrently() {
                 ok += 1;
                 assert_eq!(body, "once");
             }
+            // Used already (402), or in use by a concurrent request right now (504: the same
+            // payment may be sent again; it is never charged twice).
             402 => assert!(!body.starts_with(b"once")),
+            504 => {
+                let body: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(body["error"], "settlement_pending");
+            }
             other => panic!("unexpected status {other}"),
         }
     }

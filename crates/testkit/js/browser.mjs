@@ -25,6 +25,7 @@
 //   keyboard: bool,                     operate the page with Tab and Enter only
 //   viewport: {width, height},
 //   reload: bool,                       reload after the content is shown, and report again
+//   reloadAfterMs,                      wait this long before that reload
 //   screenshots: {before, after},       PNG paths
 //   timeoutMs                           bound on waiting for an outcome (default 60000)
 // }
@@ -263,7 +264,7 @@ async function main() {
       report.body = await resp.text();
       return report;
     }
-    await page.waitForFunction(() => !document.getElementById("pay").hidden || !document.getElementById("result").hidden, { timeout });
+    await page.waitForFunction(() => document.body.dataset.ready === "true", { timeout });
     report.before = await observe(page);
     if (spec.screenshots?.before) await page.screenshot({ path: spec.screenshots.before, fullPage: true });
     if (!report.before.resultVisible) {
@@ -293,8 +294,9 @@ async function main() {
     if (spec.screenshots?.after) await page.screenshot({ path: spec.screenshots.after, fullPage: true });
     if (spec.reload && report.after.resultVisible) {
       const callsBefore = walletLog.length;
+      if (spec.reloadAfterMs) await new Promise((resolve) => setTimeout(resolve, spec.reloadAfterMs));
       const again = await page.reload({ waitUntil: "load" });
-      await page.waitForFunction(() => !document.getElementById("pay").hidden || !document.getElementById("result").hidden, { timeout });
+      await page.waitForFunction(() => document.body.dataset.ready === "true", { timeout });
       report.reload = await observe(page);
       report.reload.httpStatus = again.status();
       report.reload.walletCalls = walletLog.length - callsBefore;

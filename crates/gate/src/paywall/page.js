@@ -20,10 +20,13 @@
   const wallets = [];
   let busy = false;
 
-  // A signed payment not yet answered for certain: {header, offer, validBefore}.
+  // A signed payment not yet answered for certain: {header, offer, validBefore, sent}. Kept in
+  // memory as well, for browsers that refuse storage.
+  let remembered = null;
   function loadPending() {
     let p = null;
     try { p = JSON.parse(localStorage.getItem(pendingKey) || "null"); } catch { p = null; }
+    p = p || remembered;
     if (!p || typeof p.header !== "string") return null;
     if (Number(p.validBefore) + 86400 < serverNow()) {
       clearPending(); // long past its window: hb402 has answered it for certain by now
@@ -32,9 +35,11 @@
     return p;
   }
   function savePending(p) {
+    remembered = p;
     try { localStorage.setItem(pendingKey, JSON.stringify(p)); } catch { /* storage off */ }
   }
   function clearPending() {
+    remembered = null;
     try { localStorage.removeItem(pendingKey); } catch { /* storage off */ }
   }
 
@@ -281,9 +286,13 @@
     [/settle|transaction|simulation/, "The settlement failed.", "The transfer did not go through on chain, so nothing was paid."],
   ];
 
-  async function explain(resp) {
+  async function explain(resp, resent) {
     const body = await resp.json().catch(() => ({}));
     const code = String(body.error || "");
+    if (resent && resp.status === 402 && /duplicate|already_used|nonce/.test(code)) {
+      // Sent before, and its answer never arrived here: it may have been charged.
+      fail("This payment was already used.", "It was settled for an earlier request from this page whose answer did not arrive, so it may have been charged. hb402 serves one payment once: check the transaction in your wallet before paying again.");
+    }
     const message = typeof body.message === "string" ? " hb402 said: " + body.message : "";
     if (resp.status === 410) fail("This item has expired.", "It can no longer be bought. Nothing was paid.");
     if (resp.status === 429) fail("Too many failed payments from this wallet.", "Wait a few minutes, then try again. Nothing was paid.");
@@ -317,6 +326,9 @@
         // Kept before it leaves: whatever happens next, this payment is the one sent again.
         savePending(payment);
       }
+      const resent = payment.sent === true;
+      payment.sent = true;
+      savePending(payment);
       status("Settling the payment on chain…");
       let resp = null;
       try {
@@ -330,7 +342,8 @@
       }
       // Any other answer is definite: paid (200) or refused (nothing was taken).
       clearPending();
-      if (resp.status !== 200) await explain(resp);
+      resetButton();
+      if (resp.status !== 200) await explain(resp, resent);
       await delivered(resp, payment.offer);
     } catch (e) {
       if (e instanceof Stop) {
@@ -370,6 +383,11 @@
 
   function markPending() {
     $("pay-button").textContent = "Check the payment";
+  }
+
+  function resetButton() {
+    const offer = data.offers[chosenOffer()];
+    $("pay-button").textContent = `Pay ${offer.price} ${offer.symbol}`;
   }
 
   function receiptExpiry(token) {
@@ -541,17 +559,23 @@
     }
     renderOffers();
     $("pay-button").addEventListener("click", pay);
-    $("pay").hidden = false;
-    // A receipt opens the item; a payment signed earlier (another tab, a reload) is sent again.
-    if (loadPending() || hasReceipt()) {
-      if (loadPending()) markPending();
+    // A payment signed earlier (another tab, a reload) is sent again; a receipt opens the item.
+    // Nothing new is ever signed without the person pressing the button.
+    if (loadPending()) {
+      $("pay").hidden = false;
+      markPending();
       await pay();
+      return;
     }
+    try {
+      if (await openWithReceipt()) return;
+    } catch (e) {
+      if (e instanceof Stop) showError(...e.message.split("\n"));
+    }
+    $("pay").hidden = false;
   }
 
-  function hasReceipt() {
-    try { return !!sessionStorage.getItem(receiptKey); } catch { return false; }
-  }
-
-  start();
+  start().finally(() => {
+    document.body.dataset.ready = "true";
+  });
 })();
