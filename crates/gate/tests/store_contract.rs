@@ -7,7 +7,7 @@ mod store;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use hb402_gate::store::{LockRecord, LockState, PaymentState, Purged, StoreError};
+use hb402_gate::store::{ChannelRecord, LockRecord, LockState, PaymentState, Purged, StoreError};
 use store::{each, held, manual_clock, meta, payment};
 
 #[tokio::test]
@@ -434,6 +434,147 @@ async fn learned_metadata_never_replaces_a_record() {
             .map(|m| m.id)
             .collect();
         assert_eq!(expired, ["b"], "{name}");
+    })
+    .await;
+}
+
+fn channel(charged: u128, total_claimed: u128) -> ChannelRecord {
+    let payer: alloy::primitives::Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+        .parse()
+        .unwrap();
+    ChannelRecord {
+        config: hb402_x402::batch::ChannelConfigJson {
+            payer,
+            payer_authorizer: payer,
+            receiver: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+                .parse()
+                .unwrap(),
+            receiver_authorizer: "0xF700794002FA597b646764b9422954303bab2003"
+                .parse()
+                .unwrap(),
+            token: "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+                .parse()
+                .unwrap(),
+            withdraw_delay: 900,
+            salt: Default::default(),
+        },
+        charged,
+        signed_max: charged,
+        signature: "0xabcd".into(),
+        // Beyond what a JSON number holds exactly: kept as a decimal string.
+        balance: u128::MAX - 1,
+        total_claimed,
+        withdraw_requested_at: 0,
+        refund_nonce: 3,
+        synced_at: 1_000,
+        last_request_at: 1_000,
+        holder: None,
+    }
+}
+
+/// Channel records change only from the exact record a request read (one request at a time
+/// holds a channel, across a fleet), and the channels with charges not claimed yet are listed.
+#[tokio::test]
+async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_are_listed() {
+    use hb402_gate::store::ChannelHolder;
+    each(|backend| async move {
+        let (clock, _) = manual_clock(1_000);
+        let store = backend.open(clock).await;
+        let name = backend.name();
+        assert_eq!(store.channel_get("0xaa").await.unwrap(), None, "{name}");
+        let first = channel(1_000, 0);
+        assert!(
+            store
+                .channel_swap("0xaa", None, Some(&first))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .channel_swap("0xaa", None, Some(&first))
+                .await
+                .unwrap(),
+            "{name}: created twice"
+        );
+        assert_eq!(
+            store.channel_get("0xaa").await.unwrap(),
+            Some(first.clone())
+        );
+
+        // Two requests race for the channel: one holds it.
+        let held = |owner: &str| ChannelRecord {
+            holder: Some(ChannelHolder {
+                owner: owner.into(),
+                until: 1_030,
+            }),
+            ..first.clone()
+        };
+        assert!(
+            store
+                .channel_swap("0xaa", Some(&first), Some(&held("a")))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .channel_swap("0xaa", Some(&first), Some(&held("b")))
+                .await
+                .unwrap(),
+            "{name}: a second holder"
+        );
+        // The holder charges and lets go.
+        let charged = channel(2_000, 0);
+        assert!(
+            store
+                .channel_swap("0xaa", Some(&held("a")), Some(&charged))
+                .await
+                .unwrap()
+        );
+
+        let other = channel(500, 0);
+        assert!(
+            store
+                .channel_swap("0xbb", None, Some(&other))
+                .await
+                .unwrap()
+        );
+        let mut listed = store.channels_unclaimed(10).await.unwrap();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            listed,
+            vec![
+                ("0xaa".to_owned(), charged.clone()),
+                ("0xbb".to_owned(), other.clone())
+            ],
+            "{name}"
+        );
+        assert_eq!(store.channels_unclaimed(1).await.unwrap().len(), 1);
+
+        // Claimed in full: no longer listed, still kept; deleted: gone.
+        let claimed = channel(2_000, 2_000);
+        assert!(
+            store
+                .channel_swap("0xaa", Some(&charged), Some(&claimed))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.channels_unclaimed(10).await.unwrap(),
+            vec![("0xbb".to_owned(), other.clone())],
+            "{name}"
+        );
+        assert_eq!(
+            store.channel_get("0xaa").await.unwrap(),
+            Some(claimed.clone())
+        );
+        assert!(
+            store
+                .channel_swap("0xbb", Some(&other), None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.channel_get("0xbb").await.unwrap(), None);
+        assert_eq!(store.channels_unclaimed(10).await.unwrap(), vec![]);
     })
     .await;
 }

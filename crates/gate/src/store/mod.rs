@@ -217,6 +217,77 @@ pub struct Purged {
     pub ledger: u64,
 }
 
+/// A `batch-settlement` channel as its receiver keeps it: what was charged, the latest voucher
+/// (the claim it allows), the chain's figures as last read, and the request that holds the
+/// channel, if one does (requests on one channel take turns, across a fleet).
+///
+/// Amounts are decimal strings in the stored JSON (they exceed what JSON numbers hold exactly).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelRecord {
+    /// The channel's configuration, as its payer sent it.
+    pub config: hb402_x402::batch::ChannelConfigJson,
+    /// The sum of what was charged on the channel.
+    #[serde(with = "decimal")]
+    pub charged: u128,
+    /// The latest voucher's ceiling (what a claim may take, up to `charged`).
+    #[serde(with = "decimal")]
+    pub signed_max: u128,
+    /// The latest voucher's signature, hex.
+    pub signature: String,
+    /// The channel's balance on chain, as last read.
+    #[serde(with = "decimal")]
+    pub balance: u128,
+    /// Claimed on chain, as last read (or as claimed by hb402 since).
+    #[serde(with = "decimal")]
+    pub total_claimed: u128,
+    /// When the payer asked for a timed withdrawal (unix seconds), 0 if it did not.
+    pub withdraw_requested_at: u64,
+    /// The next `refundWithSignature` nonce.
+    #[serde(with = "decimal")]
+    pub refund_nonce: u128,
+    /// When the chain's figures were read (unix seconds).
+    pub synced_at: u64,
+    /// When a request last paid on the channel (unix seconds).
+    pub last_request_at: u64,
+    /// The request that holds the channel now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<ChannelHolder>,
+}
+
+impl ChannelRecord {
+    /// Whether some of what was charged is not claimed on chain yet.
+    pub fn unclaimed(&self) -> bool {
+        self.charged > self.total_claimed
+    }
+}
+
+/// The request holding a channel: only its owner changes the record until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelHolder {
+    /// A random token of the request.
+    pub owner: String,
+    /// When the hold lapses (unix seconds, store clock) if its request never lets go.
+    pub until: u64,
+}
+
+/// `u128` as a decimal string.
+mod decimal {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() || text.len() > 39 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(serde::de::Error::custom("not a decimal amount"));
+        }
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The key of an item's metadata: the same item may be stored in the public and the private
 /// bucket, and each copy is its own.
 pub fn item_key(bucket: &str, id: &str) -> String {
@@ -271,6 +342,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes lapsed locks, and ledger entries that ended without a settlement (failed,
     /// released) and last changed before `ledger_before`.
     async fn purge(&self, ledger_before: u64) -> Result<Purged, StoreError>;
+
+    /// The record of channel `id` (its hex channel id), if hb402 keeps one.
+    async fn channel_get(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
+
+    /// Replaces channel `id`'s record with `new` (`None`: deletes it) if it is exactly
+    /// `expected` (`None`: there is none). `Ok(false)` when it is not.
+    async fn channel_swap(
+        &self,
+        id: &str,
+        expected: Option<&ChannelRecord>,
+        new: Option<&ChannelRecord>,
+    ) -> Result<bool, StoreError>;
+
+    /// Up to `limit` channels with charges not yet claimed, in no particular order.
+    async fn channels_unclaimed(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, ChannelRecord)>, StoreError>;
 }
 
 /// Whether a ledger entry may be purged: it ended without moving money, before `before`.

@@ -18,8 +18,8 @@ use ::redb::{
 use async_trait::async_trait;
 
 use super::{
-    Clock, LockRecord, NewPayment, PaymentRecord, PaymentState, Purged, Store, StoreError,
-    item_key, purgeable, system_clock,
+    ChannelRecord, Clock, LockRecord, NewPayment, PaymentRecord, PaymentState, Purged, Store,
+    StoreError, item_key, purgeable, system_clock,
 };
 use crate::meta::ItemMeta;
 
@@ -31,6 +31,10 @@ const EXPIRIES: TableDefinition<(u64, &str), ()> = TableDefinition::new("expirie
 const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks_v2");
 /// Ledger id → JSON [`PaymentRecord`].
 const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger");
+/// Channel id → record (JSON).
+const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
+/// Channels with charges not yet claimed.
+const UNCLAIMED: TableDefinition<&str, ()> = TableDefinition::new("channels_unclaimed");
 
 fn backend(e: impl Into<::redb::Error>) -> StoreError {
     StoreError::Backend(e.into().to_string())
@@ -155,6 +159,8 @@ impl RedbStore {
             txn.open_table(EXPIRIES).map_err(backend)?;
             txn.open_table(LOCKS).map_err(backend)?;
             txn.open_table(LEDGER).map_err(backend)?;
+            txn.open_table(CHANNELS).map_err(backend)?;
+            txn.open_table(UNCLAIMED).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
         let db = Arc::new(db);
@@ -224,6 +230,16 @@ fn read_lock(
     key: &str,
 ) -> Result<Option<LockRecord>, StoreError> {
     match table.get(key).map_err(backend)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn read_channel(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<ChannelRecord>, StoreError> {
+    match table.get(id).map_err(backend)? {
         Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
         None => Ok(None),
     }
@@ -332,6 +348,73 @@ impl Store for RedbStore {
                 let (_, name) = key.value();
                 if let Some(v) = items.get(name).map_err(backend)? {
                     out.push(serde_json::from_slice(v.value())?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn channel_get(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |db, _| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(CHANNELS).map_err(backend)?;
+            read_channel(&table, &id)
+        })
+        .await
+    }
+
+    async fn channel_swap(
+        &self,
+        id: &str,
+        expected: Option<&ChannelRecord>,
+        new: Option<&ChannelRecord>,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let expected = expected.cloned();
+        let unclaimed = new.is_some_and(ChannelRecord::unclaimed);
+        let new = new.map(serde_json::to_vec).transpose()?;
+        self.write(move |txn, _| {
+            let mut table = txn.open_table(CHANNELS).map_err(backend)?;
+            if read_channel(&table, &id)? != expected {
+                return Ok(false);
+            }
+            match &new {
+                Some(json) => {
+                    table
+                        .insert(id.as_str(), json.as_slice())
+                        .map_err(backend)?;
+                }
+                None => {
+                    table.remove(id.as_str()).map_err(backend)?;
+                }
+            }
+            let mut index = txn.open_table(UNCLAIMED).map_err(backend)?;
+            if unclaimed {
+                index.insert(id.as_str(), ()).map_err(backend)?;
+            } else {
+                index.remove(id.as_str()).map_err(backend)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn channels_unclaimed(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, ChannelRecord)>, StoreError> {
+        self.run(move |db, _| {
+            let txn = db.begin_read().map_err(backend)?;
+            let index = txn.open_table(UNCLAIMED).map_err(backend)?;
+            let table = txn.open_table(CHANNELS).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in index.iter().map_err(backend)?.take(limit) {
+                let (id, _) = entry.map_err(backend)?;
+                let id = id.value().to_owned();
+                if let Some(record) = read_channel(&table, &id)? {
+                    out.push((id, record));
                 }
             }
             Ok(out)

@@ -30,8 +30,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Clock, LockRecord, NewPayment, PaymentRecord, PaymentState, Purged, Store, StoreError,
-    item_key, purgeable, system_clock,
+    ChannelRecord, Clock, LockRecord, NewPayment, PaymentRecord, PaymentState, Purged, Store,
+    StoreError, item_key, purgeable, system_clock,
 };
 use crate::meta::ItemMeta;
 
@@ -74,6 +74,29 @@ elseif ARGV[5] == '' then
   redis.call('SET', KEYS[1], ARGV[3])
 else
   redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[5])
+end
+return 1
+",
+    )
+});
+
+/// KEYS[1] channel key, KEYS[2] the set of unclaimed channels; ARGV expected JSON or "" (none),
+/// new JSON or "" (delete), "1" if the new record has unclaimed charges, the channel id.
+/// 1 if swapped.
+static CHANNEL_SWAP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1]) or ''
+if v ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+if ARGV[3] == '1' then
+  redis.call('SADD', KEYS[2], ARGV[4])
+else
+  redis.call('SREM', KEYS[2], ARGV[4])
 end
 return 1
 ",
@@ -570,6 +593,60 @@ impl Store for RedisStore {
             .await
             .map_err(backend)?;
         Ok(swapped == 1)
+    }
+
+    async fn channel_get(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        let json: Option<Vec<u8>> = self
+            .query(::redis::cmd("GET").arg(self.key("channel", id)))
+            .await?;
+        json.map(|j| serde_json::from_slice(&j))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    async fn channel_swap(
+        &self,
+        id: &str,
+        expected: Option<&ChannelRecord>,
+        new: Option<&ChannelRecord>,
+    ) -> Result<bool, StoreError> {
+        let json = |r: Option<&ChannelRecord>| -> Result<String, StoreError> {
+            Ok(r.map(serde_json::to_string)
+                .transpose()?
+                .unwrap_or_default())
+        };
+        let unclaimed = new.is_some_and(ChannelRecord::unclaimed);
+        let swapped: i64 = CHANNEL_SWAP
+            .key(self.key("channel", id))
+            .key(self.key("channels", "unclaimed"))
+            .arg(json(expected)?)
+            .arg(json(new)?)
+            .arg(if unclaimed { "1" } else { "0" })
+            .arg(id)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(swapped == 1)
+    }
+
+    async fn channels_unclaimed(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, ChannelRecord)>, StoreError> {
+        let ids: Vec<String> = self
+            .query(
+                ::redis::cmd("SRANDMEMBER")
+                    .arg(self.key("channels", "unclaimed"))
+                    .arg(limit),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.channel_get(&id).await? {
+                out.push((id, record));
+            }
+        }
+        Ok(out)
     }
 
     async fn ledger_append(&self, payment: &NewPayment) -> Result<u64, StoreError> {
