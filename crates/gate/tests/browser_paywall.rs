@@ -433,6 +433,38 @@ async fn an_interrupted_payment_is_sent_again_never_signed_twice() {
     }
 }
 
+/// A settlement that is not confirmed in time (the chain stalls) is answered 504 pending: the
+/// page waits and sends the same payment again until it is, then shows the item.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_settlement_is_waited_for_with_the_same_payment() {
+    let chain = LocalChain::start().await;
+    let h = stack_with(&chain, "settle_timeout_seconds = 2", "").await;
+    let id = upload(&h, 114, "text/plain", b"worth the wait", false).await;
+    let before = chain.usdc_balance(PAYEE_ACCOUNT.address).await;
+    let report = browse(&spec(
+        &format!("{}/{id}", h.url),
+        &chain,
+        json!({"stallChainMs": 8000}),
+    ))
+    .await;
+    assert_eq!(report["after"]["resultVisible"], true, "{report:#}");
+    assert_eq!(bytes(&report["after"]["bytes"]), b"worth the wait");
+    let answers = report["paymentAnswers"].as_array().unwrap();
+    assert_eq!(answers.first(), Some(&json!(504)), "{report:#}");
+    assert_eq!(answers.last(), Some(&json!(200)), "{report:#}");
+    assert_eq!(signatures(&report), 1, "{report:#}");
+    assert_eq!(
+        chain.usdc_balance(PAYEE_ACCOUNT.address).await,
+        before + PRICE
+    );
+    let ledger = h.ledger().await;
+    assert_eq!(
+        ledger["payments"].as_array().unwrap().len(),
+        1,
+        "{ledger:#}"
+    );
+}
+
 /// A receipt that expired (or that hb402 refuses) leaves the page ready to pay: nothing is
 /// signed until the person presses the button.
 #[tokio::test(flavor = "multi_thread")]

@@ -18,6 +18,8 @@
 //   rejectSignature: bool,              the person rejects the signature request
 //   refuseSwitch: bool,                 the person refuses to switch networks
 //   drainBeforeSigning: bool,           the account sends all its tokens away, then signs
+//   stallChainMs,                       on signing, the chain stops mining for this long (the
+//                                       settlement stays pending meanwhile)
 //   delayMs,                            wait this long on the page before paying
 //   interrupt: "abort" | "502" | "hang", the page's first paid request breaks (connection reset,
 //                                       a gateway's 502, or no answer and the page is reloaded)
@@ -77,6 +79,12 @@ async function wallet(method, params) {
         throw { code: -32603, message: "the typed data's chain is not the active chain" };
       }
       if (spec.drainBeforeSigning) await drain(typed.domain.verifyingContract);
+      if (spec.stallChainMs) {
+        await rpc("evm_setAutomine", [false]);
+        setTimeout(() => {
+          rpc("evm_mine", []).then(() => rpc("evm_setAutomine", [true])).catch(() => {});
+        }, spec.stallChainMs);
+      }
       return rpc("eth_signTypedData_v4", [spec.account, params[1]]);
     }
     case "eth_call":
@@ -219,7 +227,7 @@ async function main() {
     headless: true,
     args: ["--no-sandbox", "--disable-dev-shm-usage", "--no-first-run", "--disable-gpu"],
   });
-  const report = { walletCalls: walletLog, foreignRequests: [], consoleErrors: [] };
+  const report = { walletCalls: walletLog, foreignRequests: [], consoleErrors: [], paymentAnswers: [] };
   try {
     const page = await browser.newPage();
     if (spec.viewport) await page.setViewport(spec.viewport);
@@ -245,6 +253,10 @@ async function main() {
     }
     page.on("console", (m) => {
       if (m.type() === "error") report.consoleErrors.push(m.text());
+    });
+    // The status of every answer to a request that carried a payment.
+    page.on("response", (r) => {
+      if (r.request().headers()["payment-signature"]) report.paymentAnswers.push(r.status());
     });
     page.on("pageerror", (e) => report.consoleErrors.push(String(e)));
     await page.exposeFunction("__hb402Wallet", async (method, params) => {
