@@ -438,11 +438,12 @@ async fn learned_metadata_never_replaces_a_record() {
     .await;
 }
 
-fn channel(charged: u128, total_claimed: u128) -> ChannelRecord {
+fn channel(version: u64, charged: u128, total_claimed: u128) -> ChannelRecord {
     let payer: alloy::primitives::Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
         .parse()
         .unwrap();
     ChannelRecord {
+        version,
         config: hb402_x402::batch::ChannelConfigJson {
             payer,
             payer_authorizer: payer,
@@ -482,7 +483,7 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
         let store = backend.open(clock).await;
         let name = backend.name();
         assert_eq!(store.channel_get("0xaa").await.unwrap(), None, "{name}");
-        let first = channel(1_000, 0);
+        let first = channel(1, 1_000, 0);
         assert!(
             store
                 .channel_swap("0xaa", None, Some(&first))
@@ -503,6 +504,7 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
 
         // Two requests race for the channel: one holds it.
         let held = |owner: &str| ChannelRecord {
+            version: 2,
             holder: Some(ChannelHolder {
                 owner: owner.into(),
                 until: 1_030,
@@ -513,7 +515,8 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
             store
                 .channel_swap("0xaa", Some(&first), Some(&held("a")))
                 .await
-                .unwrap()
+                .unwrap(),
+            "{name}"
         );
         assert!(
             !store
@@ -523,7 +526,7 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
             "{name}: a second holder"
         );
         // The holder charges and lets go.
-        let charged = channel(2_000, 0);
+        let charged = channel(3, 2_000, 0);
         assert!(
             store
                 .channel_swap("0xaa", Some(&held("a")), Some(&charged))
@@ -531,7 +534,7 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
                 .unwrap()
         );
 
-        let other = channel(500, 0);
+        let other = channel(1, 500, 0);
         assert!(
             store
                 .channel_swap("0xbb", None, Some(&other))
@@ -551,7 +554,7 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
         assert_eq!(store.channels_unclaimed(1).await.unwrap().len(), 1);
 
         // Claimed in full: no longer listed, still kept; deleted: gone.
-        let claimed = channel(2_000, 2_000);
+        let claimed = channel(4, 2_000, 2_000);
         assert!(
             store
                 .channel_swap("0xaa", Some(&charged), Some(&claimed))
@@ -575,6 +578,16 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
         );
         assert_eq!(store.channel_get("0xbb").await.unwrap(), None);
         assert_eq!(store.channels_unclaimed(10).await.unwrap(), vec![]);
+        // A stale reader (version 3) changes nothing.
+        let stale = channel(4, 9_000, 0);
+        assert!(
+            !store
+                .channel_swap("0xaa", Some(&charged), Some(&stale))
+                .await
+                .unwrap(),
+            "{name}: a stale version"
+        );
+        assert_eq!(store.channel_get("0xaa").await.unwrap(), Some(claimed));
     })
     .await;
 }

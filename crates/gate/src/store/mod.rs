@@ -222,9 +222,13 @@ pub struct Purged {
 /// channel, if one does (requests on one channel take turns, across a fleet).
 ///
 /// Amounts are decimal strings in the stored JSON (they exceed what JSON numbers hold exactly).
+/// Changes are compared by `version`, which every change raises: a record stored by an older
+/// hb402 (fewer fields) still changes from what a newer one read of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelRecord {
+    /// Raised by every change.
+    pub version: u64,
     /// The channel's configuration, as its payer sent it.
     pub config: hb402_x402::batch::ChannelConfigJson,
     /// The sum of what was charged on the channel.
@@ -346,8 +350,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The record of channel `id` (its hex channel id), if hb402 keeps one.
     async fn channel_get(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
 
-    /// Replaces channel `id`'s record with `new` (`None`: deletes it) if it is exactly
-    /// `expected` (`None`: there is none). `Ok(false)` when it is not.
+    /// Replaces channel `id`'s record with `new` (`None`: deletes it) if the stored one has
+    /// `expected`'s version (`None`: there is none). `Ok(false)` when it has not. `new` must
+    /// carry a higher version than `expected`.
     async fn channel_swap(
         &self,
         id: &str,

@@ -377,7 +377,8 @@ impl Store for RedbStore {
         let new = new.map(serde_json::to_vec).transpose()?;
         self.write(move |txn, _| {
             let mut table = txn.open_table(CHANNELS).map_err(backend)?;
-            if read_channel(&table, &id)? != expected {
+            let version = |r: Option<&ChannelRecord>| r.map(|r| r.version);
+            if version(read_channel(&table, &id)?.as_ref()) != version(expected.as_ref()) {
                 return Ok(false);
             }
             match &new {

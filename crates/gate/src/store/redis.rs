@@ -80,14 +80,20 @@ return 1
     )
 });
 
-/// KEYS[1] channel key, KEYS[2] the set of unclaimed channels; ARGV expected JSON or "" (none),
-/// new JSON or "" (delete), "1" if the new record has unclaimed charges, the channel id.
+/// KEYS[1] channel key, KEYS[2] the set of unclaimed channels; ARGV the expected version or ""
+/// (none), new JSON or "" (delete), "1" if the new record has unclaimed charges, the channel id.
 /// 1 if swapped.
 static CHANNEL_SWAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local v = redis.call('GET', KEYS[1]) or ''
-if v ~= ARGV[1] then return 0 end
+local v = redis.call('GET', KEYS[1])
+local version = ''
+if v then
+  local ok, r = pcall(cjson.decode, v)
+  if not ok or type(r) ~= 'table' or type(r['version']) ~= 'number' then return 0 end
+  version = string.format('%d', r['version'])
+end
+if version ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 else
@@ -610,17 +616,13 @@ impl Store for RedisStore {
         expected: Option<&ChannelRecord>,
         new: Option<&ChannelRecord>,
     ) -> Result<bool, StoreError> {
-        let json = |r: Option<&ChannelRecord>| -> Result<String, StoreError> {
-            Ok(r.map(serde_json::to_string)
-                .transpose()?
-                .unwrap_or_default())
-        };
         let unclaimed = new.is_some_and(ChannelRecord::unclaimed);
+        let new = new.map(serde_json::to_string).transpose()?;
         let swapped: i64 = CHANNEL_SWAP
             .key(self.key("channel", id))
             .key(self.key("channels", "unclaimed"))
-            .arg(json(expected)?)
-            .arg(json(new)?)
+            .arg(expected.map_or_else(String::new, |r| r.version.to_string()))
+            .arg(new.unwrap_or_default())
             .arg(if unclaimed { "1" } else { "0" })
             .arg(id)
             .invoke_async(&mut self.conn.clone())
