@@ -104,7 +104,8 @@ pub(crate) enum PaymentRefusal {
         /// Seconds.
         retry_after: u64,
     },
-    /// 504: the settlement's outcome is not known yet; retry the same payment.
+    /// 504: the settlement's outcome is not known yet, or another request is using the same
+    /// payment right now; send the same payment again.
     #[error("settlement pending")]
     Pending {
         /// The settlement response to show (`success: false`, `settlement_pending`).
@@ -222,7 +223,7 @@ fn required(
     }))
 }
 
-fn header_name(version: u32) -> &'static str {
+pub(crate) fn header_name(version: u32) -> &'static str {
     if version == V1 {
         "x-payment-response"
     } else {
@@ -252,21 +253,29 @@ pub(crate) async fn hold(
 
 /// For a resource that may no longer be sold (an item past its expiry): the request's payment
 /// only if it resumes one already pending or settled for it (its payer was charged, or will be,
-/// while it was on sale); a fresh authorization is never started.
+/// while it was on sale); a fresh authorization is never started. `Ok(None)`: nothing to
+/// resume; a payment in use by another request right now, or a store that cannot answer, is
+/// passed on (504, 503) rather than taken for nothing to resume.
 pub(crate) async fn resume(
     gate: &Gate,
     header: &str,
     offered: Offered,
     client: Option<IpAddr>,
-) -> Option<Hold> {
-    let mut paid = check_locally(gate, header, &offered).ok()?;
+) -> Result<Option<Hold>, PaymentRefusal> {
+    let Ok(mut paid) = check_locally(gate, header, &offered) else {
+        return Ok(None);
+    };
     paid.expired.get_or_insert_with(|| {
         hb402_x402::Refusal::new(
             hb402_x402::Reason::InvalidPaymentRequirements,
             "the resource is no longer offered",
         )
     });
-    acquire(gate, paid, offered, client).await.ok()
+    match acquire(gate, paid, offered, client).await {
+        Ok(hold) => Ok(Some(hold)),
+        Err(e @ (PaymentRefusal::Pending { .. } | PaymentRefusal::Unavailable(_))) => Err(e),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Decode, match and the local checks: no network, no state.

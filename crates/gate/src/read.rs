@@ -595,7 +595,7 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
         // Expired: only a payment charged while it was on sale still gets it.
         let late = match (offered, payment) {
             (Some(offered), Some(payment)) => {
-                Box::pin(payment::resume(gate, payment, offered, client)).await
+                Box::pin(payment::resume(gate, payment, offered, client)).await?
             }
             _ => None,
         };

@@ -272,8 +272,9 @@ async fn refusals_are_explained_in_words_and_move_no_money() {
         "{error}"
     );
 
-    // An item that expires while its page is open is not sold.
-    let soon = common::now() + 3;
+    // An item that expires while its page is open is not sold (the margin covers the browser's
+    // start on a slow machine).
+    let soon = common::now() + 8;
     let it = item(
         104,
         vec![Tag::new("Content-Type", "text/plain")],
@@ -291,7 +292,7 @@ async fn refusals_are_explained_in_words_and_move_no_money() {
     let late = browse(&spec(
         &format!("{}/{}", h.url, it.id()),
         &chain,
-        json!({"delayMs": 4000}),
+        json!({"delayMs": 9000}),
     ))
     .await;
     let error = late["after"]["error"].as_str().unwrap();
@@ -515,7 +516,8 @@ async fn an_upload_challenge_for_a_browser_leaves_paying_to_a_client() {
     assert!(resp.headers().contains_key("payment-required"));
     let page = resp.text().await.unwrap();
     assert!(page.contains("Pay 0.01 USDC to store this item"), "{page}");
-    assert!(page.contains("id=\"client-only\""), "{page}");
+    // The page's data names no item, which is what keeps its pay button hidden.
+    assert!(page.contains("\"item\":null"), "{page}");
     assert_eq!(h.objects_stored(), 0);
 }
 

@@ -288,9 +288,8 @@ async function main() {
       }
     }
     if (spec.interrupt === "hang") {
-      await page.waitForFunction(() => Object.keys(localStorage).some((k) => k.startsWith("hb402:pending:")), { timeout });
+      await page.waitForFunction(() => Object.keys(sessionStorage).some((k) => k.startsWith("hb402:pending:")), { timeout });
       await new Promise((resolve) => setTimeout(resolve, 300));
-      report.hungWhile = await observe(page);
       await page.reload({ waitUntil: "load" });
     }
     await outcome(page);
@@ -298,7 +297,6 @@ async function main() {
       report.interruptedAt = await observe(page);
       await page.click("#pay-button");
       await page.waitForFunction(() => !document.getElementById("result").hidden || document.getElementById("error").innerText !== "", { timeout });
-      await outcome(page);
     }
     report.after = await observe(page);
     report.after.focused = await page.evaluate(() => document.activeElement?.id ?? "");

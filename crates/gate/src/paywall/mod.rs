@@ -13,14 +13,6 @@ use crate::reply::{Asker, Reply};
 
 mod page;
 
-fn settlement_header(version: u32) -> &'static str {
-    if version == hb402_x402::V1 {
-        "x-payment-response"
-    } else {
-        "payment-response"
-    }
-}
-
 /// The 402.
 fn challenge(ch: Challenge, asker: Asker<'_>) -> Reply {
     let Challenge {
@@ -31,16 +23,14 @@ fn challenge(ch: Challenge, asker: Asker<'_>) -> Reply {
         ..
     } = ch;
     let v2 = payment_required(&offered.offers, &offered.resource, Some(message.clone()));
-    let mut v1 =
-        serde_json::to_value(payment_required_v1(&offered.offers, code)).unwrap_or_default();
-    v1["message"] = message.clone().into();
-    v1["request_id"] = asker.request_id.into();
     let mut headers = vec![
         ("payment-required", encode_header(&v2)),
         ("cache-control", "no-store".to_owned()),
+        // A page for browsers, JSON for the others.
+        ("vary", "accept".to_owned()),
     ];
     if let Some((version, settle)) = settlement {
-        headers.push((settlement_header(version), encode_header(&settle)));
+        headers.push((crate::payment::header_name(version), encode_header(&settle)));
     }
     let body = match asker.browser {
         Some(paywall) => {
@@ -52,6 +42,10 @@ fn challenge(ch: Challenge, asker: Asker<'_>) -> Reply {
             page
         }
         None => {
+            let mut v1 = serde_json::to_value(payment_required_v1(&offered.offers, code))
+                .unwrap_or_default();
+            v1["message"] = message.into();
+            v1["request_id"] = asker.request_id.into();
             headers.push(("content-type", JSON_CONTENT_TYPE.to_owned()));
             Bytes::from(v1.to_string())
         }
@@ -91,7 +85,10 @@ pub(crate) fn render(refusal: PaymentRefusal, asker: Asker<'_>) -> Reply {
             reply.headers.extend([
                 ("retry-after", RETRY_AFTER_SECONDS.to_string()),
                 ("cache-control", "no-store".to_owned()),
-                (settlement_header(version), encode_header(&settlement)),
+                (
+                    crate::payment::header_name(version),
+                    encode_header(&settlement),
+                ),
             ]);
             reply
         }

@@ -3,9 +3,9 @@
 // EIP-3009 TransferWithAuthorization (eth_signTypedData_v4, the payload a v2 x402 client builds),
 // retries this URL with PAYMENT-SIGNATURE and shows what was bought. A receipt kept in
 // sessionStorage opens the item again without a second payment while it is valid. A signed
-// payment is kept (localStorage, shared by this origin's tabs) from before it is first sent
-// until hb402 gives a definite answer: a reload, another tab or a broken connection sends that
-// same payment again, which is never charged twice, instead of signing a second one.
+// payment is kept (sessionStorage: this tab only, out of reach of other documents) from before
+// it is first sent until hb402 gives a definite answer: a reload or a broken connection sends
+// that same payment again, which is never charged twice, instead of signing a second one.
 (() => {
   const data = JSON.parse(document.getElementById("hb402-data").textContent);
   const $ = (id) => document.getElementById(id);
@@ -20,27 +20,37 @@
   const wallets = [];
   let busy = false;
 
-  // A signed payment not yet answered for certain: {header, offer, validBefore, sent}. Kept in
-  // memory as well, for browsers that refuse storage.
+  // A signed payment not yet answered for certain: {header, offer, validBefore, sent}. In
+  // memory only when the browser refuses storage.
   let remembered = null;
+  function stored() {
+    try {
+      return { value: JSON.parse(sessionStorage.getItem(pendingKey) || "null") };
+    } catch {
+      return null; // storage refused
+    }
+  }
   function loadPending() {
-    let p = null;
-    try { p = JSON.parse(localStorage.getItem(pendingKey) || "null"); } catch { p = null; }
-    p = p || remembered;
+    const s = stored();
+    const p = s ? s.value : remembered;
     if (!p || typeof p.header !== "string") return null;
     if (Number(p.validBefore) + 86400 < serverNow()) {
-      clearPending(); // long past its window: hb402 has answered it for certain by now
+      clearPending(p); // long past its window: hb402 has answered it for certain by now
       return null;
     }
     return p;
   }
   function savePending(p) {
     remembered = p;
-    try { localStorage.setItem(pendingKey, JSON.stringify(p)); } catch { /* storage off */ }
+    try { sessionStorage.setItem(pendingKey, JSON.stringify(p)); } catch { /* storage off */ }
   }
-  function clearPending() {
-    remembered = null;
-    try { localStorage.removeItem(pendingKey); } catch { /* storage off */ }
+  // Forgets payment `p`, and only it.
+  function clearPending(p) {
+    if (remembered && remembered.header === p.header) remembered = null;
+    const s = stored();
+    if (s && s.value && s.value.header === p.header) {
+      try { sessionStorage.removeItem(pendingKey); } catch { /* storage off */ }
+    }
   }
 
   class Stop extends Error {}
@@ -282,16 +292,16 @@
     [/insufficient/, "Not enough USDC.", "Your wallet does not hold enough USDC for this price. Nothing was paid."],
     [/valid_before|valid_after|expired/, "The offer expired.", "The payment authorization was outside its time window when it arrived. Pay again; nothing was paid."],
     [/signature/, "The signature was not accepted.", "Your wallet signed something hb402 could not verify. Nothing was paid."],
-    [/nonce|already_used|duplicate|in_use/, "This payment was already used.", "If this page did not show the item, check your wallet's activity before paying again."],
+    [/nonce|already_used|duplicate/, "This payment was already used.", "Check your wallet's activity before paying again."],
     [/settle|transaction|simulation/, "The settlement failed.", "The transfer did not go through on chain, so nothing was paid."],
   ];
 
   async function explain(resp, resent) {
     const body = await resp.json().catch(() => ({}));
     const code = String(body.error || "");
-    if (resent && resp.status === 402 && /duplicate|already_used|nonce/.test(code)) {
-      // Sent before, and its answer never arrived here: it may have been charged.
-      fail("This payment was already used.", "It was settled for an earlier request from this page whose answer did not arrive, so it may have been charged. hb402 serves one payment once: check the transaction in your wallet before paying again.");
+    if (resent) {
+      // Sent before, and its answer never arrived here: it may have been charged then.
+      fail("hb402 did not accept this payment when it was sent again.", `It may have been charged when it was first sent, for a request whose answer did not arrive (${code || resp.status}). Check your wallet's activity before paying again.`);
     }
     const message = typeof body.message === "string" ? " hb402 said: " + body.message : "";
     if (resp.status === 410) fail("This item has expired.", "It can no longer be bought. Nothing was paid.");
@@ -311,9 +321,15 @@
     $("pay-button").disabled = true;
     clearError();
     try {
-      // A receipt (from a download that broke) opens the item without paying.
-      if (await openWithReceipt()) return;
+      // A receipt (from a download that broke) opens the item without paying; one that no
+      // longer opens it stops here: paying again is the person's decision.
+      const opened = await openWithReceipt();
+      if (opened === "opened") return;
+      if (opened === "failed") {
+        fail("Your receipt no longer opens this item.", "It expired or hb402 refused it. Press the button to pay for the item again.");
+      }
       let payment = loadPending();
+      const resent = payment !== null && payment.sent === true;
       if (payment) {
         status("Sending your earlier payment again…");
       } else {
@@ -323,10 +339,8 @@
           fail("No wallet found.", "Install or enable an Ethereum wallet in this browser (one that holds USDC on " + data.offers[index].network + "), then reload this page. Nothing was paid.");
         }
         payment = await buildPayment(provider, index);
-        // Kept before it leaves: whatever happens next, this payment is the one sent again.
-        savePending(payment);
       }
-      const resent = payment.sent === true;
+      // Kept before it leaves: whatever happens next, this payment is the one sent again.
       payment.sent = true;
       savePending(payment);
       status("Settling the payment on chain…");
@@ -340,8 +354,8 @@
         markPending();
         fail(...UNCONFIRMED);
       }
-      // Any other answer is definite: paid (200) or refused (nothing was taken).
-      clearPending();
+      // Any other answer is definite: paid (200) or refused.
+      clearPending(payment);
       resetButton();
       if (resp.status !== 200) await explain(resp, resent);
       await delivered(resp, payment.offer);
@@ -375,9 +389,10 @@
     try {
       await show(resp, record, false);
     } catch {
-      fail("The payment went through, but the download broke.", record.until
+      const tx = record.transaction ? ` (transaction ${record.transaction})` : "";
+      fail(`You paid${tx}, but the download broke.`, record.until
         ? "Press the button to open the item again with your receipt: you will not pay again."
-        : "Reload the page to try again.");
+        : "hb402 gave no receipt to open it again: keep the transaction as proof of payment and do not pay again.");
     }
   }
 
@@ -422,32 +437,42 @@
     return "download"; // active or unknown types are never rendered on this origin
   }
 
+  // Object URLs of what is shown, revoked when something else is.
+  let shownUrls = [];
+  // Items larger than this are offered as a download only, not also shown in the page.
+  const SHOWN_BYTES = 64 << 20;
+
   async function show(resp, record, fromReceipt) {
     const type = (resp.headers.get("content-type") || "application/octet-stream").split(";")[0].trim().toLowerCase();
-    const bytes = await resp.arrayBuffer();
-    const kind = kindOf(type);
+    const body = await resp.blob();
+    const kind = body.size > SHOWN_BYTES ? "download" : kindOf(type);
+    // One copy of the bytes: typed for the passive kinds, plain bytes for everything else, so
+    // that nothing becomes a document of this origin.
+    const blob = new Blob([body], { type: kind === "download" ? "application/octet-stream" : type });
+    shownUrls.forEach((u) => URL.revokeObjectURL(u));
+    const url = URL.createObjectURL(blob);
+    shownUrls = [url];
     const content = $("content");
     content.replaceChildren();
     content.dataset.kind = kind;
     let el = null;
-    const typedUrl = () => URL.createObjectURL(new Blob([bytes], { type }));
     if (kind === "image") {
       el = document.createElement("img");
       el.alt = data.item ? `DataItem ${data.item.id}` : "the item";
-      el.src = typedUrl();
+      el.src = url;
     } else if (kind === "audio" || kind === "video") {
       el = document.createElement(kind);
       el.controls = true;
-      el.src = typedUrl();
+      el.src = url;
     } else if (kind === "pdf") {
       el = document.createElement("iframe");
       el.title = "the item (PDF)";
-      el.src = typedUrl();
+      el.src = url;
     } else if (kind === "text") {
       el = document.createElement("pre");
       el.tabIndex = 0;
-      const text = new TextDecoder().decode(bytes.slice(0, TEXT_SHOWN));
-      el.textContent = bytes.byteLength > TEXT_SHOWN ? text + "\n…" : text;
+      const text = await blob.slice(0, TEXT_SHOWN).text();
+      el.textContent = blob.size > TEXT_SHOWN ? text + "\n…" : text;
     } else {
       el = document.createElement("p");
       el.textContent = `This ${type} item is not shown in the page; download it below.`;
@@ -455,10 +480,9 @@
     content.append(el);
     const name = (data.item ? data.item.id : "item") + "." + (EXTENSIONS[type] || "bin");
     const download = $("download");
-    // Downloads are plain bytes: never a document of this origin.
-    download.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+    download.href = url;
     download.download = name;
-    download.textContent = `Download ${name} (${bytes.byteLength.toLocaleString("en")} bytes)`;
+    download.textContent = `Download ${name} (${blob.size.toLocaleString("en")} bytes)`;
     showProof(record, fromReceipt);
     $("pay").hidden = true;
     $("heading").textContent = fromReceipt ? "Paid earlier" : "Paid";
@@ -523,31 +547,36 @@
     $("pay-button").textContent = `Pay ${data.offers[0].price} ${data.offers[0].symbol}`;
   }
 
+  // "opened" (the item is shown), "none" (no receipt kept) or "failed" (the receipt no longer
+  // opens it); throws when the connection broke (the receipt is kept for the next try).
   async function openWithReceipt() {
     let record = null;
     try { record = JSON.parse(sessionStorage.getItem(receiptKey) || "null"); } catch { record = null; }
-    if (!record || !record.receipt || !(record.until > serverNow())) {
+    if (!record || !record.receipt) return "none";
+    const forget = () => {
       try { sessionStorage.removeItem(receiptKey); } catch { /* storage off */ }
-      return false;
+    };
+    if (!(record.until > serverNow())) {
+      forget();
+      return "failed";
     }
     status("Opening what you paid for with your receipt…");
     let resp = null;
     try {
       resp = await fetch(here, { headers: { [data.receiptHeader]: record.receipt, Accept: "*/*" }, cache: "no-store", redirect: "error" });
-      if (resp.status === 200) {
-        await show(resp, record, true);
-        return true;
-      }
     } catch {
-      // A broken connection: the receipt stays for the next try.
+      resp = null;
+    }
+    if (!resp || resp.status >= 500) {
       fail("The item could not be loaded.", "Press the button to try again with your receipt: you will not pay again.");
     }
-    if (resp && resp.status >= 500) {
-      fail("The item could not be loaded.", "Press the button to try again with your receipt: you will not pay again.");
+    if (resp.status !== 200) {
+      forget();
+      status("");
+      return "failed";
     }
-    try { sessionStorage.removeItem(receiptKey); } catch { /* storage off */ }
-    status("");
-    return false;
+    await show(resp, record, true);
+    return "opened";
   }
 
   async function start() {
@@ -568,7 +597,7 @@
       return;
     }
     try {
-      if (await openWithReceipt()) return;
+      if ((await openWithReceipt()) === "opened") return;
     } catch (e) {
       if (e instanceof Stop) showError(...e.message.split("\n"));
     }
