@@ -415,6 +415,8 @@ pub struct CheckedBatch {
     pub signature: Vec<u8>,
     /// What a deposit adds (0 for the other kinds).
     pub deposit: u128,
+    /// A refund's requested amount (`None`: all of the rest, or not a refund).
+    pub refund: Option<u128>,
 }
 
 /// Checks the channel a payload names against the offer, and its voucher's signature.
@@ -452,6 +454,7 @@ fn check_channel(payload: &BatchPayload, terms: &BatchTerms) -> Result<CheckedBa
         max_claimable,
         signature,
         deposit: 0,
+        refund: None,
     })
 }
 
@@ -463,8 +466,12 @@ fn check_deposit(
     terms: &BatchTerms,
     now: u64,
 ) -> Result<u128, BatchReason> {
-    let auth = deposit
-        .authorization
+    let methods = &deposit.authorization;
+    if methods.erc3009_authorization.is_some() && methods.permit2_authorization.is_some() {
+        // Exactly one way of moving the tokens.
+        return Err(BatchReason::Payload);
+    }
+    let auth = methods
         .erc3009_authorization
         .as_ref()
         .ok_or(BatchReason::DepositMethod)?;
@@ -524,7 +531,11 @@ pub fn check_payload(
         return Err(BatchReason::ChannelNotFound);
     }
     match payload {
-        BatchPayload::Refund { .. } => {
+        BatchPayload::Refund { amount: asked, .. } => {
+            checked.refund = match asked.as_deref().map(amount).transpose()? {
+                Some(0) => return Err(BatchReason::Payload),
+                other => other,
+            };
             if max != view.charged {
                 return Err(BatchReason::CumulativeMismatch);
             }
@@ -859,6 +870,18 @@ mod tests {
             check_payload(&bigger, &terms(), &fresh, NOW).unwrap_err(),
             BatchReason::DepositSignature
         );
+        // Two ways of moving the deposit at once.
+        let mut both = deposit.clone();
+        both.authorization.permit2_authorization = Some(serde_json::json!({}));
+        let both = BatchPayload::Deposit {
+            channel_config: channel_config.clone(),
+            voucher: voucher.clone(),
+            deposit: both,
+        };
+        assert_eq!(
+            check_payload(&both, &terms(), &fresh, NOW).unwrap_err(),
+            BatchReason::Payload
+        );
         // The same voucher without a deposit, on a channel with no balance.
         let bare = BatchPayload::Voucher {
             channel_config: channel_config.clone(),
@@ -937,6 +960,32 @@ mod tests {
                 .max_claimable,
             4000
         );
+        let BatchPayload::Refund {
+            channel_config,
+            voucher,
+            ..
+        } = refund.clone()
+        else {
+            unreachable!()
+        };
+        let partial = |amount: &str| BatchPayload::Refund {
+            channel_config: channel_config.clone(),
+            voucher: voucher.clone(),
+            amount: Some(amount.into()),
+        };
+        assert_eq!(
+            check_payload(&partial("500"), &terms(), &view, NOW)
+                .unwrap()
+                .refund,
+            Some(500)
+        );
+        for bad in ["0", "-1", "1.5", ""] {
+            assert_eq!(
+                check_payload(&partial(bad), &terms(), &view, NOW).unwrap_err(),
+                BatchReason::Payload,
+                "{bad}"
+            );
+        }
         let more = ChannelView {
             charged: 3000,
             ..view
