@@ -436,10 +436,11 @@ fn replay(gate: &Gate, paid: &Paid, offered: &Offered, message: &str) -> Payment
     )
 }
 
-/// The same payment is being used by another request right now (its retry, a second tab):
-/// not a refusal, since that request may yet settle it and then fail to deliver. The client is
-/// told to send the same payment again shortly; it is never charged twice.
-fn in_use(paid: &Paid, transaction: Option<String>) -> PaymentRefusal {
+/// The 504 that tells the client to send the same payment again (it is never charged twice):
+/// its settlement's outcome is not known yet (`transaction`, if one was sent), or another
+/// request is using it right now (its retry, a second tab) and may yet settle it and then fail
+/// to deliver.
+fn send_again(paid: &Paid, transaction: Option<String>) -> PaymentRefusal {
     PaymentRefusal::Pending {
         version: paid.version,
         settlement: Box::new(SettleResponse {
@@ -497,7 +498,7 @@ async fn acquire(
             continue;
         };
         let origin = match current.state {
-            LockState::Held => return Err(in_use(&paid, current.transaction)),
+            LockState::Held => return Err(send_again(&paid, current.transaction)),
             LockState::Delivered => {
                 let used = "this payment authorization was already used; sign a new one";
                 return Err(replay(gate, &paid, &offered, used));
@@ -527,7 +528,7 @@ async fn acquire(
             });
         }
     }
-    Err(in_use(&paid, None))
+    Err(send_again(&paid, None))
 }
 
 /// How a settlement attempt ended.
@@ -798,17 +799,7 @@ impl Hold {
         }
         gate.metrics
             .record_payment(&self.paid.network_label, PaymentResult::Pending);
-        PaymentRefusal::Pending {
-            version: self.paid.version,
-            settlement: Box::new(SettleResponse {
-                success: false,
-                error_reason: Some(SETTLEMENT_PENDING.to_owned()),
-                error_message: None,
-                payer: Some(self.paid.payer.clone()),
-                transaction: pending.transaction.unwrap_or_default(),
-                network: self.paid.network,
-            }),
-        }
+        send_again(&self.paid, pending.transaction)
     }
 
     /// Gives the lock back as it was taken: nothing was settled by this request.

@@ -92,7 +92,7 @@ fn add_chain(chain: &WalletChain) -> serde_json::Value {
     })
 }
 
-pub(super) fn html_escape(s: &str) -> String {
+fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
