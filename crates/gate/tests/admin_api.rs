@@ -1,7 +1,7 @@
 //! The admin listener, run in process by a real Pingora server: health, readiness against the
 //! devnode, metrics, and Load-compatible link minting with every refusal.
 
-use std::net::TcpListener;
+use hb402_testkit::free_port;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,11 +25,6 @@ const SHARE_SECRET: &str = "share-secret-0123456789";
 const BASE_URL: &str = "https://gateway.example.org";
 const ID: &str = "Q9qsw4QGrcQxfA3Fr9yW9Yk9Bxz8tEAGYJKqcn0Ghuo";
 const PAYEE: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()

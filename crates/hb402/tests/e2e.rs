@@ -4,6 +4,7 @@
 //! checked throughout: no content leaves without a settlement and no settlement happens without
 //! content, on chain (the payee's USDC balance) and in hb402's ledger.
 
+use hb402_testkit::free_port;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -23,14 +24,6 @@ const ADMIN_KEY: &str = "e2e-admin-key-0123456789abcdef";
 const UPLOAD_KEY: &str = "e2e-upload-key-0123456789abcdef";
 const SHARE_SECRET: &str = "e2e-share-secret-0123456789abcdef";
 const RECEIPT_SECRET: &str = "e2e-receipt-secret-0123456789abcdef";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_listening(addr: SocketAddr, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -1,8 +1,8 @@
 //! The README's quick start, as a newcomer runs it (`scripts/quickstart.sh`, on free ports and a
 //! temporary state directory), then its paid item opened and paid in a browser.
 
+use hb402_testkit::free_port;
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -11,14 +11,6 @@ use serde_json::json;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn quickstart(state: &Path, ports: &[(&str, u16)], args: &[&str]) -> std::process::Output {

@@ -1,7 +1,8 @@
 //! The `hb402` binary: `--validate` exit codes, and the shipped example configuration working as a
 //! proxy in front of a devnode with only command-line overrides.
 
-use std::net::{TcpListener, TcpStream};
+use hb402_testkit::free_port;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -88,14 +89,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread")]

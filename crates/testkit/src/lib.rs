@@ -61,3 +61,25 @@ pub use payments::{
     PAYMENTS_FIXTURE_JSON, PaymentOptions, payments, payments_at, payments_fixture,
 };
 pub use redis::RedisServer;
+
+/// A loopback port the kernel just handed out and that nobody in this process was given before
+/// (released again, for a server to bind).
+pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(Default::default);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+        if given
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
+}

@@ -26,7 +26,7 @@ impl RedisServer {
     pub async fn start() -> RedisServer {
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
-            match Self::start_on(free_port()).await {
+            match Self::start_on(crate::free_port()).await {
                 Ok(server) => return server,
                 Err(logs) => last = logs,
             }
@@ -126,12 +126,4 @@ impl RedisServer {
 
 fn redis_server() -> String {
     std::env::var("HB402_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
-}
-
-/// A port the kernel just handed out on 127.0.0.1 (released again for the server to bind).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
 }

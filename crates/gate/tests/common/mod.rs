@@ -3,10 +3,8 @@
 
 pub mod relay;
 
-use std::collections::HashSet;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hb402_devnode::{Devnode, DevnodeConfig, DevnodeHandle};
@@ -15,21 +13,7 @@ use hb402_gate::config::{Config, Overrides};
 pub const SHARE_SECRET: &str = "test-share-secret-0123456789";
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
-/// A loopback port nobody in this process was given before.
-pub fn free_port() -> u16 {
-    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let given = GIVEN.get_or_init(Default::default);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if given.lock().unwrap().insert(port) {
-            return port;
-        }
-    }
-}
+pub use hb402_testkit::free_port;
 
 pub struct Harness {
     pub node: Option<DevnodeHandle>,
