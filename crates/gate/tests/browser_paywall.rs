@@ -328,17 +328,7 @@ async fn a_paywalled_share_link_pays_in_the_browser_and_a_private_link_opens_dir
     let id = upload(&h, 105, "text/plain", data, true).await;
     let key = format!("dataitems/{id}.ans104");
     let payee = PAYEE_ACCOUNT.address_checksummed();
-    let terms = [
-        ("x-402-address", payee.as_str()),
-        ("x-402-amount", "0.02"),
-        ("x-402-network", "base-sepolia"),
-    ];
-    let resp = common::sign(&h, "/sign/402", &key, &terms).await;
-    assert_eq!(resp.status(), 200);
-    let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(resp.text().await.unwrap().trim())
-        .unwrap();
-    let receipt: Value = serde_json::from_slice(&receipt).unwrap();
+    let receipt = common::sign_paywalled(&h, &key, &payee, "0.02").await;
     let protected = receipt["protected_url"].as_str().unwrap().to_owned();
     let before = chain.usdc_balance(PAYEE_ACCOUNT.address).await;
 

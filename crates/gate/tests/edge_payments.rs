@@ -133,19 +133,7 @@ async fn a_paywalled_links_token_opens_only_its_paywalled_route() {
     let id = it.id().to_string();
     let key = format!("dataitems/{id}.ans104");
     let payee = PAYEE_ACCOUNT.address_checksummed();
-    let terms = [
-        ("x-402-address", payee.as_str()),
-        ("x-402-amount", "0.01"),
-        ("x-402-network", "base-sepolia"),
-    ];
-    let resp = common::sign(&h, "/sign/402", &key, &terms).await;
-    assert_eq!(resp.status(), 200);
-    let receipt: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(resp.text().await.unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let receipt = common::sign_paywalled(&h, &key, &payee, "0.01").await;
     let token = receipt["token"].as_str().unwrap();
     for path in [
         format!("/resolve/{key}?token={token}"),

@@ -550,17 +550,7 @@ async fn load_compatible_paywalled_links() {
     assert_eq!(resp.status(), 201);
     let key = format!("dataitems/{}.ans104", it.id());
     let payee = PAYEE_ACCOUNT.address_checksummed();
-    let terms = [
-        ("x-402-address", payee.as_str()),
-        ("x-402-amount", "0.02"),
-        ("x-402-network", "base-sepolia"),
-    ];
-    let resp = common::sign(&h, "/sign/402", &key, &terms).await;
-    assert_eq!(resp.status(), 200);
-    let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(resp.text().await.unwrap().trim())
-        .unwrap();
-    let receipt: Value = serde_json::from_slice(&receipt).unwrap();
+    let receipt = common::sign_paywalled(&h, &key, &payee, "0.02").await;
     let url = receipt["protected_url"].as_str().unwrap().to_owned();
 
     // The offer is the link's: 0.02 USDC to its payee, whatever the pricing rules say.

@@ -327,6 +327,29 @@ pub async fn sign(
     req.send().await.unwrap()
 }
 
+/// Mints a Load-style paywalled link (`/sign/402`) for `key` in the private bucket, paying
+/// `amount` USDC to `payee` on base-sepolia; returns the decoded receipt (`token`,
+/// `protected_url`, …).
+pub async fn sign_paywalled(
+    h: &Harness,
+    key: &str,
+    payee: &str,
+    amount: &str,
+) -> serde_json::Value {
+    use base64::Engine as _;
+    let terms = [
+        ("x-402-address", payee),
+        ("x-402-amount", amount),
+        ("x-402-network", "base-sepolia"),
+    ];
+    let resp = sign(h, "/sign/402", key, &terms).await;
+    assert_eq!(resp.status(), 200);
+    let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(resp.text().await.unwrap().trim())
+        .unwrap();
+    serde_json::from_slice(&receipt).unwrap()
+}
+
 /// The sum of the samples of a metric series (name and labels as printed) on the admin
 /// listener.
 pub async fn metric(h: &Harness, series: &str) -> f64 {
