@@ -90,35 +90,44 @@
   });
   window.dispatchEvent(new Event("eip6963:requestProvider"));
 
+  // One option of the radio group `name`: the first is chosen.
+  function choice(name, i, ...content) {
+    const label = document.createElement("label");
+    label.className = "choice";
+    const input = document.createElement("input");
+    input.type = "radio";
+    input.name = name;
+    input.value = String(i);
+    input.checked = i === 0;
+    label.append(input, ...content);
+    return { label, input };
+  }
+
+  // The chosen option of the radio group `name` (the first when none is).
+  function chosen(name) {
+    const checked = document.querySelector(`input[name="${name}"]:checked`);
+    return checked ? Number(checked.value) : 0;
+  }
+
   function renderWallets() {
     const list = $("wallet-list");
     list.replaceChildren();
     wallets.forEach((w, i) => {
-      const label = document.createElement("label");
-      label.className = "choice";
-      const input = document.createElement("input");
-      input.type = "radio";
-      input.name = "wallet";
-      input.value = String(i);
-      input.checked = i === 0;
-      label.append(input);
+      const content = [];
       if (typeof w.info.icon === "string" && w.info.icon.startsWith("data:image/")) {
         const img = document.createElement("img");
         img.src = w.info.icon;
         img.alt = "";
-        label.append(img);
+        content.push(img);
       }
-      label.append(document.createTextNode(String(w.info.name || "Wallet")));
-      list.append(label);
+      content.push(document.createTextNode(String(w.info.name || "Wallet")));
+      list.append(choice("wallet", i, ...content).label);
     });
     $("wallets").hidden = wallets.length < 2;
   }
 
   function chosenWallet() {
-    if (wallets.length > 0) {
-      const checked = document.querySelector('input[name="wallet"]:checked');
-      return wallets[checked ? Number(checked.value) : 0].provider;
-    }
+    if (wallets.length > 0) return wallets[chosen("wallet")].provider;
     return window.ethereum && typeof window.ethereum.request === "function" ? window.ethereum : null;
   }
 
@@ -199,11 +208,6 @@
   }
 
   // --- paying ----------------------------------------------------------------------------------
-  function chosenOffer() {
-    const checked = document.querySelector('input[name="offer"]:checked');
-    return checked ? Number(checked.value) : 0;
-  }
-
   async function buildPayment(provider, index) {
     const accepted = data.accepts[index];
     const offer = data.offers[index];
@@ -333,7 +337,7 @@
       if (payment) {
         status("Sending your earlier payment again…");
       } else {
-        const index = chosenOffer();
+        const index = chosen("offer");
         const provider = chosenWallet();
         if (!provider) {
           fail("No wallet found.", "Install or enable an Ethereum wallet in this browser (one that holds USDC on " + data.offers[index].network + "), then reload this page. Nothing was paid.");
@@ -401,7 +405,7 @@
   }
 
   function resetButton() {
-    const offer = data.offers[chosenOffer()];
+    const offer = data.offers[chosen("offer")];
     $("pay-button").textContent = `Pay ${offer.price} ${offer.symbol}`;
   }
 
@@ -530,21 +534,13 @@
   function renderOffers() {
     const list = $("offer-list");
     data.offers.forEach((offer, i) => {
-      const label = document.createElement("label");
-      label.className = "choice";
-      const input = document.createElement("input");
-      input.type = "radio";
-      input.name = "offer";
-      input.value = String(i);
-      input.checked = i === 0;
-      input.addEventListener("change", () => {
-        $("pay-button").textContent = `Pay ${data.offers[i].price} ${data.offers[i].symbol}`;
-      });
-      label.append(input, document.createTextNode(`${offer.price} ${offer.symbol} on ${offer.network}`));
+      const text = document.createTextNode(`${offer.price} ${offer.symbol} on ${offer.network}`);
+      const { label, input } = choice("offer", i, text);
+      input.addEventListener("change", resetButton);
       list.append(label);
     });
     $("offers").hidden = data.offers.length < 2;
-    $("pay-button").textContent = `Pay ${data.offers[0].price} ${data.offers[0].symbol}`;
+    resetButton();
   }
 
   // "opened" (the item is shown), "none" (no receipt kept) or "failed" (the receipt no longer
