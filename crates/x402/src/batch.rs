@@ -90,11 +90,7 @@ pub fn domain(chain_id: u64) -> Eip712Domain {
 }
 
 fn digest(chain_id: u64, struct_hash: B256) -> B256 {
-    let mut bytes = [0u8; 66];
-    bytes[..2].copy_from_slice(&[0x19, 0x01]);
-    bytes[2..34].copy_from_slice(domain(chain_id).separator().as_slice());
-    bytes[34..].copy_from_slice(struct_hash.as_slice());
-    keccak256(bytes)
+    crate::exact::eip712_digest(&domain(chain_id), struct_hash)
 }
 
 /// The channel id: the EIP-712 digest of the configuration under the contract's domain, so the
@@ -502,7 +498,7 @@ fn check_deposit(
         Some(terms.asset),
         None,
     );
-    let digest = message.eip712_signing_hash(&domain);
+    let digest = crate::exact::eip712_digest(&domain, message.eip712_hash_struct());
     let signature = signature_bytes(&auth.signature)?;
     if crate::exact::recover_signer(&digest, &signature) != Some(checked.config.payer) {
         return Err(BatchReason::DepositSignature);

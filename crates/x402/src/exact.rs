@@ -217,10 +217,15 @@ pub fn signing_hash(auth: &Authorization, domain: &Eip712Domain) -> B256 {
         validBefore: auth.valid_before,
         nonce: auth.nonce,
     };
+    eip712_digest(domain, message.eip712_hash_struct())
+}
+
+/// `keccak256(0x1901 ‖ domainSeparator ‖ structHash)`, with the domain's separator remembered.
+pub(crate) fn eip712_digest(domain: &Eip712Domain, struct_hash: B256) -> B256 {
     let mut digest = [0u8; 66];
     digest[..2].copy_from_slice(&[0x19, 0x01]);
     digest[2..34].copy_from_slice(domain_separator(domain).as_slice());
-    digest[34..].copy_from_slice(message.eip712_hash_struct().as_slice());
+    digest[34..].copy_from_slice(struct_hash.as_slice());
     alloy_primitives::keccak256(digest)
 }
 
