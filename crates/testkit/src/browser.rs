@@ -2,12 +2,11 @@
 //! opens an hb402 URL with a test wallet in the page and plays one scenario (`js/browser.mjs`).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::process::run;
+use crate::process::run_node;
 
 /// Bound on one scenario, browser start-up and settlement included.
 pub const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -41,22 +40,11 @@ pub fn ensure_browser() {
 /// what the page showed, what the wallet was asked and what the page requested.
 pub async fn browse(spec: &Value) -> Value {
     ensure_browser();
-    let mut command = Command::new(crate::js::node());
-    command
-        .current_dir(crate::js::js_dir())
-        .arg("browser.mjs")
-        .arg(spec.to_string())
-        .env("HB402_CHROMIUM", chromium());
-    let shown = format!("browser scenario {}", spec["url"]);
-    let finished = run(command, shown.clone(), None, BROWSER_TIMEOUT)
-        .await
-        .unwrap_or_else(|message| panic!("{message}"));
-    let line = finished.stdout.lines().rev().find(|l| !l.trim().is_empty());
-    match line.and_then(|l| serde_json::from_str(l).ok()) {
-        Some(report) if finished.success => report,
-        _ => panic!(
-            "`{shown}` exited {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            finished.status, finished.stdout, finished.stderr
-        ),
-    }
+    // The script finds the browser through `HB402_CHROMIUM` too (inherited) or Debian's path.
+    let out = run_node("browser.mjs", vec![spec.to_string()], None, BROWSER_TIMEOUT).await;
+    out.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("browser scenario {} printed no report:\n{out}", spec["url"]))
 }
