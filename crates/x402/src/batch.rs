@@ -76,6 +76,53 @@ sol! {
         uint256 validBefore;
         bytes32 nonce;
     }
+
+    /// A voucher as the contract takes it: the channel and the signed ceiling.
+    #[derive(Debug)]
+    struct ChannelVoucher {
+        ChannelConfig channel;
+        uint128 maxClaimableAmount;
+    }
+
+    /// One claim: a voucher, its signature, and the channel's new claimed total.
+    #[derive(Debug)]
+    struct VoucherClaim {
+        ChannelVoucher voucher;
+        bytes signature;
+        uint128 totalClaimed;
+    }
+
+    /// The calls of `x402BatchSettlement` a receiver makes and the views it reads.
+    interface IBatchSettlement {
+        function deposit(ChannelConfig config, uint128 amount, address collector, bytes collectorData) external;
+        function claimWithSignature(VoucherClaim[] claims, bytes authorizerSignature) external;
+        function settle(address receiver, address token) external;
+        function refundWithSignature(ChannelConfig config, uint128 amount, uint256 nonce, bytes signature) external;
+        function multicall(bytes[] data) external returns (bytes[] results);
+        function initiateWithdraw(ChannelConfig config, uint128 amount) external;
+        function finalizeWithdraw(ChannelConfig config) external;
+        function channels(bytes32 channelId) external view returns (uint128 balance, uint128 totalClaimed);
+        function pendingWithdrawals(bytes32 channelId) external view returns (uint128 amount, uint40 initiatedAt);
+        function refundNonce(bytes32 channelId) external view returns (uint256);
+        function receivers(address receiver, address token) external view returns (uint128 totalClaimed, uint128 totalSettled);
+    }
+}
+
+/// The `collectorData` of an ERC-3009 deposit:
+/// `abi.encode(uint256 validAfter, uint256 validBefore, uint256 salt, bytes signature)`.
+pub fn erc3009_collector_data(
+    valid_after: U256,
+    valid_before: U256,
+    salt: B256,
+    signature: Vec<u8>,
+) -> Vec<u8> {
+    (
+        valid_after,
+        valid_before,
+        U256::from_be_bytes(salt.0),
+        alloy_primitives::Bytes::from(signature),
+    )
+        .abi_encode_params()
 }
 
 /// The contract's EIP-712 domain on `chain_id`.
@@ -517,7 +564,28 @@ pub fn check_payload(
     view: &ChannelView,
     now: u64,
 ) -> Result<CheckedBatch, BatchReason> {
-    let mut checked = check_channel(payload, terms)?;
+    let checked = check_signed(payload, terms)?;
+    check_state(payload, checked, terms, view, now)
+}
+
+/// The checks that need no channel state: the configuration against the offer and the voucher's
+/// signature. Enough to know the payload comes from the channel's payer.
+pub fn check_signed(
+    payload: &BatchPayload,
+    terms: &BatchTerms,
+) -> Result<CheckedBatch, BatchReason> {
+    check_channel(payload, terms)
+}
+
+/// The rest of [`check_payload`], for a payload [`check_signed`] passed: the deposit's
+/// authorization and the voucher's ceiling against the channel's state.
+pub fn check_state(
+    payload: &BatchPayload,
+    mut checked: CheckedBatch,
+    terms: &BatchTerms,
+    view: &ChannelView,
+    now: u64,
+) -> Result<CheckedBatch, BatchReason> {
     let max = checked.max_claimable;
     if let BatchPayload::Deposit { deposit, .. } = payload {
         checked.deposit = check_deposit(deposit, &checked, terms, now)?;
@@ -990,5 +1058,85 @@ mod tests {
             check_payload(&refund, &terms(), &more, NOW).unwrap_err(),
             BatchReason::CumulativeMismatch
         );
+    }
+
+    #[test]
+    fn calls_have_the_contracts_selectors() {
+        use alloy_sol_types::SolCall;
+        assert_eq!(IBatchSettlement::depositCall::SELECTOR, hex!("140f1e75"));
+        assert_eq!(
+            IBatchSettlement::claimWithSignatureCall::SELECTOR,
+            hex!("e43ce1f2")
+        );
+        assert_eq!(IBatchSettlement::settleCall::SELECTOR, hex!("9db32a8f"));
+        assert_eq!(
+            IBatchSettlement::refundWithSignatureCall::SELECTOR,
+            hex!("b77433e9")
+        );
+        assert_eq!(IBatchSettlement::multicallCall::SELECTOR, hex!("ac9650d8"));
+        assert_eq!(
+            IBatchSettlement::initiateWithdrawCall::SELECTOR,
+            hex!("cf5cf3dc")
+        );
+        assert_eq!(
+            IBatchSettlement::finalizeWithdrawCall::SELECTOR,
+            hex!("e88377b1")
+        );
+        assert_eq!(IBatchSettlement::channelsCall::SELECTOR, hex!("7a7ebd7b"));
+        assert_eq!(
+            IBatchSettlement::pendingWithdrawalsCall::SELECTOR,
+            hex!("b7f06ebe")
+        );
+        assert_eq!(
+            IBatchSettlement::refundNonceCall::SELECTOR,
+            hex!("f0dc792e")
+        );
+        assert_eq!(IBatchSettlement::receiversCall::SELECTOR, hex!("21ff6389"));
+    }
+
+    #[test]
+    fn a_batch_offer_is_what_the_reference_client_reads() {
+        use crate::{BatchOffer, Offer, OfferTerms, Registry, ResourceInfo};
+        let registry = Registry::builtin();
+        let terms = OfferTerms {
+            asset: registry.usdc(84_532).unwrap().clone(),
+            pay_to: address!("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
+            amount: U256::from(1000),
+            max_timeout_seconds: 3600,
+        };
+        let resource = ResourceInfo {
+            url: "http://hb402.test/paid".into(),
+            description: None,
+            mime_type: None,
+        };
+        let batch = BatchOffer {
+            receiver_authorizer: address!("0xF700794002FA597b646764b9422954303bab2003"),
+            withdraw_delay: 900,
+            min_deposit: U256::from(10_000),
+        };
+        let offer = Offer::batch(&registry, terms, &resource, batch).unwrap();
+        assert!(offer.v1.is_none(), "v2 only");
+        let json = serde_json::to_value(&offer.v2).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "scheme": "batch-settlement",
+                "network": "eip155:84532",
+                "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+                "amount": "1000",
+                "payTo": "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+                "maxTimeoutSeconds": 3600,
+                "extra": {
+                    "receiverAuthorizer": "0xF700794002FA597b646764b9422954303bab2003",
+                    "withdrawDelay": 900,
+                    "name": "USDC",
+                    "version": "2",
+                    "minDeposit": "10000"
+                }
+            })
+        );
+        let terms = offer.batch_terms().unwrap();
+        assert_eq!(terms.amount, 1000);
+        assert_eq!(terms.withdraw_delay, 900);
     }
 }

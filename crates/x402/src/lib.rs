@@ -21,5 +21,5 @@ pub use codec::{DecodedPayment, decode_payment, encode_header};
 pub use exact::{LocallyVerified, Reason, Refusal, verify_locally};
 pub use facilitator::{Facilitator, FacilitatorError};
 pub use network::{Asset, Network, Registry};
-pub use offer::{Offer, OfferTerms, match_offer, match_offers, parse_price};
+pub use offer::{BatchOffer, Offer, OfferTerms, match_offer, match_offers, parse_price};
 pub use types::*;

@@ -82,6 +82,19 @@ pub struct Offer {
     pub v2: PaymentRequirements,
     /// The v1 requirements, when the network has a v1 name.
     pub v1: Option<PaymentRequirementsV1>,
+    /// What a `batch-settlement` offer adds (`None`: an `exact` offer).
+    pub batch: Option<BatchOffer>,
+}
+
+/// What a `batch-settlement` offer adds to its terms (`extra` of the v2 requirements).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOffer {
+    /// The key that signs the receiver's claims and refunds.
+    pub receiver_authorizer: Address,
+    /// How long a payer's timed withdrawal waits (seconds).
+    pub withdraw_delay: u64,
+    /// The smallest first deposit asked for (atomic units).
+    pub min_deposit: U256,
 }
 
 impl Offer {
@@ -130,7 +143,64 @@ impl Offer {
             asset: v2.asset.clone(),
             extra: Some(extra),
         });
-        Ok(Offer { terms, v2, v1 })
+        Ok(Offer {
+            terms,
+            v2,
+            v1,
+            batch: None,
+        })
+    }
+
+    /// The `batch-settlement` offer for `resource` (x402 v2 only): the same terms, paid with
+    /// vouchers on an escrow channel.
+    pub fn batch(
+        registry: &Registry,
+        terms: OfferTerms,
+        resource: &ResourceInfo,
+        batch: BatchOffer,
+    ) -> Result<Self, crate::network::RegistryError> {
+        let mut offer = Offer::new(registry, terms, resource)?;
+        let mut extra = Map::new();
+        extra.insert(
+            "receiverAuthorizer".into(),
+            Value::String(batch.receiver_authorizer.to_checksum(None)),
+        );
+        extra.insert("withdrawDelay".into(), Value::from(batch.withdraw_delay));
+        extra.insert(
+            "name".into(),
+            Value::String(offer.terms.asset.eip712_name.clone()),
+        );
+        extra.insert(
+            "version".into(),
+            Value::String(offer.terms.asset.eip712_version.clone()),
+        );
+        extra.insert(
+            "minDeposit".into(),
+            Value::String(batch.min_deposit.to_string()),
+        );
+        offer.v2.scheme = crate::batch::SCHEME_BATCH.to_owned();
+        offer.v2.extra = extra;
+        offer.v1 = None;
+        offer.batch = Some(batch);
+        Ok(offer)
+    }
+
+    /// The terms a `batch-settlement` payload is checked against (`None`: an `exact` offer, or
+    /// a price past what a channel holds).
+    pub fn batch_terms(&self) -> Option<crate::batch::BatchTerms> {
+        let batch = self.batch.as_ref()?;
+        Some(crate::batch::BatchTerms {
+            chain_id: self.terms.asset.chain_id,
+            pay_to: self.terms.pay_to,
+            asset: self.terms.asset.address,
+            asset_domain: (
+                self.terms.asset.eip712_name.clone(),
+                self.terms.asset.eip712_version.clone(),
+            ),
+            amount: u128::try_from(self.terms.amount).ok()?,
+            receiver_authorizer: batch.receiver_authorizer,
+            withdraw_delay: batch.withdraw_delay,
+        })
     }
 
     /// The offer in the shape a facilitator expects for a payload of `version`.
