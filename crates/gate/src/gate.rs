@@ -28,6 +28,8 @@ pub struct Gate {
     /// What the chain says of a settlement hb402 was not told the outcome of, when an RPC is
     /// configured.
     pub chain: Option<crate::chain::ChainProbe>,
+    /// `batch-settlement` channels, when offered.
+    pub channels: Option<Arc<crate::channels::Channels>>,
     /// Payers that keep failing.
     pub(crate) limiter: crate::limiter::FailureLimiter,
     /// Uploads in progress (`limits.max_concurrent_uploads`).

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod chain;
+pub mod channels;
 pub mod config;
 pub mod error;
 pub mod facilitator;

@@ -197,6 +197,48 @@ impl From<hb402_x402::Reason> for PaymentRequiredReason {
 }
 
 label_enum! {
+    /// `event` of `hb402_channel_events_total`: what happened on `batch-settlement` channels.
+    ChannelEvent {
+        /// A deposit confirmed on chain.
+        Deposit => "deposit",
+        /// A voucher's charge committed (its response was sent whole).
+        Voucher => "voucher",
+        /// A voucher accepted whose response did not go out whole: nothing was charged.
+        Uncharged => "uncharged",
+        /// A voucher refused (signature, ceiling, balance, withdrawal).
+        Refused => "refused",
+        /// A 402 that told the payer the channel's state (a stale cumulative amount).
+        Corrected => "corrected",
+        /// A request refused because another one held the channel too long.
+        Busy => "busy",
+        /// A cooperative refund paid.
+        Refund => "refund",
+        /// A claim transaction confirmed.
+        Claim => "claim",
+        /// A `settle` transaction confirmed.
+        Settle => "settle",
+        /// A deposit, claim, settle or refund transaction that failed or was not confirmed.
+        ChainFailure => "chain_failure",
+    }
+}
+
+label_enum! {
+    /// `kind` of `hb402_channel_amount_atomic_total`.
+    ChannelAmount {
+        /// Deposited into channels paying this gateway.
+        Deposited => "deposited",
+        /// Charged by vouchers.
+        Charged => "charged",
+        /// Claimed on chain.
+        Claimed => "claimed",
+        /// Swept to the payees by `settle`.
+        Settled => "settled",
+        /// Refunded to payers.
+        Refunded => "refunded",
+    }
+}
+
+label_enum! {
     /// `op` of `hb402_facilitator_duration_seconds`.
     FacilitatorOp {
         /// `GET /supported`.
@@ -335,6 +377,8 @@ pub struct Metrics {
     uploads: IntCounterVec,
     upload_bytes: IntCounter,
     payment_required: IntCounterVec,
+    channel_events: IntCounterVec,
+    channel_amounts: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -429,6 +473,16 @@ impl Metrics {
                 "402 answers, by reason.",
                 &["reason"],
             ),
+            channel_events: counters(
+                "hb402_channel_events_total",
+                "batch-settlement channel events, by event.",
+                &["event"],
+            ),
+            channel_amounts: counters(
+                "hb402_channel_amount_atomic_total",
+                "batch-settlement amounts in the asset's atomic units, by kind.",
+                &["kind"],
+            ),
             build_info: register(
                 &registry,
                 IntGaugeVec::new(
@@ -466,6 +520,12 @@ impl Metrics {
         }
         for reason in PaymentRequiredReason::ALL {
             self.payment_required.with_label_values(&[reason.as_str()]);
+        }
+        for event in ChannelEvent::ALL {
+            self.channel_events.with_label_values(&[event.as_str()]);
+        }
+        for kind in ChannelAmount::ALL {
+            self.channel_amounts.with_label_values(&[kind.as_str()]);
         }
     }
 
@@ -507,6 +567,20 @@ impl Metrics {
         self.paid_atomic
             .with_label_values(&[network.as_str(), asset.as_str()])
             .inc_by(atomic);
+    }
+
+    /// An event on a `batch-settlement` channel.
+    pub fn record_channel(&self, event: ChannelEvent) {
+        self.channel_events
+            .with_label_values(&[event.as_str()])
+            .inc();
+    }
+
+    /// An amount moved or charged on channels (saturated at `u64::MAX`).
+    pub fn record_channel_amount(&self, kind: ChannelAmount, atomic: u128) {
+        self.channel_amounts
+            .with_label_values(&[kind.as_str()])
+            .inc_by(u64::try_from(atomic).unwrap_or(u64::MAX));
     }
 
     /// A facilitator (or local settlement) operation's duration.

@@ -164,6 +164,28 @@ pub fn offers(
         .collect()
 }
 
+/// The `batch-settlement` offer beside an `exact` one: the same terms, paid with vouchers on an
+/// escrow channel whose first deposit covers `min_deposit_reads` reads. `None` for a price
+/// larger than a channel holds.
+pub fn batch_offer(
+    registry: &Registry,
+    batch: &crate::config::BatchConfig,
+    exact: &Offer,
+    resource: &ResourceInfo,
+) -> Option<Offer> {
+    u128::try_from(exact.terms.amount).ok()?;
+    let min_deposit = exact
+        .terms
+        .amount
+        .saturating_mul(U256::from(batch.min_deposit_reads));
+    let terms = hb402_x402::BatchOffer {
+        receiver_authorizer: batch.receiver_authorizer,
+        withdraw_delay: batch.withdraw_delay.as_secs(),
+        min_deposit,
+    };
+    Offer::batch(registry, exact.terms.clone(), resource, terms).ok()
+}
+
 /// A price that does not fit in 256 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the price overflows")]

@@ -539,8 +539,10 @@ impl ProxyHttp for Proxy {
         session.set_keepalive(None);
         // A payment held for a read that failed is given back before the answer, so that the
         // client's immediate retry finds its authorization free.
-        if let Some(held @ Payment::Held(_)) = ctx.payment.take() {
-            Box::pin(payment::finish(&self.gate, Some(held), false)).await;
+        // (A settled one stays for `logging`, which knows how much of the response went out.)
+        if matches!(ctx.payment, Some(Payment::Held(_))) {
+            let held = ctx.payment.take();
+            Box::pin(payment::finish(&self.gate, held, payment::Delivery::None)).await;
         }
         let refusal = ctx.refusal.take().or_else(|| match e.esource() {
             ErrorSource::Downstream => None,
@@ -577,13 +579,17 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         // The one place a read's payment is finalised: settled and delivered, settled but not
         // delivered (the same payment fetches it again), or given back unsettled.
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let delivered = (200..300).contains(&status);
+        let delivery = match ((200..300).contains(&status), e) {
+            (false, _) => payment::Delivery::None,
+            (true, Some(_)) => payment::Delivery::Head,
+            (true, None) => payment::Delivery::Whole,
+        };
         if let Some(payment) = ctx.payment.take() {
-            Box::pin(payment::finish(&self.gate, Some(payment), delivered)).await;
+            Box::pin(payment::finish(&self.gate, Some(payment), delivery)).await;
         }
         let outcome = ctx.outcome.unwrap_or_else(|| Outcome::from_status(status));
         self.gate
@@ -638,7 +644,9 @@ impl Proxy {
                 Ok(settled) => {
                     let (name, value) = settled.header();
                     headers.push((name, value.to_owned()));
-                    if let Some(receipt) = read::receipt_for(&self.gate, settled.payer(), &path) {
+                    if settled.grants_receipt()
+                        && let Some(receipt) = read::receipt_for(&self.gate, settled.payer(), &path)
+                    {
                         headers.push((crate::receipt::HEADER, receipt));
                     }
                     ctx.payment = Some(Payment::Settled(settled));

@@ -495,7 +495,7 @@ pub(crate) fn price(
         owner: &meta.owner_address,
         bytes: shape.total,
     };
-    let offers = match &route.via {
+    let mut offers = match &route.via {
         Via::Protected { terms, .. } => vec![protected_offer(config, terms, &resource)?],
         _ if pricing::rule_for(&payments.rules, &facts).is_some() => pricing::offers(
             &payments.registry,
@@ -539,10 +539,19 @@ pub(crate) fn price(
         size: shape.total,
         expires_at: meta.expires_at,
     });
+    if let (Some(batch), PaymentMode::Local { chain_id, .. }) = (&payments.batch, &payments.mode) {
+        let channel_offers: Vec<_> = offers
+            .iter()
+            .filter(|o| o.terms.asset.chain_id == *chain_id)
+            .filter_map(|o| pricing::batch_offer(&payments.registry, batch, o, &resource))
+            .collect();
+        offers.extend(channel_offers);
+    }
     Ok((!offers.is_empty()).then_some(Offered {
         offers,
         resource,
         item,
+        served: Some((shape.length, shape.total)),
     }))
 }
 
@@ -614,7 +623,28 @@ pub(crate) async fn decide(gate: &Gate, req: ReadRequest<'_>) -> Result<ReadStep
         }
         (None, _) => None,
     };
+    if let Some(hold) = hold {
+        if hold.is_refund() {
+            return Box::pin(refunded(gate, hold)).await;
+        }
+        return Box::pin(deliver(gate, &meta, shape, Some(hold), route)).await;
+    }
     Box::pin(deliver(gate, &meta, shape, hold, route)).await
+}
+
+/// A channel's cooperative refund, asked on a priced read: paid, and answered without the
+/// content (nothing is read from the node).
+async fn refunded(gate: &Gate, hold: Hold) -> Result<ReadStep, Refusal> {
+    let settled = hold.settle(gate).await?;
+    let body = serde_json::json!({
+        "message": "Refund acknowledged",
+        "channelId": settled.channel_id(),
+    });
+    let mut reply = Reply::json(200, &body);
+    let (name, value) = settled.header();
+    reply.headers.push((name, value.to_owned()));
+    reply.headers.push(("cache-control", "no-store".to_owned()));
+    Ok(ReadStep::Answer(reply, Some(Payment::Settled(settled))))
 }
 
 /// The read's bytes, once it was decided: from metadata (HEAD, empty data), from the edge
@@ -680,7 +710,12 @@ async fn cached_bytes(
         }
         Err(e) => {
             // Nothing was served: the payment is given back, never settled.
-            payment::finish(gate, hold.take().map(Payment::Held), false).await;
+            payment::finish(
+                gate,
+                hold.take().map(Payment::Held),
+                payment::Delivery::None,
+            )
+            .await;
             Err(e.into())
         }
     }
@@ -702,7 +737,9 @@ async fn answer(
             let settled = hold.settle(gate).await?;
             let (name, value) = settled.header();
             headers.push((name, value.to_owned()));
-            if let Some(receipt) = receipt_for(gate, settled.payer(), path) {
+            if settled.grants_receipt()
+                && let Some(receipt) = receipt_for(gate, settled.payer(), path)
+            {
                 headers.push((crate::receipt::HEADER, receipt));
             }
             Some(Payment::Settled(settled))

@@ -60,7 +60,16 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
     let upstream =
         Arc::new(Upstream::new(&config.upstream).map_err(|e| BuildError::Upstream(e.to_string()))?);
     let metrics = Arc::new(Metrics::new());
-    let facilitator = facilitator(&config)?;
+    let (facilitator, local) = facilitator(&config)?;
+    let channels = match (&config.payments.batch, local, &config.payments.mode) {
+        (Some(batch), Some(local), crate::config::PaymentMode::Local { chain_id, .. }) => {
+            Some(Arc::new(
+                crate::channels::Channels::new(batch.clone(), local, *chain_id)
+                    .map_err(|e| BuildError::Unsupported(e.to_string()))?,
+            ))
+        }
+        _ => None,
+    };
     let receipt_key = match &config.payments.receipt_secret {
         Some(secret) => secret.expose().to_vec(),
         None => {
@@ -84,6 +93,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
     );
     let gate = Arc::new(Gate {
         facilitator,
+        channels,
         receipt_key,
         chain,
         limiter,
@@ -123,6 +133,13 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         "janitor",
         crate::janitor::Janitor::new(gate.clone()),
     ));
+
+    if gate.channels.is_some() {
+        server.add_service(pingora::services::background::background_service(
+            "channels",
+            crate::channels::Sweeper::new(gate.clone()),
+        ));
+    }
 
     let admin = crate::admin::AdminApp::new(config.clone(), metrics, store);
     server.add_service(crate::admin::admin_service(
@@ -167,43 +184,52 @@ fn connect_redis(url: &str) -> Result<crate::store::RedisStore, BuildError> {
         .map_err(BuildError::Store)
 }
 
-fn facilitator(config: &Config) -> Result<Option<Arc<dyn hb402_x402::Facilitator>>, BuildError> {
+/// The settlement backend, and local settlement's own handle (channels send through it).
+type Backend = (
+    Option<Arc<dyn hb402_x402::Facilitator>>,
+    Option<Arc<crate::facilitator::LocalSettlement>>,
+);
+
+fn facilitator(config: &Config) -> Result<Backend, BuildError> {
     use crate::config::PaymentMode;
     use crate::facilitator::{
         HttpFacilitator, HttpFacilitatorConfig, LocalSettlement, LocalSettlementConfig,
     };
     let p = &config.payments;
     Ok(match &p.mode {
-        PaymentMode::Off => None,
+        PaymentMode::Off => (None, None),
         PaymentMode::Facilitator { url } => {
             let mut c = HttpFacilitatorConfig::new(url.clone());
             c.verify_timeout = p.verify_timeout;
             c.settle_timeout = p.settle_timeout;
-            Some(Arc::new(
-                HttpFacilitator::new(c).map_err(|e| BuildError::Unsupported(e.to_string()))?,
-            ))
+            let http =
+                HttpFacilitator::new(c).map_err(|e| BuildError::Unsupported(e.to_string()))?;
+            (Some(Arc::new(http)), None)
         }
         PaymentMode::Local {
             rpc_url,
             operator_key,
             chain_id,
             sending,
-        } => Some(Arc::new(
-            LocalSettlement::new(LocalSettlementConfig {
-                rpc_url: rpc_url.clone(),
-                operator_key: String::from_utf8_lossy(operator_key.expose()).into_owned(),
-                chain_id: *chain_id,
-                registry: p.registry.clone(),
-                rpc_timeout: p.verify_timeout,
-                receipt_timeout: p.settle_timeout,
-                skew_seconds: p.skew_seconds,
-                max_batch: sending.max_batch,
-                multicall: sending.multicall,
-                receipt_poll: sending.receipt_poll,
-                batch_linger: sending.batch_linger,
-            })
-            .map_err(|e| BuildError::Unsupported(e.to_string()))?,
-        )),
+        } => {
+            let local = Arc::new(
+                LocalSettlement::new(LocalSettlementConfig {
+                    rpc_url: rpc_url.clone(),
+                    operator_key: String::from_utf8_lossy(operator_key.expose()).into_owned(),
+                    chain_id: *chain_id,
+                    registry: p.registry.clone(),
+                    rpc_timeout: p.verify_timeout,
+                    receipt_timeout: p.settle_timeout,
+                    skew_seconds: p.skew_seconds,
+                    max_batch: sending.max_batch,
+                    multicall: sending.multicall,
+                    receipt_poll: sending.receipt_poll,
+                    batch_linger: sending.batch_linger,
+                })
+                .map_err(|e| BuildError::Unsupported(e.to_string()))?,
+            );
+            (Some(local.clone()), Some(local))
+        }
     })
 }
 

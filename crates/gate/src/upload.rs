@@ -425,6 +425,7 @@ fn price(
         offers,
         resource,
         item: None,
+        served: None,
     }))
 }
 
@@ -528,11 +529,11 @@ pub(crate) async fn handle(
     gate.metrics.record_upload(label, bytes);
     match result {
         Ok((reply, payment)) => {
-            payment::finish(gate, payment, true).await;
+            payment::finish(gate, payment, payment::Delivery::Whole).await;
             Ok(reply)
         }
         Err((refusal, payment)) => {
-            payment::finish(gate, payment, false).await;
+            payment::finish(gate, payment, payment::Delivery::None).await;
             Err(refusal)
         }
     }

@@ -357,6 +357,36 @@ pub(crate) struct PaymentsFile {
     pub(crate) ledger_retention_days: u32,
     pub(crate) accept: Vec<AcceptFile>,
     pub(crate) networks: Vec<NetworkFile>,
+    pub(crate) batch: Option<BatchFile>,
+}
+
+/// `[payments.batch]`: `batch-settlement` offered beside `exact`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct BatchFile {
+    pub(crate) enabled: bool,
+    pub(crate) receiver_authorizer_key: Option<String>,
+    pub(crate) withdraw_delay_seconds: u64,
+    pub(crate) min_deposit_reads: u64,
+    pub(crate) claim_interval_seconds: u64,
+    pub(crate) settle_interval_seconds: u64,
+    pub(crate) sync_seconds: u64,
+    pub(crate) hold_seconds: u64,
+}
+
+impl Default for BatchFile {
+    fn default() -> Self {
+        BatchFile {
+            enabled: true,
+            receiver_authorizer_key: None,
+            withdraw_delay_seconds: 86_400,
+            min_deposit_reads: 100,
+            claim_interval_seconds: 600,
+            settle_interval_seconds: 3600,
+            sync_seconds: 60,
+            hold_seconds: 60,
+        }
+    }
 }
 
 impl Default for PaymentsFile {
@@ -383,6 +413,7 @@ impl Default for PaymentsFile {
             ledger_retention_days: 30,
             accept: Vec::new(),
             networks: Vec::new(),
+            batch: None,
         }
     }
 }

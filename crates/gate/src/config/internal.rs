@@ -399,6 +399,29 @@ pub struct PaymentsConfig {
     pub failure_window: Duration,
     /// How long ledger entries that ended without a settlement (failed, released) are kept.
     pub ledger_retention: Duration,
+    /// `batch-settlement` channels offered beside `exact`, when configured.
+    pub batch: Option<BatchConfig>,
+}
+
+/// `[payments.batch]`: escrow channels paid with cumulative vouchers, claimed in batches.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// The key that signs claims and refunds.
+    pub receiver_authorizer_key: Secret,
+    /// Its address: the offers' `receiverAuthorizer`.
+    pub receiver_authorizer: alloy::primitives::Address,
+    /// How long a payer's timed withdrawal waits: the time hb402 has to claim what it charged.
+    pub withdraw_delay: Duration,
+    /// The first deposit asked for, in reads at the offered price.
+    pub min_deposit_reads: u64,
+    /// How often charged vouchers are claimed on chain.
+    pub claim_interval: Duration,
+    /// How often claimed funds are swept to the payees (`settle`).
+    pub settle_interval: Duration,
+    /// How old a channel's mirrored chain state may be when a voucher is checked against it.
+    pub sync: Duration,
+    /// How long one request may hold a channel (requests on one channel take turns).
+    pub hold: Duration,
 }
 
 impl PaymentsConfig {
@@ -596,6 +619,7 @@ fn payments(
         None
     };
     let upload_price = upload_price(f, &accept, &mode)?;
+    let batch = batch(p.batch.as_ref(), &mode, env)?;
     Ok(PaymentsConfig {
         mode,
         registry,
@@ -618,7 +642,94 @@ fn payments(
         max_failures_per_client: p.max_failures_per_client,
         failure_window: seconds("payments.failure_window_seconds", p.failure_window_seconds)?,
         ledger_retention: Duration::from_secs(u64::from(p.ledger_retention_days.max(1)) * 86_400),
+        batch,
     })
+}
+
+/// Validates `[payments.batch]`: local settlement only, and a claim schedule that always
+/// claims before a withdrawal the payer starts can take the charged funds away.
+fn batch(
+    b: Option<&super::file::BatchFile>,
+    mode: &PaymentMode,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<BatchConfig>, ConfigError> {
+    let Some(b) = b.filter(|b| b.enabled) else {
+        return Ok(None);
+    };
+    if !matches!(mode, PaymentMode::Local { .. }) {
+        return Err(invalid(
+            "payments.batch",
+            "batch-settlement channels need payments.mode = \"local\" (hb402 sends deposits, claims and refunds itself)",
+        ));
+    }
+    let key = b.receiver_authorizer_key.as_deref().ok_or_else(|| {
+        invalid(
+            "payments.batch.receiver_authorizer_key",
+            "channels need the key that signs claims and refunds",
+        )
+    })?;
+    let receiver_authorizer_key = secret("payments.batch.receiver_authorizer_key", key, env)?;
+    let receiver_authorizer = String::from_utf8_lossy(receiver_authorizer_key.expose())
+        .trim()
+        .parse::<alloy::signers::local::PrivateKeySigner>()
+        .map_err(|_| {
+            invalid(
+                "payments.batch.receiver_authorizer_key",
+                "must be a 32-byte private key in hex",
+            )
+        })?
+        .address();
+    let delay = b.withdraw_delay_seconds;
+    if !hb402_x402::batch::WITHDRAW_DELAY_SECONDS.contains(&delay) {
+        return Err(invalid(
+            "payments.batch.withdraw_delay_seconds",
+            "must be between 900 (15 minutes) and 2592000 (30 days), the contract's bounds",
+        ));
+    }
+    let within_third = |key: &str, value: u64| {
+        if value == 0 || value > delay / 3 {
+            Err(invalid(
+                key,
+                format!(
+                    "must be between 1 and a third of withdraw_delay_seconds ({})",
+                    delay / 3
+                ),
+            ))
+        } else {
+            Ok(Duration::from_secs(value))
+        }
+    };
+    if !(1..=1_000_000).contains(&b.min_deposit_reads) {
+        return Err(invalid(
+            "payments.batch.min_deposit_reads",
+            "must be between 1 and 1000000",
+        ));
+    }
+    if !(5..=600).contains(&b.hold_seconds) {
+        return Err(invalid(
+            "payments.batch.hold_seconds",
+            "must be between 5 and 600",
+        ));
+    }
+    if !(1..=604_800).contains(&b.settle_interval_seconds) {
+        return Err(invalid(
+            "payments.batch.settle_interval_seconds",
+            "must be between 1 and 604800",
+        ));
+    }
+    Ok(Some(BatchConfig {
+        receiver_authorizer_key,
+        receiver_authorizer,
+        withdraw_delay: Duration::from_secs(delay),
+        min_deposit_reads: b.min_deposit_reads,
+        claim_interval: within_third(
+            "payments.batch.claim_interval_seconds",
+            b.claim_interval_seconds,
+        )?,
+        settle_interval: Duration::from_secs(b.settle_interval_seconds),
+        sync: within_third("payments.batch.sync_seconds", b.sync_seconds)?,
+        hold: Duration::from_secs(b.hold_seconds),
+    }))
 }
 
 /// Validates `payments.mode` and what it needs.

@@ -9,8 +9,8 @@ mod file;
 mod internal;
 
 pub use internal::{
-    AdminConfig, CacheConfig, Config, ConfigError, ExpiryConfig, Limits, ListenConfig, LogFormat,
-    Overrides, PassthroughConfig, PaymentMode, PaymentsConfig, PaywallConfig, PrivateUploads,
-    ResponsesConfig, Secret, Sending, ServerConfig, ShareLinkConfig, StoreConfig, StoreKind,
-    UploadPolicy, UpstreamConfig, WalletChain,
+    AdminConfig, BatchConfig, CacheConfig, Config, ConfigError, ExpiryConfig, Limits, ListenConfig,
+    LogFormat, Overrides, PassthroughConfig, PaymentMode, PaymentsConfig, PaywallConfig,
+    PrivateUploads, ResponsesConfig, Secret, Sending, ServerConfig, ShareLinkConfig, StoreConfig,
+    StoreKind, UploadPolicy, UpstreamConfig, WalletChain,
 };

@@ -132,6 +132,21 @@ fn invalid(reason: &str, message: impl Into<String>, payer: Option<Address>) -> 
     }
 }
 
+/// What became of a call [`LocalSettlement::send_call`] sent.
+#[derive(Debug)]
+pub(crate) enum Sent {
+    /// Mined and successful, in this transaction.
+    Mined(B256),
+    /// Not sent: a simulation says it reverts.
+    Reverts,
+    /// Not sent: the RPC refused the transaction or could not be asked.
+    Unsent,
+    /// Mined and reverted: nothing moved.
+    Reverted,
+    /// Broadcast (or possibly), not seen mined in time.
+    Unknown,
+}
+
 /// A checked payment, ready to be simulated or sent.
 struct Checked {
     verified: LocallyVerified,
@@ -199,6 +214,40 @@ impl LocalSettlement {
     /// The operator's address (the gas payer).
     pub fn operator(&self) -> Address {
         self.operator
+    }
+
+    /// A read-only call of `to` (`eth_call` at the latest block).
+    pub(crate) async fn view(&self, to: Address, input: Bytes) -> Result<Bytes, FacilitatorError> {
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .to(to)
+            .input(input.into());
+        self.rpc(self.provider.call(request)).await
+    }
+
+    /// Sends a call of `to` in a transaction of its own (after a simulation: a call that
+    /// reverts is not sent) and waits, bounded by `receipt_timeout`, for its receipt.
+    pub(crate) async fn send_call(&self, to: Address, input: Bytes) -> Sent {
+        let call = Queued {
+            token: to,
+            input,
+            alone: true,
+        };
+        let (tx, waiting) = match self.pipeline.send(call).await {
+            Dispatch::Tx(tx, waiting) => (tx, waiting),
+            Dispatch::Reverts => return Sent::Reverts,
+            Dispatch::NotSent => return Sent::Unsent,
+        };
+        match tokio::time::timeout(self.config.receipt_timeout, waiting).await {
+            Ok(Ok(receipt)) if receipt.status() => Sent::Mined(tx),
+            Ok(Ok(_)) => {
+                tracing::warn!(%tx, "transaction reverted");
+                Sent::Reverted
+            }
+            _ => {
+                tracing::warn!(%tx, "transaction not seen mined in time");
+                Sent::Unknown
+            }
+        }
     }
 
     async fn rpc<T, E: std::fmt::Display>(

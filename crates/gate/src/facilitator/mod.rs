@@ -10,5 +10,6 @@ mod local;
 mod pipeline;
 
 pub use http::{HttpFacilitator, HttpFacilitatorConfig};
+pub(crate) use local::Sent;
 pub use local::{LocalSettlement, LocalSettlementConfig};
 pub use pipeline::MULTICALL3;

@@ -30,16 +30,19 @@ use std::time::Instant;
 use alloy::primitives::B256;
 use hb402_x402::facilitator::SETTLEMENT_PENDING;
 use hb402_x402::{
-    Offer, PaymentPayload, ResourceInfo, SettleResponse, V1, VerifyRequest, decode_payment,
-    encode_header, match_offers, verify_locally,
+    DecodedPayment, Offer, PaymentPayload, ResourceInfo, SettleResponse, V1, VerifyRequest,
+    decode_payment, encode_header, match_offers, verify_locally,
 };
 
 use crate::chain::{Authorization, Outcome};
+
+mod channel;
 use crate::gate::Gate;
 use crate::metrics::{
     AssetLabel, FacilitatorOp, NetworkLabel, PaymentRequiredReason, PaymentResult,
 };
 use crate::store::{LockRecord, LockState, NewPayment, PaymentState, StoreError};
+pub(crate) use channel::{ChannelHold, ChannelSettled};
 
 /// How long a lock outlives its authorization's `validBefore` (clock skew between hb402 and the
 /// chain): after that no settlement of it can happen any more.
@@ -62,6 +65,9 @@ pub(crate) struct Offered {
     pub(crate) resource: ResourceInfo,
     /// The DataItem a read sells (`None` for an upload), shown on the browser paywall.
     pub(crate) item: Option<ItemFacts>,
+    /// Of a read: the bytes it serves and the bytes the price is for (a range serves fewer). A
+    /// voucher is charged for what is served; an `exact` payment pays the offer's amount.
+    pub(crate) served: Option<(u64, u64)>,
 }
 
 /// What a buyer sees of the DataItem a read sells.
@@ -149,7 +155,7 @@ struct Paid {
 
 /// A payment held for one request: its replay lock is taken by this request alone.
 #[derive(Debug)]
-pub(crate) struct Hold {
+pub(crate) struct ExactHold {
     key: String,
     /// The lock as stored: every change compares against it.
     record: LockRecord,
@@ -163,7 +169,7 @@ pub(crate) struct Hold {
 
 /// A settled payment, its response header ready.
 #[derive(Debug)]
-pub(crate) struct Settled {
+pub(crate) struct ExactSettled {
     key: String,
     record: LockRecord,
     paid: Paid,
@@ -179,7 +185,97 @@ pub(crate) enum Payment {
     Settled(Settled),
 }
 
-fn random_owner() -> String {
+/// A payment held for one request, of either scheme.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// An `exact` authorization (EIP-3009), under its replay lock.
+    Exact(Box<ExactHold>),
+    /// A `batch-settlement` voucher, with its channel held.
+    Channel(Box<ChannelHold>),
+}
+
+/// A settled payment, of either scheme.
+#[derive(Debug)]
+pub(crate) enum Settled {
+    /// An `exact` authorization, transferred on chain.
+    Exact(Box<ExactSettled>),
+    /// A `batch-settlement` voucher, its charge committed once the response went out whole.
+    Channel(ChannelSettled),
+}
+
+impl Hold {
+    /// The payer's address.
+    pub(crate) fn payer(&self) -> &str {
+        match self {
+            Hold::Exact(h) => h.payer(),
+            Hold::Channel(h) => h.payer(),
+        }
+    }
+
+    /// Whether it resumes a payment already pending or settled (not a fresh authorization).
+    pub(crate) fn resumed(&self) -> bool {
+        match self {
+            Hold::Exact(h) => h.resumed(),
+            Hold::Channel(_) => false,
+        }
+    }
+
+    /// The client's address.
+    pub(crate) fn client(&self) -> Option<IpAddr> {
+        match self {
+            Hold::Exact(h) => h.client(),
+            Hold::Channel(h) => h.client(),
+        }
+    }
+
+    /// Whether it asks for a channel's refund rather than paying for the resource.
+    pub(crate) fn is_refund(&self) -> bool {
+        matches!(self, Hold::Channel(h) if h.is_refund())
+    }
+
+    /// Settles it before the response goes out (see [`ExactHold::settle`],
+    /// [`ChannelHold::settle`]). `Err` is what to answer instead of the content.
+    pub(crate) async fn settle(self, gate: &Gate) -> Result<Settled, PaymentRefusal> {
+        match self {
+            Hold::Exact(h) => h.settle(gate).await.map(|s| Settled::Exact(Box::new(s))),
+            Hold::Channel(h) => h.settle(gate).await.map(Settled::Channel),
+        }
+    }
+}
+
+impl Settled {
+    /// The response header carrying the settlement.
+    pub(crate) fn header(&self) -> (&'static str, &str) {
+        match self {
+            Settled::Exact(s) => s.header(),
+            Settled::Channel(s) => s.header(),
+        }
+    }
+
+    /// The payer's address.
+    pub(crate) fn payer(&self) -> &str {
+        match self {
+            Settled::Exact(s) => s.payer(),
+            Settled::Channel(s) => s.payer(),
+        }
+    }
+
+    /// Whether the payer gets a receipt to read the resource again: not for a voucher, whose
+    /// charge stands only if the response goes out whole (a broken one charged nothing).
+    pub(crate) fn grants_receipt(&self) -> bool {
+        matches!(self, Settled::Exact(_))
+    }
+
+    /// The channel a refund was paid from.
+    pub(crate) fn channel_id(&self) -> Option<&str> {
+        match self {
+            Settled::Channel(s) => Some(s.channel_id()),
+            Settled::Exact(_) => None,
+        }
+    }
+}
+
+pub(super) fn random_owner() -> String {
     use rand::RngCore as _;
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -208,7 +304,7 @@ fn plain_code(reason: Option<&str>, fallback: &str) -> String {
     }
 }
 
-fn required(
+pub(super) fn required(
     offered: &Offered,
     label: PaymentRequiredReason,
     code: &str,
@@ -247,8 +343,20 @@ pub(crate) async fn hold(
             "Payment required",
         ));
     };
-    let paid = check_locally(gate, header, &offered)?;
-    acquire(gate, paid, offered, client).await
+    let decoded = decode(gate, header, &offered)?;
+    if let Some(offer) = match_offers(&offered.offers, &decoded.payload)
+        .first()
+        .filter(|o| o.batch.is_some())
+    {
+        let offer = (*offer).clone();
+        return channel::hold(gate, &decoded, offer, offered, client)
+            .await
+            .map(|h| Hold::Channel(Box::new(h)));
+    }
+    let paid = check_locally(gate, &decoded, &offered)?;
+    acquire(gate, paid, offered, client)
+        .await
+        .map(|h| Hold::Exact(Box::new(h)))
 }
 
 /// For a resource that may no longer be sold (an item past its expiry): the request's payment
@@ -262,7 +370,11 @@ pub(crate) async fn resume(
     offered: Offered,
     client: Option<IpAddr>,
 ) -> Result<Option<Hold>, PaymentRefusal> {
-    let Ok(mut paid) = check_locally(gate, header, &offered) else {
+    // Only an `exact` payment can be pending or settled-undelivered: a voucher is charged
+    // only once its response went out whole.
+    let Ok(mut paid) =
+        decode(gate, header, &offered).and_then(|d| check_locally(gate, &d, &offered))
+    else {
         return Ok(None);
     };
     paid.expired.get_or_insert_with(|| {
@@ -272,21 +384,18 @@ pub(crate) async fn resume(
         )
     });
     match acquire(gate, paid, offered, client).await {
-        Ok(hold) => Ok(Some(hold)),
+        Ok(hold) => Ok(Some(Hold::Exact(Box::new(hold)))),
         Err(e @ (PaymentRefusal::Pending { .. } | PaymentRefusal::Unavailable(_))) => Err(e),
         Err(_) => Ok(None),
     }
 }
 
-/// Decode, match and the local checks: no network, no state.
-fn check_locally(gate: &Gate, header: &str, offered: &Offered) -> Result<Paid, PaymentRefusal> {
-    let metrics = &gate.metrics;
-    let refuse = |label: PaymentRequiredReason, code: &str, message: String| {
-        required(offered, label, code, message)
-    };
+/// Decodes a payment header (bounded); a v2 payload that names a resource must name this one.
+fn decode(gate: &Gate, header: &str, offered: &Offered) -> Result<DecodedPayment, PaymentRefusal> {
     let max = gate.config.limits.max_payment_header_bytes;
     let decoded = decode_payment(header, max).map_err(|e| {
-        refuse(
+        required(
+            offered,
             PaymentRequiredReason::Malformed,
             "invalid_payload",
             e.to_string(),
@@ -298,12 +407,26 @@ fn check_locally(gate: &Gate, header: &str, offered: &Offered) -> Result<Paid, P
             .as_ref()
             .is_some_and(|r| r.url != offered.resource.url)
     {
-        return Err(refuse(
+        return Err(required(
+            offered,
             PaymentRequiredReason::NoMatchingOffer,
             "invalid_payment_requirements",
-            "the payment was made for another resource".into(),
+            "the payment was made for another resource",
         ));
     }
+    Ok(decoded)
+}
+
+/// Match and the local checks of an `exact` payment: no network, no state.
+fn check_locally(
+    gate: &Gate,
+    decoded: &DecodedPayment,
+    offered: &Offered,
+) -> Result<Paid, PaymentRefusal> {
+    let metrics = &gate.metrics;
+    let refuse = |label: PaymentRequiredReason, code: &str, message: String| {
+        required(offered, label, code, message)
+    };
     let candidates = match_offers(&offered.offers, &decoded.payload);
     let Some(first) = candidates.first() else {
         return Err(refuse(
@@ -461,7 +584,7 @@ async fn acquire(
     paid: Paid,
     offered: Offered,
     client: Option<IpAddr>,
-) -> Result<Hold, PaymentRefusal> {
+) -> Result<ExactHold, PaymentRefusal> {
     let store = &gate.store;
     let key = lock_key(&paid);
     let owner = random_owner();
@@ -479,7 +602,7 @@ async fn acquire(
             .await
             .map_err(PaymentRefusal::Unavailable)?;
         if taken {
-            let hold = Hold {
+            let hold = ExactHold {
                 key,
                 record: fresh,
                 origin: Origin::Fresh,
@@ -517,7 +640,7 @@ async fn acquire(
             .map_err(PaymentRefusal::Unavailable)?
         {
             tracing::info!(payer = %paid.payer, ?origin, "payment taken over by its retry");
-            return Ok(Hold {
+            return Ok(ExactHold {
                 key,
                 ledger_id: mine.ledger_id,
                 record: mine,
@@ -538,7 +661,7 @@ enum Verdict {
     Unknown(Option<String>),
 }
 
-impl Hold {
+impl ExactHold {
     /// The payer's address.
     pub(crate) fn payer(&self) -> &str {
         &self.paid.payer
@@ -556,7 +679,7 @@ impl Hold {
 
     /// A fresh authorization: refused if it expired (only a pending or settled payment may be
     /// resumed late) or its payer or client is over its failure budget, else verified.
-    async fn start(self, gate: &Gate) -> Result<Hold, PaymentRefusal> {
+    async fn start(self, gate: &Gate) -> Result<ExactHold, PaymentRefusal> {
         if let Some(refusal) = self.paid.expired.clone() {
             gate.metrics
                 .record_payment(&self.paid.network_label, PaymentResult::Rejected);
@@ -579,7 +702,7 @@ impl Hold {
     }
 
     /// The facilitator's `/verify` of a fresh authorization; on any refusal the lock is freed.
-    async fn verify(self, gate: &Gate) -> Result<Hold, PaymentRefusal> {
+    async fn verify(self, gate: &Gate) -> Result<ExactHold, PaymentRefusal> {
         let Some(facilitator) = &gate.facilitator else {
             let refusal = required(
                 &self.offered,
@@ -628,7 +751,7 @@ impl Hold {
 
     /// Settles (or, for a payment already settled, delivers) it. `Err` is what to answer
     /// instead of the content.
-    pub(crate) async fn settle(mut self, gate: &Gate) -> Result<Settled, PaymentRefusal> {
+    pub(crate) async fn settle(mut self, gate: &Gate) -> Result<ExactSettled, PaymentRefusal> {
         // The ledger records money that may move: a payment gets its entry when its settlement
         // is attempted, never for a payment only verified and given back.
         if self.origin == Origin::Fresh {
@@ -707,7 +830,7 @@ impl Hold {
         }
     }
 
-    async fn settled(self, gate: &Gate, tx: String) -> Settled {
+    async fn settled(self, gate: &Gate, tx: String) -> ExactSettled {
         let delivered = LockRecord {
             state: LockState::Delivered,
             transaction: Some(tx.clone()),
@@ -738,7 +861,7 @@ impl Hold {
             transaction: tx,
             network: self.paid.network.clone(),
         };
-        Settled {
+        ExactSettled {
             key: self.key,
             record: delivered,
             header: (header_name(self.paid.version), encode_header(&response)),
@@ -821,7 +944,7 @@ impl Hold {
     }
 }
 
-impl Settled {
+impl ExactSettled {
     /// The response header carrying the settlement.
     pub(crate) fn header(&self) -> (&'static str, &str) {
         (self.header.0, &self.header.1)
@@ -862,20 +985,38 @@ fn payers_fault(reason: &str) -> bool {
         ))
 }
 
-/// Ends a request's payment: the one place every payment is finalised. `delivered`: the
-/// response head (with the settlement) was sent.
-pub(crate) async fn finish(gate: &Gate, payment: Option<Payment>, delivered: bool) {
+/// How much of a response went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Nothing, or an error answer.
+    None,
+    /// The head (with the settlement), not the whole body.
+    Head,
+    /// The whole response.
+    Whole,
+}
+
+/// Ends a request's payment: the one place every payment is finalised. An `exact` payment is
+/// delivered once its head (with the settlement) was sent; a voucher is charged only once the
+/// whole response was.
+pub(crate) async fn finish(gate: &Gate, payment: Option<Payment>, delivery: Delivery) {
     match payment {
         None => {}
-        Some(Payment::Held(hold)) => {
+        Some(Payment::Held(Hold::Exact(hold))) => {
             if hold.origin == Origin::Fresh {
                 gate.metrics
                     .record_payment(&hold.paid.network_label, PaymentResult::Released);
             }
             hold.give_back(gate).await;
         }
-        Some(Payment::Settled(settled)) if !delivered => settled.undelivered(gate).await,
-        Some(Payment::Settled(_)) => {}
+        Some(Payment::Held(Hold::Channel(hold))) => hold.release(gate).await,
+        Some(Payment::Settled(Settled::Exact(settled))) if delivery == Delivery::None => {
+            settled.undelivered(gate).await;
+        }
+        Some(Payment::Settled(Settled::Exact(_))) => {}
+        Some(Payment::Settled(Settled::Channel(settled))) => {
+            settled.finish(gate, delivery == Delivery::Whole).await;
+        }
     }
 }
 
@@ -889,7 +1030,7 @@ async fn swap(gate: &Gate, key: &str, expected: Option<&LockRecord>, new: Option
     }
 }
 
-async fn ledger_append(gate: &Gate, hold: &Hold) -> Option<u64> {
+async fn ledger_append(gate: &Gate, hold: &ExactHold) -> Option<u64> {
     let payment = NewPayment {
         resource: hold.offered.resource.url.clone(),
         network: hold.paid.network.clone(),

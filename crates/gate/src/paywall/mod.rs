@@ -13,6 +13,9 @@ use crate::reply::{Asker, Reply};
 
 mod page;
 
+/// The prefix of `batch-settlement` refusal codes.
+const BATCH_CODES: &str = "invalid_batch_settlement_evm_";
+
 /// The 402.
 fn challenge(ch: Challenge, asker: Asker<'_>) -> Reply {
     let Challenge {
@@ -22,7 +25,14 @@ fn challenge(ch: Challenge, asker: Asker<'_>) -> Reply {
         settlement,
         ..
     } = ch;
-    let v2 = payment_required(&offered.offers, &offered.resource, Some(message.clone()));
+    // A channel payment's refusal names its code, which the payer's client acts on (a stale
+    // cumulative amount is corrected from the offer's channel state).
+    let error = if code.starts_with(BATCH_CODES) {
+        code.clone()
+    } else {
+        message.clone()
+    };
+    let v2 = payment_required(&offered.offers, &offered.resource, Some(error));
     let mut headers = vec![
         ("payment-required", encode_header(&v2)),
         ("cache-control", "no-store".to_owned()),
@@ -37,7 +47,11 @@ fn challenge(ch: Challenge, asker: Asker<'_>) -> Reply {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let (page_headers, page) = page::render(&offered, &v2, &message, paywall, now);
+            // A person's wallet pays `exact`: the page offers only that.
+            let mut exact = offered.clone();
+            exact.offers.retain(|o| o.batch.is_none());
+            let shown = payment_required(&exact.offers, &exact.resource, Some(message.clone()));
+            let (page_headers, page) = page::render(&exact, &shown, &message, paywall, now);
             headers.extend(page_headers);
             page
         }

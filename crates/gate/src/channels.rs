@@ -1,0 +1,434 @@
+//! `batch-settlement` channels on chain: what hb402 reads of them and the transactions it sends
+//! (deposits, claims, `settle`, cooperative refunds), and the sweeper that claims charged
+//! vouchers and settles them on a schedule and at shutdown.
+//!
+//! Claims are signed by the receiver authorizer (`claimWithSignature`) and sent by the operator
+//! key of local settlement, like every other transaction hb402 sends. The sweeper claims every
+//! channel with unclaimed charges each `claim_interval`, which the configuration bounds to a
+//! third of the withdraw delay: a timed withdrawal a payer starts cannot finalize before what
+//! hb402 charged on its channel is claimed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::signers::SignerSync as _;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
+use async_trait::async_trait;
+use hb402_x402::FacilitatorError;
+use hb402_x402::batch::{
+    BATCH_SETTLEMENT, ChannelConfig, ChannelVoucher, ClaimEntry, ERC3009_DEPOSIT_COLLECTOR,
+    Erc3009DepositJson, IBatchSettlement, VoucherClaim, claim_batch_digest, erc3009_collector_data,
+    refund_digest,
+};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::config::BatchConfig;
+use crate::facilitator::{LocalSettlement, Sent};
+use crate::gate::Gate;
+use crate::items::now_secs;
+use crate::metrics::{ChannelAmount, ChannelEvent};
+use crate::store::ChannelRecord;
+
+/// Vouchers claimed per transaction at most.
+const CLAIMS_PER_TRANSACTION: usize = 100;
+
+/// Claim transactions per sweep at most (the next sweep goes on).
+const CLAIM_ROUNDS: usize = 20;
+
+/// Read-modify-write attempts on one channel record before giving up.
+const UPDATE_ATTEMPTS: usize = 8;
+
+/// The chain side of channels: reads, and transactions through local settlement.
+pub struct Channels {
+    /// The configuration.
+    pub(crate) config: BatchConfig,
+    authorizer: PrivateKeySigner,
+    chain: Arc<LocalSettlement>,
+    chain_id: u64,
+}
+
+impl std::fmt::Debug for Channels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels")
+            .field("receiver_authorizer", &self.authorizer.address())
+            .field("chain_id", &self.chain_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One voucher to claim: its channel, ceiling and signature, and the channel's new total.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimRow {
+    pub(crate) config: ChannelConfig,
+    pub(crate) max: u128,
+    pub(crate) signature: Vec<u8>,
+    pub(crate) total: u128,
+}
+
+impl Channels {
+    /// Channels on `chain_id`, sending through `chain`.
+    pub fn new(
+        config: BatchConfig,
+        chain: Arc<LocalSettlement>,
+        chain_id: u64,
+    ) -> Result<Self, FacilitatorError> {
+        let authorizer: PrivateKeySigner =
+            String::from_utf8_lossy(config.receiver_authorizer_key.expose())
+                .trim()
+                .parse()
+                .map_err(|_| FacilitatorError::Unsupported("invalid receiver authorizer".into()))?;
+        Ok(Channels {
+            config,
+            authorizer,
+            chain,
+            chain_id,
+        })
+    }
+
+    /// The chain channels live on.
+    pub(crate) fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    async fn read<C: SolCall>(&self, call: C) -> Result<C::Return, FacilitatorError> {
+        let out = self
+            .chain
+            .view(BATCH_SETTLEMENT, call.abi_encode().into())
+            .await?;
+        C::abi_decode_returns(&out)
+            .map_err(|e| FacilitatorError::Unreachable(format!("undecodable answer: {e}")))
+    }
+
+    /// Reads channel `id`'s figures on chain into `record`: balance, claimed total, a pending
+    /// withdrawal, the refund nonce. What hb402 charged never falls below what was claimed.
+    pub(crate) async fn sync(
+        &self,
+        record: &mut ChannelRecord,
+        id: B256,
+    ) -> Result<(), FacilitatorError> {
+        let (channel, withdrawal, nonce) = tokio::try_join!(
+            self.read(IBatchSettlement::channelsCall { channelId: id }),
+            self.read(IBatchSettlement::pendingWithdrawalsCall { channelId: id }),
+            self.read(IBatchSettlement::refundNonceCall { channelId: id }),
+        )?;
+        record.balance = channel.balance;
+        record.total_claimed = record.total_claimed.max(channel.totalClaimed);
+        record.charged = record.charged.max(record.total_claimed);
+        record.withdraw_requested_at = withdrawal.initiatedAt.to::<u64>();
+        record.refund_nonce = u128::try_from(nonce).unwrap_or(u128::MAX);
+        record.synced_at = now_secs();
+        Ok(())
+    }
+
+    /// Sends a deposit the payer authorized (ERC-3009 `receiveWithAuthorization` by the
+    /// deposit collector).
+    pub(crate) async fn deposit(
+        &self,
+        config: &ChannelConfig,
+        amount: u128,
+        auth: &Erc3009DepositJson,
+        signature: Vec<u8>,
+    ) -> Sent {
+        let (Ok(after), Ok(before)) = (
+            U256::from_str_radix(&auth.valid_after, 10),
+            U256::from_str_radix(&auth.valid_before, 10),
+        ) else {
+            return Sent::Reverts;
+        };
+        let call = IBatchSettlement::depositCall {
+            config: config.clone(),
+            amount,
+            collector: ERC3009_DEPOSIT_COLLECTOR,
+            collectorData: erc3009_collector_data(after, before, auth.salt, signature).into(),
+        };
+        self.send(call.abi_encode()).await
+    }
+
+    fn sign(&self, digest: &B256) -> Bytes {
+        match self.authorizer.sign_hash_sync(digest) {
+            Ok(signature) => Bytes::from(signature.as_bytes().to_vec()),
+            // A local key signs any hash; an empty signature would only make the call revert.
+            Err(_) => Bytes::new(),
+        }
+    }
+
+    fn claim_call(&self, rows: &[ClaimRow]) -> IBatchSettlement::claimWithSignatureCall {
+        let entries = rows
+            .iter()
+            .map(|r| ClaimEntry {
+                channelId: hb402_x402::batch::channel_id(&r.config, self.chain_id),
+                maxClaimableAmount: r.max,
+                totalClaimed: r.total,
+            })
+            .collect();
+        let signature = self.sign(&claim_batch_digest(entries, self.chain_id));
+        let claims = rows
+            .iter()
+            .map(|r| VoucherClaim {
+                voucher: ChannelVoucher {
+                    channel: r.config.clone(),
+                    maxClaimableAmount: r.max,
+                },
+                signature: Bytes::from(r.signature.clone()),
+                totalClaimed: r.total,
+            })
+            .collect();
+        IBatchSettlement::claimWithSignatureCall {
+            claims,
+            authorizerSignature: signature,
+        }
+    }
+
+    /// Claims `rows` in one transaction.
+    pub(crate) async fn claim(&self, rows: &[ClaimRow]) -> Sent {
+        self.send(self.claim_call(rows).abi_encode()).await
+    }
+
+    /// Refunds `amount` of a channel to its payer, after claiming `claim` (what hb402 charged
+    /// and has not claimed yet), in one transaction.
+    pub(crate) async fn refund(
+        &self,
+        config: &ChannelConfig,
+        amount: u128,
+        nonce: u128,
+        claim: Option<ClaimRow>,
+    ) -> Sent {
+        let id = hb402_x402::batch::channel_id(config, self.chain_id);
+        let nonce = U256::from(nonce);
+        let refund = IBatchSettlement::refundWithSignatureCall {
+            config: config.clone(),
+            amount,
+            nonce,
+            signature: self.sign(&refund_digest(id, nonce, amount, self.chain_id)),
+        };
+        let input = match claim {
+            None => refund.abi_encode(),
+            Some(row) => IBatchSettlement::multicallCall {
+                data: vec![
+                    self.claim_call(&[row]).abi_encode().into(),
+                    refund.abi_encode().into(),
+                ],
+            }
+            .abi_encode(),
+        };
+        self.send(input).await
+    }
+
+    /// Sweeps what was claimed for `receiver` in `token` to it; the amount swept, or `None` when
+    /// there was nothing to sweep or it failed.
+    pub(crate) async fn settle(&self, receiver: Address, token: Address) -> Option<u128> {
+        let owed = self
+            .read(IBatchSettlement::receiversCall { receiver, token })
+            .await
+            .ok()?;
+        let due = owed.totalClaimed.checked_sub(owed.totalSettled)?;
+        if due == 0 {
+            return None;
+        }
+        let call = IBatchSettlement::settleCall { receiver, token };
+        match self.send(call.abi_encode()).await {
+            Sent::Mined(_) => Some(due),
+            other => {
+                tracing::warn!(?other, %receiver, "settle transaction failed");
+                None
+            }
+        }
+    }
+
+    async fn send(&self, input: Vec<u8>) -> Sent {
+        self.chain.send_call(BATCH_SETTLEMENT, input.into()).await
+    }
+}
+
+/// Changes channel `id`'s record with `change` (from whatever it is now); `change` returns
+/// `false` to leave it as it is. The record as it was before, once the change is stored.
+pub(crate) async fn update(
+    gate: &Gate,
+    id: &str,
+    change: impl Fn(&mut ChannelRecord) -> bool,
+) -> Option<ChannelRecord> {
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = match gate.store.channel_get(id).await {
+            Ok(current) => current?,
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "channel record could not be read");
+                return None;
+            }
+        };
+        let mut next = current.clone();
+        if !change(&mut next) {
+            return None;
+        }
+        next.version = current.version + 1;
+        match gate
+            .store
+            .channel_swap(id, Some(&current), Some(&next))
+            .await
+        {
+            Ok(true) => return Some(current),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "channel record could not be written");
+                return None;
+            }
+        }
+    }
+    tracing::warn!(%id, "channel record kept changing; not updated");
+    None
+}
+
+/// Claims every charged, unclaimed voucher (in transactions of up to
+/// [`CLAIMS_PER_TRANSACTION`]); the amount claimed.
+pub async fn claim_all(gate: &Gate) -> u128 {
+    let Some(channels) = &gate.channels else {
+        return 0;
+    };
+    let mut claimed = 0;
+    // Each channel once per sweep: one that is being read from keeps gaining charges, which
+    // the next sweep claims (a sweep is not a loop chasing its reader).
+    let mut done = std::collections::HashSet::new();
+    for _ in 0..CLAIM_ROUNDS {
+        let listed = match gate.store.channels_unclaimed(CLAIMS_PER_TRANSACTION).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing unclaimed channels failed");
+                break;
+            }
+        };
+        let rows: Vec<(String, ClaimRow)> = listed
+            .into_iter()
+            .filter(|(id, _)| !done.contains(id))
+            .filter_map(|(id, record)| claim_row(channels, &record).map(|row| (id, row)))
+            .collect();
+        done.extend(rows.iter().map(|(id, _)| id.clone()));
+        if rows.is_empty() {
+            break;
+        }
+        let only: Vec<ClaimRow> = rows.iter().map(|(_, r)| r.clone()).collect();
+        match channels.claim(&only).await {
+            Sent::Mined(tx) => {
+                gate.metrics.record_channel(ChannelEvent::Claim);
+                for (id, row) in &rows {
+                    let before = update(gate, id, |r| {
+                        r.total_claimed = r.total_claimed.max(row.total);
+                        true
+                    })
+                    .await;
+                    let was = before.map_or(row.total, |b| b.total_claimed);
+                    let amount = row.total.saturating_sub(was);
+                    claimed += amount;
+                    gate.metrics
+                        .record_channel_amount(ChannelAmount::Claimed, amount);
+                }
+                tracing::info!(%tx, vouchers = rows.len(), "claimed");
+            }
+            other => {
+                gate.metrics.record_channel(ChannelEvent::ChainFailure);
+                tracing::warn!(?other, vouchers = rows.len(), "claim transaction failed");
+                break;
+            }
+        }
+    }
+    claimed
+}
+
+/// The claim of a record's charges, if it has unclaimed ones this gateway may claim.
+fn claim_row(channels: &Channels, record: &ChannelRecord) -> Option<ClaimRow> {
+    let config = record.config.typed()?;
+    if !record.unclaimed()
+        || record.signed_max < record.charged
+        || config.receiverAuthorizer != channels.authorizer.address()
+    {
+        return None;
+    }
+    let signature =
+        alloy::primitives::hex::decode(record.signature.trim_start_matches("0x")).ok()?;
+    Some(ClaimRow {
+        config,
+        max: record.signed_max,
+        signature,
+        total: record.charged,
+    })
+}
+
+/// Sweeps what was claimed to each payee of the offers; the amount swept.
+pub async fn settle_all(gate: &Gate) -> u128 {
+    let Some(channels) = &gate.channels else {
+        return 0;
+    };
+    let mut pairs: Vec<(Address, Address)> = gate
+        .config
+        .payments
+        .accept
+        .iter()
+        .filter(|t| t.asset.chain_id == channels.chain_id())
+        .map(|t| (t.pay_to, t.asset.address))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    let mut swept = 0;
+    for (receiver, token) in pairs {
+        if let Some(amount) = channels.settle(receiver, token).await {
+            gate.metrics.record_channel(ChannelEvent::Settle);
+            gate.metrics
+                .record_channel_amount(ChannelAmount::Settled, amount);
+            swept += amount;
+        }
+    }
+    swept
+}
+
+/// The sweeper: claims every `claim_interval`, settles every `settle_interval`, and both once
+/// more at shutdown.
+#[derive(Debug)]
+pub struct Sweeper {
+    gate: Arc<Gate>,
+}
+
+impl Sweeper {
+    /// A sweeper over shared state.
+    pub fn new(gate: Arc<Gate>) -> Self {
+        Sweeper { gate }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Sweeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(channels) = &self.gate.channels else {
+            return;
+        };
+        let config = &channels.config;
+        let mut tick = tokio::time::interval(config.claim_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut settle_at = Instant::now() + config.settle_interval;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    claim_all(&self.gate).await;
+                    if Instant::now() >= settle_at {
+                        settle_all(&self.gate).await;
+                        settle_at = Instant::now() + config.settle_interval;
+                    }
+                }
+                _ = shutdown.changed() => {
+                    // What was charged is claimed and swept before hb402 stops, within bounds.
+                    let last = async {
+                        claim_all(&self.gate).await;
+                        settle_all(&self.gate).await;
+                    };
+                    if tokio::time::timeout(SHUTDOWN_SWEEP, last).await.is_err() {
+                        tracing::warn!("the shutdown sweep did not finish; the next start claims the rest");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How long the sweep at shutdown may take.
+const SHUTDOWN_SWEEP: Duration = Duration::from_secs(60);

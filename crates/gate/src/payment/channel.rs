@@ -1,0 +1,545 @@
+//! A `batch-settlement` payment: a cumulative voucher on an escrow channel, held for one request
+//! like an `exact` authorization is.
+//!
+//! [`hold`] checks the voucher's signature first (no state: a payload that does not come from
+//! the channel's payer never touches it), then reads the channel's record (and the chain, for a
+//! channel hb402 does not know yet or whose mirrored state is older than `sync_seconds`),
+//! checks the voucher's ceiling against what was charged and the balance, and takes the
+//! channel for this request with a compare-and-swap from exactly the record it checked
+//! against. Requests on one channel take turns, across a fleet sharing a store.
+//!
+//! [`ChannelHold::settle`] runs before any byte of the response: a deposit goes on chain (and
+//! the read is refused if it does not land), a refund is paid, a voucher needs nothing. The
+//! voucher's charge is committed by [`ChannelSettled::finish`] only once the whole response went
+//! out: a response that fails or is cut short charges nothing, and the payer's next voucher
+//! (one charge ahead) is answered with a 402 that carries the channel's state, from which the
+//! stock client recovers. A crash between serving and committing thus never makes the payer
+//! pay twice, and never loses a charge already committed: the record keeps the latest voucher
+//! (the one claims use) until a higher one replaces it.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use hb402_x402::batch::{self, BatchPayload, BatchReason, ChannelView, CheckedBatch};
+use hb402_x402::{DecodedPayment, Offer, encode_header};
+use serde_json::{Value, json};
+
+use super::{Offered, PaymentRefusal, random_owner, required};
+use crate::channels::{self, ClaimRow};
+use crate::facilitator::Sent;
+use crate::gate::Gate;
+use crate::items::now_secs;
+use crate::metrics::{ChannelAmount, ChannelEvent, FacilitatorOp, PaymentRequiredReason};
+use crate::store::{ChannelHolder, ChannelRecord};
+
+/// How long a request waits for another one holding its channel.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// How often it looks again meanwhile.
+const BUSY_POLL: Duration = Duration::from_millis(20);
+
+const CHANNEL_BUSY: &str = "invalid_batch_settlement_evm_channel_busy";
+const WITHDRAWAL_PENDING: &str = "invalid_batch_settlement_evm_withdrawal_pending";
+const STATE_UNAVAILABLE: &str = "invalid_batch_settlement_evm_verification_state_unavailable";
+const DEPOSIT_FAILED: &str = "invalid_batch_settlement_evm_deposit_transaction_failed";
+const REFUND_FAILED: &str = "invalid_batch_settlement_evm_refund_transaction_failed";
+const REFUND_NO_BALANCE: &str = "invalid_batch_settlement_evm_refund_no_balance";
+const REFUND_AMOUNT_INVALID: &str = "invalid_batch_settlement_evm_refund_amount_invalid";
+
+/// A channel payment held for one request: the channel's record is held by it alone.
+#[derive(Debug)]
+pub(crate) struct ChannelHold {
+    /// The channel id, `0x`-hex.
+    id: String,
+    /// The record as stored, held by `owner`.
+    record: ChannelRecord,
+    owner: String,
+    payload: BatchPayload,
+    checked: CheckedBatch,
+    /// What this request charges: the price, or its share for the bytes a range serves.
+    charge: u128,
+    offered: Offered,
+    network: String,
+    payer: String,
+    client: Option<IpAddr>,
+}
+
+/// A channel payment settled: the response may go out; its charge is committed once it did.
+#[derive(Debug)]
+pub(crate) struct ChannelSettled {
+    id: String,
+    owner: String,
+    charge: u128,
+    max: u128,
+    signature: String,
+    payer: String,
+    header: String,
+    /// The record is final already (a refund).
+    done: bool,
+}
+
+fn refused(gate: &Gate, offered: &Offered, code: &str, message: &str) -> PaymentRefusal {
+    gate.metrics.record_channel(ChannelEvent::Refused);
+    required(offered, PaymentRequiredReason::Invalid, code, message)
+}
+
+/// A record for a channel hb402 has not seen: everything is read from the chain.
+fn unseen(payload: &BatchPayload) -> ChannelRecord {
+    ChannelRecord {
+        version: 0,
+        config: payload.parts().0.clone(),
+        charged: 0,
+        signed_max: 0,
+        signature: String::new(),
+        balance: 0,
+        total_claimed: 0,
+        withdraw_requested_at: 0,
+        refund_nonce: 0,
+        synced_at: 0,
+        last_request_at: 0,
+        holder: None,
+    }
+}
+
+/// Checks a channel payment and holds its channel for this request.
+pub(super) async fn hold(
+    gate: &Gate,
+    decoded: &DecodedPayment,
+    offer: Offer,
+    offered: Offered,
+    client: Option<IpAddr>,
+) -> Result<ChannelHold, PaymentRefusal> {
+    let (Some(channels), Some(terms)) = (gate.channels.as_ref(), offer.batch_terms()) else {
+        let message = "channel payments are not configured";
+        return Err(refused(gate, &offered, "unexpected_verify_error", message));
+    };
+    let Ok(payload) = serde_json::from_value::<BatchPayload>(decoded.payload.payload().clone())
+    else {
+        let message = "the batch-settlement payload could not be read";
+        return Err(refused(
+            gate,
+            &offered,
+            BatchReason::Payload.code(),
+            message,
+        ));
+    };
+    let signed = batch::check_signed(&payload, &terms).map_err(|r| {
+        refused(
+            gate,
+            &offered,
+            r.code(),
+            "the voucher is not valid for this offer",
+        )
+    })?;
+    let id = format!("{:#x}", signed.channel);
+    let owner = random_owner();
+    let config = &channels.config;
+    let deadline = Instant::now() + BUSY_WAIT;
+    loop {
+        let stored = gate
+            .store
+            .channel_get(&id)
+            .await
+            .map_err(PaymentRefusal::Unavailable)?;
+        let now = now_secs();
+        let held = stored.as_ref().and_then(|r| r.holder.as_ref());
+        if held.is_some_and(|h| h.until > now) {
+            if Instant::now() >= deadline {
+                gate.metrics.record_channel(ChannelEvent::Busy);
+                let message = "another request is paying on this channel; try again";
+                return Err(required(
+                    &offered,
+                    PaymentRequiredReason::Replay,
+                    CHANNEL_BUSY,
+                    message,
+                ));
+            }
+            tokio::time::sleep(BUSY_POLL).await;
+            continue;
+        }
+        let mut record = stored.clone().unwrap_or_else(|| unseen(&payload));
+        let stale = stored.is_none()
+            || now.saturating_sub(record.synced_at) >= config.sync.as_secs()
+            || record.withdraw_requested_at != 0;
+        if stale && let Err(e) = channels.sync(&mut record, signed.channel).await {
+            tracing::warn!(error = %e, channel = %id, "channel state could not be read");
+            let message = "the channel's state could not be read; try again";
+            return Err(refused(gate, &offered, STATE_UNAVAILABLE, message));
+        }
+        let refund = matches!(payload, BatchPayload::Refund { .. });
+        if record.withdraw_requested_at != 0 && !refund {
+            let message =
+                "the payer started a withdrawal from this channel; it takes no more vouchers";
+            return Err(refused(gate, &offered, WITHDRAWAL_PENDING, message));
+        }
+        let view = ChannelView {
+            charged: record.charged,
+            balance: record.balance,
+            total_claimed: record.total_claimed,
+        };
+        let checked = match batch::check_state(&payload, signed.clone(), &terms, &view, now) {
+            Ok(checked) => checked,
+            Err(r @ (BatchReason::CumulativeMismatch | BatchReason::CumulativeBelowClaimed)) => {
+                return Err(corrective(gate, &offered, &offer, &id, &record, r));
+            }
+            Err(r) => {
+                let message = "the channel payment was refused";
+                return Err(refused(gate, &offered, r.code(), message));
+            }
+        };
+        let mut mine = record;
+        mine.version = stored.as_ref().map_or(1, |r| r.version + 1);
+        mine.holder = Some(ChannelHolder {
+            owner: owner.clone(),
+            until: now + config.hold.as_secs(),
+        });
+        let taken = gate
+            .store
+            .channel_swap(&id, stored.as_ref(), Some(&mine))
+            .await
+            .map_err(PaymentRefusal::Unavailable)?;
+        if taken {
+            return Ok(ChannelHold {
+                id,
+                record: mine,
+                owner,
+                payer: checked.config.payer.to_checksum(None),
+                payload,
+                checked,
+                charge: charge_for(terms.amount, offered.served),
+                network: offer.v2.network.clone(),
+                offered,
+                client,
+            });
+        }
+    }
+}
+
+/// What a read charges of its price: all of it, or for a range its share of the bytes the
+/// price is for, rounded up (many small ranges never cost less than the whole).
+fn charge_for(price: u128, served: Option<(u64, u64)>) -> u128 {
+    match served {
+        Some((served, total)) if served < total => price
+            .checked_mul(u128::from(served))
+            .map_or(price, |p| p.div_ceil(u128::from(total))),
+        _ => price,
+    }
+}
+
+/// The channel's figures as the payment response and the corrective 402 carry them.
+fn channel_state(id: &str, record: &ChannelRecord, charged: u128) -> Value {
+    json!({
+        "channelId": id,
+        "balance": record.balance.to_string(),
+        "totalClaimed": record.total_claimed.to_string(),
+        "withdrawRequestedAt": record.withdraw_requested_at,
+        "refundNonce": record.refund_nonce.to_string(),
+        "chargedCumulativeAmount": charged.to_string(),
+    })
+}
+
+/// The 402 for a voucher whose cumulative amount is not the channel's: its offer carries the
+/// channel's state and the latest voucher, from which the payer's client resynchronises.
+fn corrective(
+    gate: &Gate,
+    offered: &Offered,
+    offer: &Offer,
+    id: &str,
+    record: &ChannelRecord,
+    reason: BatchReason,
+) -> PaymentRefusal {
+    gate.metrics.record_channel(ChannelEvent::Corrected);
+    let mut offered = offered.clone();
+    for o in offered.offers.iter_mut().filter(|o| o.v2 == offer.v2) {
+        let extra = &mut o.v2.extra;
+        extra.insert(
+            "channelState".into(),
+            channel_state(id, record, record.charged),
+        );
+        if !record.signature.is_empty() {
+            let voucher = json!({
+                "signedMaxClaimable": record.signed_max.to_string(),
+                "signature": record.signature,
+            });
+            extra.insert("voucherState".into(), voucher);
+        }
+    }
+    let message = "the voucher's cumulative amount is not the channel's; this answer carries the channel's state";
+    required(
+        &offered,
+        PaymentRequiredReason::Invalid,
+        reason.code(),
+        message,
+    )
+}
+
+impl ChannelHold {
+    /// The payer's address.
+    pub(crate) fn payer(&self) -> &str {
+        &self.payer
+    }
+
+    /// The client's address.
+    pub(crate) fn client(&self) -> Option<IpAddr> {
+        self.client
+    }
+
+    /// Whether it asks for the channel's refund.
+    pub(crate) fn is_refund(&self) -> bool {
+        matches!(self.payload, BatchPayload::Refund { .. })
+    }
+
+    /// Settles it before the response goes out: a deposit lands on chain, a refund is paid, a
+    /// voucher needs nothing (it is charged once the response went out whole).
+    pub(crate) async fn settle(self, gate: &Gate) -> Result<ChannelSettled, PaymentRefusal> {
+        match &self.payload {
+            BatchPayload::Voucher { .. } => Ok(self.charging(String::new(), None)),
+            BatchPayload::Deposit { .. } => self.deposit(gate).await,
+            BatchPayload::Refund { .. } => self.refund(gate).await,
+        }
+    }
+
+    /// The settled payment of a read: the response header says what it will charge.
+    fn charging(self, transaction: String, deposited: Option<u128>) -> ChannelSettled {
+        let charged = self.record.charged + self.charge;
+        let response = json!({
+            "success": true,
+            "payer": self.payer,
+            "transaction": transaction,
+            "network": self.network,
+            "amount": deposited.map(|d| d.to_string()).unwrap_or_default(),
+            "extra": {
+                "channelState": channel_state(&self.id, &self.record, charged),
+                "chargedAmount": self.charge.to_string(),
+            },
+        });
+        let (_, voucher) = self.payload.parts();
+        ChannelSettled {
+            header: encode_header(&response),
+            charge: self.charge,
+            max: self.checked.max_claimable,
+            signature: voucher.signature.to_ascii_lowercase(),
+            id: self.id,
+            owner: self.owner,
+            payer: self.payer,
+            done: false,
+        }
+    }
+
+    async fn deposit(mut self, gate: &Gate) -> Result<ChannelSettled, PaymentRefusal> {
+        let (Some(channels), BatchPayload::Deposit { deposit, .. }) =
+            (gate.channels.as_ref(), &self.payload)
+        else {
+            return Err(self.fail(gate, DEPOSIT_FAILED).await);
+        };
+        let (Some(auth), amount) = (
+            &deposit.authorization.erc3009_authorization,
+            self.checked.deposit,
+        ) else {
+            return Err(self.fail(gate, DEPOSIT_FAILED).await);
+        };
+        let signature = alloy::primitives::hex::decode(auth.signature.trim_start_matches("0x"))
+            .unwrap_or_default();
+        let started = Instant::now();
+        let sent = channels
+            .deposit(&self.checked.config, amount, auth, signature)
+            .await;
+        gate.metrics
+            .observe_facilitator(FacilitatorOp::Settle, started.elapsed());
+        let Sent::Mined(tx) = sent else {
+            tracing::warn!(?sent, payer = %self.payer, "deposit not made");
+            return Err(self.fail(gate, DEPOSIT_FAILED).await);
+        };
+        gate.metrics.record_channel(ChannelEvent::Deposit);
+        gate.metrics
+            .record_channel_amount(ChannelAmount::Deposited, amount);
+        // The balance as the chain has it now (another deposit may have landed meanwhile).
+        let mut now = self.record.clone();
+        if channels.sync(&mut now, self.checked.channel).await.is_err() {
+            now.balance = now.balance.saturating_add(amount);
+        }
+        let owner = self.owner.clone();
+        channels::update(gate, &self.id, |r| {
+            let mine = r.holder.as_ref().is_some_and(|h| h.owner == owner);
+            if mine {
+                r.balance = r.balance.max(now.balance);
+                r.synced_at = now.synced_at;
+            }
+            mine
+        })
+        .await;
+        self.record.balance = self.record.balance.max(now.balance);
+        Ok(self.charging(tx.to_string(), Some(amount)))
+    }
+
+    async fn refund(self, gate: &Gate) -> Result<ChannelSettled, PaymentRefusal> {
+        let Some(channels) = gate.channels.as_ref() else {
+            return Err(self.fail(gate, REFUND_FAILED).await);
+        };
+        let record = &self.record;
+        let remainder = record.balance.saturating_sub(record.charged);
+        let amount = match self.checked.refund {
+            _ if remainder == 0 => return Err(self.fail(gate, REFUND_NO_BALANCE).await),
+            Some(asked) if asked > remainder => {
+                return Err(self.fail(gate, REFUND_AMOUNT_INVALID).await);
+            }
+            Some(asked) => asked,
+            None => remainder,
+        };
+        // What was charged and not claimed yet is claimed in the same transaction, with the
+        // payer's own refund voucher (its ceiling is exactly what was charged).
+        let claim = (record.charged > record.total_claimed).then(|| ClaimRow {
+            config: self.checked.config.clone(),
+            max: self.checked.max_claimable,
+            signature: self.checked.signature.clone(),
+            total: record.charged,
+        });
+        let sent = channels
+            .refund(&self.checked.config, amount, record.refund_nonce, claim)
+            .await;
+        let Sent::Mined(tx) = sent else {
+            tracing::warn!(?sent, payer = %self.payer, "refund not made");
+            return Err(self.fail(gate, REFUND_FAILED).await);
+        };
+        let newly_claimed = record.charged - record.total_claimed;
+        let (charged, max) = (record.charged, self.checked.max_claimable);
+        let signature = self.payload.parts().1.signature.to_ascii_lowercase();
+        let owner = self.owner.clone();
+        let before = channels::update(gate, &self.id, |r| {
+            if r.holder.as_ref().is_none_or(|h| h.owner != owner) {
+                return false;
+            }
+            r.holder = None;
+            r.total_claimed = r.total_claimed.max(charged);
+            r.balance = r.balance.saturating_sub(amount);
+            r.refund_nonce += 1;
+            r.signed_max = max;
+            r.signature = signature.clone();
+            true
+        })
+        .await;
+        if before.is_none() {
+            tracing::error!(channel = %self.id, "refund paid but the channel's record was not updated; the next sync corrects it");
+        }
+        let metrics = &gate.metrics;
+        metrics.record_channel(ChannelEvent::Refund);
+        metrics.record_channel_amount(ChannelAmount::Refunded, amount);
+        metrics.record_channel_amount(ChannelAmount::Claimed, newly_claimed);
+        let mut after = self.record.clone();
+        after.balance = after.balance.saturating_sub(amount);
+        after.total_claimed = charged;
+        after.refund_nonce += 1;
+        let response = json!({
+            "success": true,
+            "transaction": tx.to_string(),
+            "network": self.network,
+            "payer": self.payer,
+            "amount": amount.to_string(),
+            "extra": { "channelState": channel_state(&self.id, &after, charged) },
+        });
+        Ok(ChannelSettled {
+            header: encode_header(&response),
+            charge: 0,
+            max,
+            signature,
+            id: self.id,
+            owner: self.owner,
+            payer: self.payer,
+            done: true,
+        })
+    }
+
+    /// Gives the channel back and says why nothing was charged.
+    async fn fail(self, gate: &Gate, code: &str) -> PaymentRefusal {
+        gate.metrics.record_channel(match code {
+            REFUND_NO_BALANCE | REFUND_AMOUNT_INVALID => ChannelEvent::Refused,
+            _ => ChannelEvent::ChainFailure,
+        });
+        let message = match code {
+            REFUND_NO_BALANCE => "the channel holds nothing that was not charged",
+            REFUND_AMOUNT_INVALID => "the refund asks more than the channel holds uncharged",
+            _ => "the transaction could not be made; nothing was charged",
+        };
+        let refusal = required(
+            &self.offered,
+            PaymentRequiredReason::SettleFailed,
+            code,
+            message,
+        );
+        self.release(gate).await;
+        refusal
+    }
+
+    /// Gives the channel back: nothing was charged by this request.
+    pub(crate) async fn release(self, gate: &Gate) {
+        let owner = self.owner;
+        channels::update(gate, &self.id, |r| {
+            let mine = r.holder.as_ref().is_some_and(|h| h.owner == owner);
+            if mine {
+                r.holder = None;
+            }
+            mine
+        })
+        .await;
+    }
+}
+
+impl ChannelSettled {
+    /// The response header carrying the settlement.
+    pub(crate) fn header(&self) -> (&'static str, &str) {
+        ("payment-response", &self.header)
+    }
+
+    /// The payer's address.
+    pub(crate) fn payer(&self) -> &str {
+        &self.payer
+    }
+
+    /// The channel id.
+    pub(crate) fn channel_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Commits the charge if the whole response went out (else charges nothing) and gives the
+    /// channel back.
+    pub(crate) async fn finish(self, gate: &Gate, whole: bool) {
+        if self.done {
+            return;
+        }
+        let now = now_secs();
+        let ChannelSettled {
+            id,
+            owner,
+            charge,
+            max,
+            signature,
+            ..
+        } = self;
+        let before = channels::update(gate, &id, |r| {
+            if r.holder.as_ref().is_none_or(|h| h.owner != owner) {
+                return false;
+            }
+            r.holder = None;
+            if whole {
+                r.charged += charge;
+                r.signed_max = max;
+                r.signature = signature.clone();
+                r.last_request_at = now;
+            }
+            true
+        })
+        .await;
+        match (before, whole) {
+            (Some(_), true) => {
+                gate.metrics.record_channel(ChannelEvent::Voucher);
+                gate.metrics
+                    .record_channel_amount(ChannelAmount::Charged, charge);
+            }
+            (Some(_), false) => gate.metrics.record_channel(ChannelEvent::Uncharged),
+            (None, _) => {
+                tracing::error!(channel = %id, "the channel was taken over before the charge was committed; nothing was charged");
+                gate.metrics.record_channel(ChannelEvent::Uncharged);
+            }
+        }
+    }
+}
