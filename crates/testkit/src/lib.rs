@@ -14,6 +14,7 @@
 //!   each through its own unmodified HTTP wrapper — GET a URL and pay its 402.
 //! - [`browse`] has a person pay in a browser: headless Chromium (Debian's `chromium`, driven by
 //!   `puppeteer-core`) opens an hb402 URL with a test wallet in the page and plays one scenario.
+//! - [`batch_pay`] has the unmodified `batch-settlement` client read many URLs on one channel.
 //! - [`RedisServer`] runs a throw-away `redis-server` (Debian package `redis-server`) for the
 //!   Redis store.
 //!
@@ -33,6 +34,7 @@
 //! accounts, or their transaction nonces collide.
 
 mod accounts;
+mod batch;
 mod browser;
 mod chain;
 mod facilitator;
@@ -46,6 +48,7 @@ pub use accounts::{
     ADMIN_ACCOUNT, ANVIL_ACCOUNTS, AnvilAccount, BUYER_ACCOUNT, FACILITATOR_ACCOUNT,
     OPERATOR_ACCOUNT, PAYEE_ACCOUNT,
 };
+pub use batch::{BATCH_PAY_TIMEOUT, BatchRead, BatchRun, batch_pay};
 pub use browser::{BROWSER_TIMEOUT, browse, chromium, ensure_browser};
 pub use chain::{
     CHAIN_ID, DOMAIN_SEPARATOR, LocalChain, MINTED_PER_ACCOUNT, NETWORK_V1, NETWORK_V2, USDC,

@@ -12,6 +12,9 @@ use hb402_gate::config::{Config, Overrides};
 
 pub const SHARE_SECRET: &str = "test-share-secret-0123456789";
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+/// The key that signs hb402's channel claims and refunds in tests (it needs no funds).
+pub const RECEIVER_AUTHORIZER_KEY: &str =
+    "0x5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e";
 
 pub use hb402_testkit::free_port;
 
@@ -105,6 +108,7 @@ impl Harness {
         let env = |k: &str| match k {
             "HB402_TEST_SHARE_SECRET" => Some(SHARE_SECRET.to_owned()),
             "HB402_TEST_ADMIN_KEY" => Some(ADMIN_KEY.to_owned()),
+            "HB402_TEST_RECEIVER_AUTHORIZER_KEY" => Some(RECEIVER_AUTHORIZER_KEY.to_owned()),
             "HB402_TEST_OPERATOR_KEY" => Some(format!(
                 "{:#x}",
                 hb402_testkit::OPERATOR_ACCOUNT.private_key

@@ -1,0 +1,486 @@
+//! x402 `batch-settlement` through the real proxy: the unmodified `@x402/evm` batch client pays
+//! hb402 (local settlement on anvil with USDC and the x402 batch contracts at their canonical
+//! addresses) with one deposit and a voucher per read; hb402 claims and settles in the
+//! background. Vouchers made by hand attack the channel where the client would not.
+
+mod common;
+
+use alloy::primitives::{Address, B256, hex};
+use alloy::signers::SignerSync as _;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall as _;
+use base64::Engine as _;
+use common::{Harness, Options, item, metric};
+use futures_util::StreamExt as _;
+use hb402_ans104::Tag;
+use hb402_testkit::{ANVIL_ACCOUNTS, AnvilAccount, LocalChain, PAYEE_ACCOUNT, batch_pay};
+use hb402_x402::batch::{BATCH_SETTLEMENT, ChannelConfig, IBatchSettlement, channel_id};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+/// The price of one read: 0.001 USDC.
+const PRICE: u128 = 1000;
+
+fn toml(chain: &LocalChain, batch: &str) -> String {
+    format!(
+        "[payments]\nmode = \"local\"\nrpc_url = \"{}\"\n\
+         operator_key = \"${{HB402_TEST_OPERATOR_KEY}}\"\nchain_id = 84532\n\
+         [payments.batch]\nreceiver_authorizer_key = \"${{HB402_TEST_RECEIVER_AUTHORIZER_KEY}}\"\n\
+         withdraw_delay_seconds = 900\n{batch}\n\
+         [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{}\"\n\
+         [[pricing.rules]]\ncontent_types = [\"text/*\"]\nprice = \"0.001\"\n",
+        chain.rpc_url(),
+        PAYEE_ACCOUNT.address_checksummed()
+    )
+}
+
+async fn stack(batch: &str) -> (LocalChain, Harness) {
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let h = Harness::start_with(Options {
+        extra_toml: toml(&chain, batch),
+        ..Options::default()
+    })
+    .await;
+    (chain, h)
+}
+
+/// Stores `n` text items (seeds from `first`) and returns their URLs and data.
+async fn items(h: &Harness, first: usize, n: usize) -> Vec<(String, Vec<u8>)> {
+    futures_util::stream::iter(first..first + n)
+        .map(|i| async move {
+            let data = format!("item {i}: paid by voucher").into_bytes();
+            let seed = u8::try_from(i % 251).unwrap();
+            let tags = vec![
+                Tag::new("Content-Type", "text/plain"),
+                Tag::new("Seq", i.to_string()),
+            ];
+            let it = item(seed, tags, &data);
+            let resp = h
+                .client
+                .post(format!("{}/upload", h.url))
+                .body(it.to_bytes())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            assert!(
+                status.is_success(),
+                "{status} {}",
+                resp.text().await.unwrap()
+            );
+            (format!("{}/{}", h.url, it.id()), data)
+        })
+        .buffered(1)
+        .collect()
+        .await
+}
+
+fn sha256(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn decode(header: &str) -> Value {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(header)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn view<C: alloy::sol_types::SolCall>(chain: &LocalChain, call: C) -> C::Return {
+    let out = chain
+        .rpc(
+            "eth_call",
+            json!([{"to": BATCH_SETTLEMENT, "data": format!("0x{}", hex::encode(call.abi_encode()))}, "latest"]),
+        )
+        .await;
+    let bytes = hex::decode(out.as_str().unwrap().trim_start_matches("0x")).unwrap();
+    C::abi_decode_returns(&bytes).unwrap()
+}
+
+/// (balance, totalClaimed) of a channel on chain.
+async fn channel(chain: &LocalChain, id: B256) -> (u128, u128) {
+    let c = view(chain, IBatchSettlement::channelsCall { channelId: id }).await;
+    (c.balance, c.totalClaimed)
+}
+
+/// Sends a transaction from `from` (anvil's accounts are unlocked) and checks it succeeded.
+async fn send_as(chain: &LocalChain, from: Address, data: Vec<u8>) {
+    let tx = chain
+        .rpc(
+            "eth_sendTransaction",
+            json!([{"from": from, "to": BATCH_SETTLEMENT, "data": format!("0x{}", hex::encode(data))}]),
+        )
+        .await;
+    let receipt = chain.rpc("eth_getTransactionReceipt", json!([tx])).await;
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+}
+
+/// Waits (bounded) until `done` holds.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The channel the stock client opens for `buyer` with hb402's offer.
+fn client_channel(buyer: &AnvilAccount) -> ChannelConfig {
+    let authorizer: PrivateKeySigner = common::RECEIVER_AUTHORIZER_KEY.parse().unwrap();
+    ChannelConfig {
+        payer: buyer.address,
+        payerAuthorizer: buyer.address,
+        receiver: PAYEE_ACCOUNT.address,
+        receiverAuthorizer: authorizer.address(),
+        token: hb402_testkit::USDC,
+        withdrawDelay: alloy::primitives::aliases::U40::from(900u64),
+        salt: B256::ZERO,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_reads_pay_one_deposit_a_few_claims_and_exactly_their_charges() {
+    let batch =
+        "min_deposit_reads = 1200\nclaim_interval_seconds = 5\nsettle_interval_seconds = 5\n";
+    let (chain, h) = stack(batch).await;
+    let stored = items(&h, 0, 1000).await;
+    let urls: Vec<String> = stored.iter().map(|(u, _)| u.clone()).collect();
+    let buyer = ANVIL_ACCOUNTS[3];
+    let payee_before = chain.usdc_balance(PAYEE_ACCOUNT.address).await;
+    let buyer_before = chain.usdc_balance(buyer.address).await;
+
+    let run = batch_pay(
+        chain.rpc_url(),
+        buyer.private_key,
+        &urls,
+        Some(&urls[0]),
+        false,
+    )
+    .await;
+
+    for (read, (url, data)) in run.reads.iter().zip(&stored) {
+        assert_eq!(read.status, 200, "{url}");
+        assert_eq!(read.sha256, sha256(data), "{url} served other bytes");
+    }
+    assert_eq!(run.reads.len(), 1000);
+    assert_eq!(run.payloads.get("deposit"), Some(&1), "{:?}", run.payloads);
+    assert_eq!(
+        run.payloads.get("voucher"),
+        Some(&999),
+        "{:?}",
+        run.payloads
+    );
+    assert_eq!(run.deposits.len(), 1, "one deposit transaction");
+    assert_eq!(run.deposits[0]["amount"], "1200000");
+    assert_eq!(run.corrected, 0);
+    let charged = run.charged();
+    assert_eq!(charged, 1000 * PRICE);
+    let refund = run
+        .refund
+        .as_ref()
+        .unwrap_or_else(|| panic!("{:?}", run.refund_error));
+    assert_eq!(refund["success"], true, "{refund}");
+    assert_eq!(refund["amount"], "200000", "the rest comes back");
+
+    let id = channel_id(&client_channel(&buyer), 84_532);
+    assert_eq!(channel(&chain, id).await, (charged, charged));
+    eventually("the payee is paid", || async {
+        chain.usdc_balance(PAYEE_ACCOUNT.address).await == payee_before + charged
+    })
+    .await;
+    assert_eq!(
+        chain.usdc_balance(buyer.address).await,
+        buyer_before - charged,
+        "the buyer paid exactly its charges"
+    );
+    assert_eq!(
+        chain.usdc_balance(BATCH_SETTLEMENT).await,
+        0,
+        "nothing left in escrow"
+    );
+    let claims = metric(&h, "hb402_channel_events_total{event=\"claim\"}").await;
+    assert!(claims <= 5.0, "claims took {claims} transactions");
+    assert_eq!(
+        metric(&h, "hb402_channel_amount_atomic_total{kind=\"charged\"}").await,
+        charged as f64
+    );
+    assert_eq!(
+        metric(&h, "hb402_channel_events_total{event=\"deposit\"}").await,
+        1.0
+    );
+}
+
+/// A voucher made by hand for `url`: the batch offer of its 402 accepted, `config`'s channel,
+/// ceiling `max`, signed by `signer`.
+async fn voucher(
+    h: &Harness,
+    url: &str,
+    config: &ChannelConfig,
+    max: u128,
+    signer: &AnvilAccount,
+) -> String {
+    let resp = h.client.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let required = decode(resp.headers()["payment-required"].to_str().unwrap());
+    let accepted = required["accepts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["scheme"] == "batch-settlement")
+        .unwrap()
+        .clone();
+    let id = channel_id(config, 84_532);
+    let key = PrivateKeySigner::from_bytes(&signer.private_key).unwrap();
+    let digest = hb402_x402::batch::voucher_digest(id, max, 84_532);
+    let signature = key.sign_hash_sync(&digest).unwrap();
+    let payment = json!({
+        "x402Version": 2,
+        "resource": required["resource"],
+        "accepted": accepted,
+        "payload": {
+            "type": "voucher",
+            "channelConfig": {
+                "payer": config.payer,
+                "payerAuthorizer": config.payerAuthorizer,
+                "receiver": config.receiver,
+                "receiverAuthorizer": config.receiverAuthorizer,
+                "token": config.token,
+                "withdrawDelay": 900,
+                "salt": config.salt,
+            },
+            "voucher": {
+                "channelId": id,
+                "maxClaimableAmount": max.to_string(),
+                "signature": format!("0x{}", hex::encode(signature.as_bytes())),
+            },
+        },
+    });
+    base64::engine::general_purpose::STANDARD.encode(payment.to_string())
+}
+
+async fn pay_voucher(h: &Harness, url: &str, header: &str) -> (u16, Value, Vec<u8>) {
+    let resp = h
+        .client
+        .get(url)
+        .header("payment-signature", header)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let info = match status {
+        402 => decode(resp.headers()["payment-required"].to_str().unwrap()),
+        _ => resp
+            .headers()
+            .get("payment-response")
+            .map_or(Value::Null, |v| decode(v.to_str().unwrap())),
+    };
+    (status, info, resp.bytes().await.unwrap().to_vec())
+}
+
+/// GETs `url` paying with `header` and closes the connection once the head arrived.
+async fn cut_after_head(url: &str, header: &str) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\npayment-signature: {header}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = stream.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // Closing with unread bytes resets the connection: the rest of the body cannot be sent.
+    drop(stream);
+}
+
+/// What hb402 says it charged on a channel: the corrective 402 of a stale voucher shows it.
+async fn server_charged(
+    h: &Harness,
+    url: &str,
+    config: &ChannelConfig,
+    buyer: &AnvilAccount,
+) -> u128 {
+    let stale = voucher(h, url, config, 1, buyer).await;
+    let (status, info, _) = pay_voucher(h, url, &stale).await;
+    assert_eq!(status, 402);
+    let state = &info["accepts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["scheme"] == "batch-settlement")
+        .unwrap()["extra"]["channelState"];
+    state["chargedCumulativeAmount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hand_made_vouchers_are_refused_charged_once_and_only_for_whole_responses() {
+    let batch = "min_deposit_reads = 6\nclaim_interval_seconds = 300\n";
+    let (chain, h) = stack(batch).await;
+    let stored = items(&h, 2000, 4).await;
+    let urls: Vec<String> = stored.iter().map(|(u, _)| u.clone()).collect();
+    let buyer = ANVIL_ACCOUNTS[4];
+    let config = client_channel(&buyer);
+    let run = batch_pay(chain.rpc_url(), buyer.private_key, &urls[..3], None, false).await;
+    assert!(run.reads.iter().all(|r| r.status == 200), "{:?}", run.reads);
+    assert_eq!(run.deposits[0]["amount"], "6000");
+    let url = &urls[3];
+
+    // A voucher already charged, sent again: refused with the channel's state, no content.
+    let replay = voucher(&h, url, &config, 3 * PRICE, &buyer).await;
+    let (status, required, body) = pay_voucher(&h, url, &replay).await;
+    assert_eq!(status, 402, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        required["error"],
+        "invalid_batch_settlement_evm_cumulative_amount_mismatch"
+    );
+    let extra = &required["accepts"][1]["extra"];
+    assert_eq!(
+        extra["channelState"]["chargedCumulativeAmount"], "3000",
+        "{required}"
+    );
+    assert_eq!(extra["voucherState"]["signedMaxClaimable"], "3000");
+    assert!(!String::from_utf8_lossy(&body).contains("paid by voucher"));
+
+    // Signed by someone else.
+    let forged = voucher(&h, url, &config, 4 * PRICE, &ANVIL_ACCOUNTS[5]).await;
+    let (status, required, _) = pay_voucher(&h, url, &forged).await;
+    assert_eq!(status, 402);
+    assert_eq!(
+        required["error"],
+        "invalid_batch_settlement_evm_voucher_signature"
+    );
+
+    // Two copies of the next voucher at once: one is served and charged.
+    let next = voucher(&h, url, &config, 4 * PRICE, &buyer).await;
+    let (a, b) = tokio::join!(pay_voucher(&h, url, &next), pay_voucher(&h, url, &next));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 402], "{a:?} {b:?}");
+    let served = if a.0 == 200 { &a } else { &b };
+    assert_eq!(served.2, stored[3].1);
+    assert_eq!(served.1["extra"]["chargedAmount"], "1000");
+    assert_eq!(
+        served.1["extra"]["channelState"]["chargedCumulativeAmount"],
+        "4000"
+    );
+    assert_eq!(server_charged(&h, url, &config, &buyer).await, 4 * PRICE);
+
+    // A large item whose response is cut short after its head: nothing is charged, and the
+    // same voucher then buys it whole.
+    let big = "x".repeat(16 << 20);
+    let it = item(
+        77,
+        vec![Tag::new("Content-Type", "text/plain")],
+        big.as_bytes(),
+    );
+    let resp = h
+        .client
+        .post(format!("{}/upload", h.url))
+        .body(it.to_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let big_url = format!("{}/{}", h.url, it.id());
+    let cut = voucher(&h, &big_url, &config, 5 * PRICE, &buyer).await;
+    cut_after_head(&big_url, &cut).await;
+    eventually("the cut response is given back", || async {
+        metric(&h, "hb402_channel_events_total{event=\"uncharged\"}").await >= 1.0
+    })
+    .await;
+    assert_eq!(
+        server_charged(&h, url, &config, &buyer).await,
+        4 * PRICE,
+        "a cut response charges nothing"
+    );
+    let (status, _, body) = pay_voucher(&h, &big_url, &cut).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), big.len());
+    assert_eq!(server_charged(&h, url, &config, &buyer).await, 5 * PRICE);
+
+    // Past the channel's balance (6000 deposited): the seventh read is refused.
+    let sixth = voucher(&h, url, &config, 6 * PRICE, &buyer).await;
+    assert_eq!(pay_voucher(&h, url, &sixth).await.0, 200);
+    let beyond = voucher(&h, url, &config, 7 * PRICE, &buyer).await;
+    let (status, required, _) = pay_voucher(&h, url, &beyond).await;
+    assert_eq!(status, 402);
+    assert_eq!(
+        required["error"],
+        "invalid_batch_settlement_evm_cumulative_exceeds_balance"
+    );
+    let id = channel_id(&config, 84_532);
+    assert_eq!(
+        channel(&chain, id).await,
+        (6 * PRICE, 0),
+        "nothing claimed yet, nothing lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_withdrawal_is_claimed_first_and_ends_the_channels_vouchers() {
+    let batch = "min_deposit_reads = 10\nclaim_interval_seconds = 2\nsync_seconds = 1\n";
+    let (chain, h) = stack(batch).await;
+    let stored = items(&h, 3000, 4).await;
+    let urls: Vec<String> = stored.iter().map(|(u, _)| u.clone()).collect();
+    let buyer = ANVIL_ACCOUNTS[5];
+    let config = client_channel(&buyer);
+    let id = channel_id(&config, 84_532);
+    let buyer_before = chain.usdc_balance(buyer.address).await;
+    let run = batch_pay(chain.rpc_url(), buyer.private_key, &urls[..3], None, false).await;
+    assert!(run.reads.iter().all(|r| r.status == 200), "{:?}", run.reads);
+    eventually("the charges are claimed", || async {
+        channel(&chain, id).await == (10 * PRICE, 3 * PRICE)
+    })
+    .await;
+
+    // The payer starts a timed withdrawal of what is not claimed: vouchers stop.
+    let start = IBatchSettlement::initiateWithdrawCall {
+        config: config.clone(),
+        amount: 7 * PRICE,
+    };
+    send_as(&chain, buyer.address, start.abi_encode()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let url = &urls[3];
+    let next = voucher(&h, url, &config, 4 * PRICE, &buyer).await;
+    let (status, required, _) = pay_voucher(&h, url, &next).await;
+    assert_eq!(status, 402);
+    assert_eq!(
+        required["error"],
+        "invalid_batch_settlement_evm_withdrawal_pending"
+    );
+
+    // After the delay the payer takes the rest back; the channel takes no voucher any more.
+    chain.increase_time(901).await;
+    let finish = IBatchSettlement::finalizeWithdrawCall {
+        config: config.clone(),
+    };
+    send_as(&chain, buyer.address, finish.abi_encode()).await;
+    assert_eq!(
+        chain.usdc_balance(buyer.address).await,
+        buyer_before - 3 * PRICE,
+        "the payer paid its three reads and got the rest back"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, required, body) = pay_voucher(&h, url, &next).await;
+    assert_eq!(status, 402);
+    assert_eq!(
+        required["error"],
+        "invalid_batch_settlement_evm_cumulative_exceeds_balance"
+    );
+    assert!(!String::from_utf8_lossy(&body).contains("paid by voucher"));
+}
