@@ -1526,6 +1526,9 @@ mod tests {
             "SHARE" => Some("0123456789abcdef0123".into()),
             "ADMIN" => Some("admin-key-0123456789".into()),
             "SHORT" => Some("short".into()),
+            "KEY" => {
+                Some("0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d".into())
+            }
             _ => None,
         }
     }
@@ -1714,6 +1717,42 @@ mod tests {
         assert!(!key.matches(b"admin-key-0123456780"));
         assert!(!key.matches(b"admin"));
         assert_eq!(format!("{key:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn channels_need_local_settlement_a_key_and_a_claim_schedule_within_the_delay() {
+        let local = "version = 1\n[payments]\nmode = \"local\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+                     operator_key = \"${KEY}\"\nchain_id = 84532\n";
+        let batch = "[payments.batch]\nreceiver_authorizer_key = \"${KEY}\"\n";
+        let c = load(&format!("{local}{batch}")).unwrap();
+        let b = c.payments.batch.unwrap();
+        assert_eq!(
+            b.receiver_authorizer.to_checksum(None),
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+        );
+        assert_eq!(b.withdraw_delay.as_secs(), 86_400);
+        assert_eq!(b.claim_interval.as_secs(), 600);
+        assert!(load(local).unwrap().payments.batch.is_none());
+        let off = load(&format!("{local}{batch}enabled = false\n")).unwrap();
+        assert!(off.payments.batch.is_none());
+        let facilitator = "version = 1\n[payments]\nmode = \"facilitator\"\n\
+                           facilitator_url = \"http://127.0.0.1:1\"\n";
+        assert!(err(&format!("{facilitator}{batch}")).contains("payments.mode = \"local\""));
+        assert!(err(&format!("{local}[payments.batch]\n")).contains("receiver_authorizer_key"));
+        let secret = "[payments.batch]\nreceiver_authorizer_key = \"${ADMIN}\"\n";
+        assert!(err(&format!("{local}{secret}")).contains("private key"));
+        for (key, bad) in [
+            ("withdraw_delay_seconds", "899"),
+            ("withdraw_delay_seconds", "2592001"),
+            ("claim_interval_seconds", "28801"),
+            ("claim_interval_seconds", "0"),
+            ("sync_seconds", "28801"),
+            ("hold_seconds", "4"),
+            ("min_deposit_reads", "0"),
+        ] {
+            let e = err(&format!("{local}{batch}{key} = {bad}\n"));
+            assert!(e.contains(key), "{key} = {bad}: {e}");
+        }
     }
 
     #[test]
