@@ -170,6 +170,35 @@ pub fn claim_batch_digest(claims: Vec<ClaimEntry>, chain_id: u64) -> B256 {
     digest(chain_id, ClaimBatch { claims }.eip712_hash_struct())
 }
 
+/// The digest a payer signs to deposit `value` into channel `channel` on the offer's token: an
+/// ERC-3009 `ReceiveWithAuthorization` to the deposit collector, valid in `window` (after,
+/// before), its nonce bound to the channel and `salt`.
+pub fn deposit_digest(
+    terms: &BatchTerms,
+    payer: Address,
+    channel: B256,
+    value: u128,
+    window: (u128, u128),
+    salt: B256,
+) -> B256 {
+    let message = ReceiveWithAuthorization {
+        from: payer,
+        to: ERC3009_DEPOSIT_COLLECTOR,
+        value: U256::from(value),
+        validAfter: U256::from(window.0),
+        validBefore: U256::from(window.1),
+        nonce: deposit_nonce(channel, U256::from_be_bytes(salt.0)),
+    };
+    let domain = Eip712Domain::new(
+        Some(terms.asset_domain.0.clone().into()),
+        Some(terms.asset_domain.1.clone().into()),
+        Some(U256::from(terms.chain_id)),
+        Some(terms.asset),
+        None,
+    );
+    crate::exact::eip712_digest(&domain, message.eip712_hash_struct())
+}
+
 /// The ERC-3009 nonce of a deposit: `keccak256(abi.encode(channelId, salt))`.
 pub fn deposit_nonce(channel: B256, salt: U256) -> B256 {
     keccak256((channel, salt).abi_encode())
@@ -530,22 +559,14 @@ fn check_deposit(
     if valid_before < u128::from(now) + u128::from(crate::exact::VALID_BEFORE_BUFFER_SECONDS) {
         return Err(BatchReason::DepositValidBefore);
     }
-    let message = ReceiveWithAuthorization {
-        from: checked.config.payer,
-        to: ERC3009_DEPOSIT_COLLECTOR,
-        value: U256::from(value),
-        validAfter: U256::from(valid_after),
-        validBefore: U256::from(valid_before),
-        nonce: deposit_nonce(checked.channel, U256::from_be_bytes(auth.salt.0)),
-    };
-    let domain = Eip712Domain::new(
-        Some(terms.asset_domain.0.clone().into()),
-        Some(terms.asset_domain.1.clone().into()),
-        Some(U256::from(terms.chain_id)),
-        Some(terms.asset),
-        None,
+    let digest = deposit_digest(
+        terms,
+        checked.config.payer,
+        checked.channel,
+        value,
+        (valid_after, valid_before),
+        auth.salt,
     );
-    let digest = crate::exact::eip712_digest(&domain, message.eip712_hash_struct());
     let signature = signature_bytes(&auth.signature)?;
     if crate::exact::recover_signer(&digest, &signature) != Some(checked.config.payer) {
         return Err(BatchReason::DepositSignature);
