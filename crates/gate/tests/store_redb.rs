@@ -5,7 +5,52 @@ use hb402_gate::store::{PaymentState, RedbStore, Store, StoreError};
 
 mod store;
 
-use store::{held, meta, payment};
+use store::{channel, held, meta, payment};
+
+/// Channel records are committed without `fsync` (a voucher read writes its channel twice) and
+/// made durable shortly after, and at the latest when the store closes.
+#[tokio::test]
+async fn channel_records_are_seen_at_once_and_kept_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hb402.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        assert!(
+            store
+                .channel_swap("0xc1", None, Some(&channel(1, 5, 0)))
+                .await
+                .unwrap()
+        );
+        // A durable write after it leaves both durable.
+        assert!(
+            store
+                .channel_swap("0xc2", None, Some(&channel(1, 7, 0)))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.channel_get("0xc1").await.unwrap(),
+            Some(channel(1, 5, 0))
+        );
+        let id = store.ledger_append(&payment(1)).await.unwrap();
+        assert!(id > 0);
+        assert!(
+            store
+                .channel_swap("0xc2", Some(&channel(1, 7, 0)), Some(&channel(2, 9, 0)))
+                .await
+                .unwrap()
+        );
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(
+        store.channel_get("0xc1").await.unwrap(),
+        Some(channel(1, 5, 0))
+    );
+    assert_eq!(
+        store.channel_get("0xc2").await.unwrap(),
+        Some(channel(2, 9, 0))
+    );
+}
 
 #[tokio::test]
 async fn state_persists_across_reopen() {

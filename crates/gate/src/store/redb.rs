@@ -6,6 +6,14 @@
 //! group instead of one per write). Each write's answer is given only once its group is durable;
 //! writes see every write before them, so compare-and-swap stays atomic. A group fails as one
 //! (every write in it gets the error) when the file fails.
+//!
+//! Channel records are the exception: a voucher read changes its channel's record twice (held,
+//! then charged), and an `fsync` each would bound a channel to a few hundred reads a second. A
+//! group of channel writes only is committed without `fsync` (it is visible at once, and atomic)
+//! and made durable by the next durable commit, at most [`LAZY_FOR`] later. A crash can thus
+//! lose the last moments of charges: the payee's loss, never a double charge of the buyer (its
+//! next voucher is corrected from the record), and never a claimed voucher (claims are on chain,
+//! and a channel's record is read again from the chain).
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -46,9 +54,19 @@ const MAX_GROUP: usize = 512;
 /// The shortest time between the starts of two commits.
 const COMMIT_PACE: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// A write, run inside its group's transaction; it answers with how to deliver its result once
-/// the group is committed (or failed), and whether the file failed under it.
-type Job = Box<dyn FnOnce(&WriteTransaction, u64) -> Ran + Send>;
+/// How long a commit without `fsync` stays the last one before a durable commit follows.
+const LAZY_FOR: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A write, run inside its group's transaction (it answers with how to deliver its result once
+/// the group is committed or failed, and whether the file failed under it), and whether it
+/// must be durable when answered.
+struct Job {
+    run: Run,
+    durable: bool,
+}
+
+/// The body of a [`Job`].
+type Run = Box<dyn FnOnce(&WriteTransaction, u64) -> Ran + Send>;
 
 struct Ran {
     file_failed: bool,
@@ -75,7 +93,30 @@ impl Drop for Writer {
 fn write_groups(db: Arc<Database>, clock: Clock, queue: std::sync::mpsc::Receiver<Job>) {
     // (when the last commit started, whether its group had more than one write)
     let mut last_commit: Option<(std::time::Instant, bool)> = None;
-    while let Ok(first) = queue.recv() {
+    // Since when the last commit is not durable yet.
+    let mut lazy_since: Option<std::time::Instant> = None;
+    loop {
+        let first = match lazy_since {
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Some(since) => {
+                let left = LAZY_FOR.saturating_sub(since.elapsed());
+                match queue.recv_timeout(left) {
+                    Ok(job) => job,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        make_durable(&db);
+                        lazy_since = None;
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        make_durable(&db);
+                        break;
+                    }
+                }
+            }
+        };
         // A busy store's commits are paced: after a group of several writes, the next commit
         // starts COMMIT_PACE after it at the earliest, with whatever arrived meanwhile. Fewer,
         // larger commits (each one `fsync`); a store written one write at a time never waits.
@@ -93,7 +134,8 @@ fn write_groups(db: Arc<Database>, clock: Clock, queue: std::sync::mpsc::Receive
                 Err(_) => break,
             }
         }
-        let txn = match db.begin_write() {
+        let durable = jobs.iter().any(|j| j.durable);
+        let mut txn = match db.begin_write() {
             Ok(txn) => txn,
             // Dropped unrun: each waiting write is told the store failed.
             Err(e) => {
@@ -101,9 +143,15 @@ fn write_groups(db: Arc<Database>, clock: Clock, queue: std::sync::mpsc::Receive
                 continue;
             }
         };
-        last_commit = Some((started, jobs.len() > 1));
+        if !durable && txn.set_durability(::redb::Durability::None).is_ok() {
+            lazy_since.get_or_insert(started);
+        } else {
+            lazy_since = None;
+        }
+        // Only commits that `fsync` are worth pacing.
+        last_commit = Some((started, jobs.len() > 1 && lazy_since.is_none()));
         let now = clock();
-        let ran: Vec<Ran> = jobs.into_iter().map(|job| job(&txn, now)).collect();
+        let ran: Vec<Ran> = jobs.into_iter().map(|job| (job.run)(&txn, now)).collect();
         let failed = if ran.iter().any(|r| r.file_failed) {
             let _ = txn.abort();
             Some("a write of its group failed".to_owned())
@@ -116,6 +164,17 @@ fn write_groups(db: Arc<Database>, clock: Clock, queue: std::sync::mpsc::Receive
                 Some(reason) => Err(StoreError::Backend(reason.clone())),
             });
         }
+    }
+}
+
+/// Commits nothing, durably: the commits before it become durable.
+fn make_durable(db: &Database) {
+    let made = match db.begin_write() {
+        Ok(txn) => txn.commit().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = made {
+        tracing::error!(error = %e, "store: recent channel changes could not be made durable");
     }
 }
 
@@ -207,17 +266,27 @@ impl RedbStore {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction, u64) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_with(true, f).await
+    }
+
+    /// [`Self::write`], durable when answered or (`durable: false`) within [`LAZY_FOR`].
+    async fn write_with<T, F>(&self, durable: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction, u64) -> Result<T, StoreError> + Send + 'static,
+    {
         let stopped = || StoreError::Task("the store's writer stopped".into());
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |txn, now| {
+        let run: Run = Box::new(move |txn: &WriteTransaction, now| {
             let result = f(txn, now);
             Ran {
                 file_failed: matches!(result, Err(StoreError::Backend(_))),
-                deliver: Box::new(move |committed| {
+                deliver: Box::new(move |committed: Result<(), StoreError>| {
                     let _ = answer.send(committed.and(result));
-                }),
+                }) as Box<dyn FnOnce(Result<(), StoreError>) + Send>,
             }
         });
+        let job = Job { run, durable };
         let queue = self.writer.queue.as_ref().ok_or_else(stopped)?;
         queue.send(job).map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
@@ -375,7 +444,7 @@ impl Store for RedbStore {
         let expected = expected.cloned();
         let unclaimed = new.is_some_and(ChannelRecord::unclaimed);
         let new = new.map(serde_json::to_vec).transpose()?;
-        self.write(move |txn, _| {
+        self.write_with(false, move |txn, _| {
             let mut table = txn.open_table(CHANNELS).map_err(backend)?;
             let version = |r: Option<&ChannelRecord>| r.map(|r| r.version);
             if version(read_channel(&table, &id)?.as_ref()) != version(expected.as_ref()) {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hb402_gate::meta::ItemMeta;
-use hb402_gate::store::{Clock, LockRecord, LockState, NewPayment, RedbStore, RedisStore, Store};
+use hb402_gate::store::{
+    ChannelRecord, Clock, LockRecord, LockState, NewPayment, RedbStore, RedisStore, Store,
+};
 use hb402_testkit::RedisServer;
 
 pub fn meta(bucket: &str, id: &str, expires_at: Option<u64>) -> ItemMeta {
@@ -107,5 +109,41 @@ where
 {
     for backend in Backend::all().await {
         body(backend).await;
+    }
+}
+
+/// A channel record with the given version, charges and claims.
+pub fn channel(version: u64, charged: u128, total_claimed: u128) -> ChannelRecord {
+    let payer: alloy::primitives::Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+        .parse()
+        .unwrap();
+    ChannelRecord {
+        version,
+        config: hb402_x402::batch::ChannelConfigJson {
+            payer,
+            payer_authorizer: payer,
+            receiver: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+                .parse()
+                .unwrap(),
+            receiver_authorizer: "0xF700794002FA597b646764b9422954303bab2003"
+                .parse()
+                .unwrap(),
+            token: "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+                .parse()
+                .unwrap(),
+            withdraw_delay: 900,
+            salt: Default::default(),
+        },
+        charged,
+        signed_max: charged,
+        signature: "0xabcd".into(),
+        // Beyond what a JSON number holds exactly: kept as a decimal string.
+        balance: u128::MAX - 1,
+        total_claimed,
+        withdraw_requested_at: 0,
+        refund_nonce: 3,
+        synced_at: 1_000,
+        last_request_at: 1_000,
+        holder: None,
     }
 }
