@@ -522,6 +522,55 @@ impl AdminApp {
         ))
     }
 
+    /// `GET /admin/channels?limit=<n>`: `batch-settlement` channels holding charges not claimed
+    /// on chain yet (what a payer's withdrawal could still take), with the sum.
+    async fn channels(&self, session: &ServerSession) -> Result<Response<Vec<u8>>, ApiError> {
+        self.authorize(session)?;
+        let query = session.req_header().uri.query().unwrap_or_default();
+        let mut limit = 100usize;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=').unwrap_or((pair, "")) {
+                ("limit", value) => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|l| (1..=1000).contains(l))
+                        .ok_or_else(|| ApiError::bad_request("limit must be between 1 and 1000"))?;
+                }
+                (other, _) => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown parameter {other:?}"
+                    )));
+                }
+            }
+        }
+        let listed = self.store.channels_unclaimed(limit).await?;
+        let unclaimed: u128 = listed
+            .iter()
+            .map(|(_, r)| r.charged.saturating_sub(r.total_claimed))
+            .sum();
+        let channels: Vec<serde_json::Value> = listed
+            .iter()
+            .map(|(id, r)| {
+                serde_json::json!({
+                    "channel_id": id,
+                    "payer": r.config.payer,
+                    "receiver": r.config.receiver,
+                    "token": r.config.token,
+                    "charged": r.charged.to_string(),
+                    "claimed": r.total_claimed.to_string(),
+                    "balance": r.balance.to_string(),
+                    "withdraw_requested_at": r.withdraw_requested_at,
+                    "last_request_at": r.last_request_at,
+                })
+            })
+            .collect();
+        Ok(json(
+            200,
+            &serde_json::json!({"channels": channels, "unclaimed": unclaimed.to_string()}),
+        ))
+    }
+
     async fn route(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, ApiError> {
         // Every body is read (and bounded) first, so the connection can be reused after any
         // answer.
@@ -529,7 +578,7 @@ impl AdminApp {
         let method = session.req_header().method.as_str().to_owned();
         let path = session.req_header().uri.path().to_owned();
         let allow = match path.as_str() {
-            "/metrics" | "/healthz" | "/readyz" | "/admin/payments" => "GET",
+            "/metrics" | "/healthz" | "/readyz" | "/admin/payments" | "/admin/channels" => "GET",
             "/sign" | "/sign/402" => "POST",
             _ => return Err(ApiError::not_found(format!("nothing is served at {path}"))),
         };
@@ -545,6 +594,7 @@ impl AdminApp {
             "/healthz" => Ok(json(200, &serde_json::json!({"status": "ok"}))),
             "/readyz" => Ok(self.ready().await),
             "/admin/payments" => self.payments(session).await,
+            "/admin/channels" => self.channels(session).await,
             "/sign" => self.sign(session),
             _ => self.sign_402(session),
         }

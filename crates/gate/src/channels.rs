@@ -48,6 +48,9 @@ pub struct Channels {
     authorizer: PrivateKeySigner,
     chain: Arc<LocalSettlement>,
     chain_id: u64,
+    /// Woken whenever this process lets go of a channel, so that a request waiting for it
+    /// goes on at once (other instances of a fleet are looked at again after a short wait).
+    released: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Channels {
@@ -85,7 +88,19 @@ impl Channels {
             authorizer,
             chain,
             chain_id,
+            released: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Done once this process lets go of some channel (from the moment it is made, even before
+    /// it is awaited).
+    pub(crate) fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.released.notified()
+    }
+
+    /// Wakes the requests waiting for a channel this process let go of.
+    pub(crate) fn let_go(&self) {
+        self.released.notify_waiters();
     }
 
     /// The chain channels live on.

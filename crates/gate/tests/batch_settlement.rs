@@ -429,6 +429,24 @@ async fn hand_made_vouchers_are_refused_charged_once_and_only_for_whole_response
         (6 * PRICE, 0),
         "nothing claimed yet, nothing lost"
     );
+
+    // The operator sees what is charged and not claimed yet; nobody else does.
+    let admin = format!("{}/admin/channels", h.admin_url);
+    assert_eq!(h.client.get(&admin).send().await.unwrap().status(), 401);
+    let listed: Value = h
+        .client
+        .get(&admin)
+        .bearer_auth(common::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["unclaimed"], "6000", "{listed}");
+    assert_eq!(listed["channels"][0]["channel_id"], format!("{id:#x}"));
+    assert_eq!(listed["channels"][0]["charged"], "6000");
+    assert_eq!(listed["channels"][0]["claimed"], "0");
 }
 
 #[tokio::test(flavor = "multi_thread")]

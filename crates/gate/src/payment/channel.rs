@@ -79,6 +79,7 @@ pub(crate) struct ChannelSettled {
 }
 
 fn refused(gate: &Gate, offered: &Offered, code: &str, message: &str) -> PaymentRefusal {
+    tracing::info!(code, "channel payment refused");
     gate.metrics.record_channel(ChannelEvent::Refused);
     required(offered, PaymentRequiredReason::Invalid, code, message)
 }
@@ -136,6 +137,8 @@ pub(super) async fn hold(
     let config = &channels.config;
     let deadline = Instant::now() + BUSY_WAIT;
     loop {
+        // Listening before looking: a channel let go of meanwhile wakes this request.
+        let released = channels.released();
         let stored = gate
             .store
             .channel_get(&id)
@@ -154,7 +157,7 @@ pub(super) async fn hold(
                     message,
                 ));
             }
-            tokio::time::sleep(BUSY_POLL).await;
+            let _ = tokio::time::timeout(BUSY_POLL, released).await;
             continue;
         }
         let mut record = stored.clone().unwrap_or_else(|| unseen(&payload));
@@ -212,6 +215,13 @@ pub(super) async fn hold(
                 client,
             });
         }
+    }
+}
+
+/// Wakes the requests of this process waiting for a channel.
+fn let_go(gate: &Gate) {
+    if let Some(channels) = &gate.channels {
+        channels.let_go();
     }
 }
 
@@ -418,6 +428,7 @@ impl ChannelHold {
             true
         })
         .await;
+        let_go(gate);
         if before.is_none() {
             tracing::error!(channel = %self.id, "refund paid but the channel's record was not updated; the next sync corrects it");
         }
@@ -481,6 +492,7 @@ impl ChannelHold {
             mine
         })
         .await;
+        let_go(gate);
     }
 }
 
@@ -529,6 +541,7 @@ impl ChannelSettled {
             true
         })
         .await;
+        let_go(gate);
         match (before, whole) {
             (Some(_), true) => {
                 gate.metrics.record_channel(ChannelEvent::Voucher);
