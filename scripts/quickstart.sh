@@ -117,6 +117,8 @@ buyer_key=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d
 payee=0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC # #2
 seller_key=0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6 # #3 signs items
 operator_key=0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97 # #8 pays gas
+# #7 signs batch-settlement claims and refunds (it needs no funds).
+authorizer_key=0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356
 usdc=0x036CbD53842c5426634e7929541eC2318f3dCF7e
 chain_id=84532
 price=0.01
@@ -159,6 +161,8 @@ wait_port() {
 pids+=($!)
 wait_port "$rpc_port" anvil
 (cd "$js" && node chain.mjs setup --rpc "$rpc") >"$state/usdc.json"
+# The x402 batch-settlement contracts at their canonical addresses (compiled once, then cached).
+(cd "$js" && node chain.mjs batch-settlement --rpc "$rpc") >"$state/batch-settlement.json"
 balance() { (cd "$js" && node chain.mjs balance --rpc "$rpc" "$1"); }
 usdc_units() { awk -v a="$1" 'BEGIN { printf "%.6f", a / 1000000 }'; }
 
@@ -191,6 +195,12 @@ rpc_url = "$rpc"
 operator_key = "\${HB402_OPERATOR_KEY}"
 chain_id = $chain_id
 
+[payments.batch]                      # x402 batch-settlement beside exact: one deposit, then vouchers
+receiver_authorizer_key = "\${HB402_RECEIVER_AUTHORIZER_KEY}"
+withdraw_delay_seconds = 900
+claim_interval_seconds = 60
+settle_interval_seconds = 60
+
 [[payments.accept]]
 network = "base-sepolia"
 pay_to = "$payee"
@@ -204,7 +214,8 @@ network = "eip155:$chain_id"
 name = "hb402 quick start (anvil)"
 rpc_urls = ["$rpc"]
 TOML
-HB402_OPERATOR_KEY=$operator_key "${launch[@]}" "$hb402" --config "$state/hb402.toml" >"$state/hb402.log" 2>&1 &
+HB402_OPERATOR_KEY=$operator_key HB402_RECEIVER_AUTHORIZER_KEY=$authorizer_key \
+  "${launch[@]}" "$hb402" --config "$state/hb402.toml" >"$state/hb402.log" 2>&1 &
 pids+=($!)
 wait_port "$public_port" hb402
 wait_port "$admin_port" hb402
@@ -270,7 +281,8 @@ Accounts #1-#5 of anvil hold USDC; pay with any x402 client, or:
   HB402_PAYER_KEY=$buyer_key \\
     $hb402 fetch $paid_url
 or open $paid_url in a browser whose wallet holds one of those accounts' keys
-(its network: chain id $chain_id at $rpc).
+(its network: chain id $chain_id at $rpc). Agents that read many items can pay with
+x402 batch-settlement (offered beside exact): one deposit, then a voucher per read.
 Facts for scripts: $envfile. Logs: $state/*.log.
 MSG
 
