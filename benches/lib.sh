@@ -111,17 +111,26 @@ upload_item() { # HB402_URL NAME CONTENT_TYPE BYTES
 # Prints COUNT distinct x402 payments (one PAYMENT-SIGNATURE value per line) for the 402
 # challenge of URL, signed by anvil account #1 with target/release/sign-payments.
 sign_pool() { # URL COUNT
-  local challenge
-  challenge=$(python3 - "$1" <<'PY'
+  HB402_PAYER_KEY=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d \
+    target/release/sign-payments "$(challenge "$1")" "$2"
+}
+
+# The base64 PAYMENT-REQUIRED header of URL's 402.
+challenge() { # URL
+  python3 - "$1" <<'PY'
 import sys, urllib.request, urllib.error
 try:
     urllib.request.urlopen(sys.argv[1])
 except urllib.error.HTTPError as e:
     print(e.headers["payment-required"])
 PY
-)
-  HB402_PAYER_KEY=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d \
-    target/release/sign-payments "$challenge" "$2"
+}
+
+# Prints the batch-settlement payments of CHANNELS channels paying COUNT reads each of URL
+# (interleaved by channel), signed by anvil account #3 with target/release/sign-vouchers.
+sign_vouchers() { # URL CHANNELS COUNT
+  HB402_PAYER_KEY=0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6 \
+    target/release/sign-vouchers "$(challenge "$1")" "$2" "$3"
 }
 
 # CPU seconds (user + system) a process has used so far.
@@ -138,8 +147,8 @@ peak_rss_mib() {
 run_wrk() { # DURATION CONNECTIONS URL [wrk args…]
   local duration=$1 connections=$2 url=$3
   shift 3
-  local threads=2
-  [ "$connections" -lt 2 ] && threads=1
+  local threads=${THREADS:-2}
+  [ "$connections" -lt "$threads" ] && threads=$connections
   REPORT_LUA=benches/load/report.lua WRK_THREADS=$threads wrk -t "$threads" -c "$connections" -d "${duration}s" --latency \
     -s "${WRK_SCRIPT:-benches/load/report.lua}" "$@" "$url" | sed -n 's/^RESULT //p'
 }

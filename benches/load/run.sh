@@ -5,7 +5,10 @@
 #   (b) free DataItem reads (a 1 KiB item),
 #   (c) paid reads: each request carries a different pre-signed x402 payment (USDC on a local
 #       anvil chain), settled before the body, once through the reference facilitator and once
-#       by hb402 itself (payments.mode = "local").
+#       by hb402 itself (payments.mode = "local"),
+#   (d) voucher-paid reads (x402 batch-settlement): one channel per connection, a deposit then a
+#       pre-signed cumulative voucher per read, checked by hb402 without a transaction; beside
+#       free reads at the same connection count for the ratio.
 # Prints throughput, p50/p99 latency, errors and non-2xx answers per scenario, then hb402's peak
 # RSS and its CPU time per paid request (hb402's own process only: the facilitator and the
 # chain run in other processes).
@@ -31,7 +34,7 @@ rpc_port=$(free_port)
 pids+=($!)
 wait_port "$rpc_port" anvil
 rpc=http://127.0.0.1:$rpc_port
-(cd "$js" && node chain.mjs setup --rpc "$rpc") >/dev/null
+(cd "$js" && node chain.mjs setup --rpc "$rpc" && node chain.mjs batch-settlement --rpc "$rpc") >/dev/null
 fac_port=$(free_port)
 (cd "$js" && exec node facilitator.mjs --rpc "$rpc" --port "$fac_port" \
   --key 0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6) \
@@ -61,12 +64,15 @@ fac_pid=$HB402_PID
 hb402=http://127.0.0.1:$public_port
 local_port=$(free_port)
 HB402_OPERATOR_KEY=0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97 \
+  HB402_RECEIVER_AUTHORIZER_KEY=0x5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e \
   HB402_NAME=hb402-local start_hb402 "$local_port" "$(free_port)" "http://127.0.0.1:$node_port" "
 [payments]
 mode = \"local\"
 rpc_url = \"$rpc\"
 operator_key = \"\${HB402_OPERATOR_KEY}\"
 chain_id = 84532
+[payments.batch]
+receiver_authorizer_key = \"\${HB402_RECEIVER_AUTHORIZER_KEY}\"
 $pricing"
 local_pid=$HB402_PID
 hb402_local=http://127.0.0.1:$local_port
@@ -78,6 +84,9 @@ paid=$(upload_item "$hb402" paid text/plain 1024)
 pool=${PAYMENT_POOL:-$((duration * 400))}
 sign_pool "$hb402/$paid" "$pool" >"$BENCH_DIR/payments-facilitator.txt"
 sign_pool "$hb402_local/$paid" "$pool" >"$BENCH_DIR/payments-local.txt"
+channels=${CHANNELS:-$paid_connections}
+voucher_reads=${VOUCHER_POOL:-$((duration * 2500 / channels))}
+sign_vouchers "$hb402_local/$paid" "$channels" "$voucher_reads" >"$BENCH_DIR/vouchers.txt"
 
 echo "| scenario | connections | requests/s | p50 ms | p99 ms | errors | non-2xx |"
 echo "|---|---|---|---|---|---|---|"
@@ -104,8 +113,18 @@ paid_run "(c) paid read, reference facilitator" "$hb402/$paid" "$fac_pid" \
   "$BENCH_DIR/payments-facilitator.txt" 1
 paid_run "(c) paid read, local settlement" "$hb402_local/$paid" "$local_pid" \
   "$BENCH_DIR/payments-local.txt" "$paid_connections"
+free_same=$(THREADS=$channels run_wrk "$duration" "$channels" "$hb402_local/$free")
+row "(b) free DataItem read, 1 KiB (local gateway)" "$channels" "$free_same"
+before=$(cpu_seconds "$local_pid")
+vouchers=$(THREADS=$channels PAYMENTS="$BENCH_DIR/vouchers.txt" WRK_SCRIPT=benches/load/vouchers.lua \
+  run_wrk "$duration" "$channels" "$hb402_local/$paid")
+after=$(cpu_seconds "$local_pid")
+row "(d) voucher-paid read, batch-settlement" "$channels" "$vouchers"
+requests=$(field "$vouchers" requests)
+cpu_notes+=("(d) voucher-paid read: $requests requests (the first of each channel a deposit), hb402 CPU $(awk -v a="$before" -v b="$after" -v n="$requests" 'BEGIN { printf "%.0f", (b - a) / (n > 0 ? n : 1) * 1e6 }') µs per request")
 echo
-echo "payments pre-signed per gateway: $pool"
+echo "voucher-paid / free reads per second, $channels connections each: $(awk -v v="$(field "$vouchers" rps)" -v f="$(field "$free_same" rps)" 'BEGIN { printf "%.2f", v / f }')"
+echo "payments pre-signed per gateway: $pool; vouchers: $voucher_reads per channel, $channels channels"
 printf '%s\n' "${cpu_notes[@]}"
 echo "CPU is user + system time of the hb402 process only (the facilitator, anvil and wrk are other processes)."
 echo "hb402 peak RSS: $(peak_rss_mib "$fac_pid") MiB (facilitator mode), $(peak_rss_mib "$local_pid") MiB (local settlement)"
