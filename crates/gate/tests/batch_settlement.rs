@@ -447,6 +447,21 @@ async fn hand_made_vouchers_are_refused_charged_once_and_only_for_whole_response
     assert_eq!(listed["channels"][0]["channel_id"], format!("{id:#x}"));
     assert_eq!(listed["channels"][0]["charged"], "6000");
     assert_eq!(listed["channels"][0]["claimed"], "0");
+
+    // A payer whose channel payments keep failing (a channel with nothing in it) is refused
+    // for a while without the chain being read for it.
+    let stranger = ANVIL_ACCOUNTS[6];
+    let empty = client_channel(&stranger);
+    let nothing = voucher(&h, url, &empty, PRICE, &stranger).await;
+    for _ in 0..10 {
+        let (status, required, _) = pay_voucher(&h, url, &nothing).await;
+        assert_eq!(status, 402);
+        assert_eq!(
+            required["error"],
+            "invalid_batch_settlement_evm_channel_not_found"
+        );
+    }
+    assert_eq!(pay_voucher(&h, url, &nothing).await.0, 429);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -132,6 +132,16 @@ pub(super) async fn hold(
             "the voucher is not valid for this offer",
         )
     })?;
+    // The payer is known now (its signature verified): a payer or client whose channel payments
+    // keep failing is refused for a while without reading the chain for it.
+    let payer = signed.config.payer.to_checksum(None);
+    if let Err(retry_after) = gate.limiter.check(&payer, client) {
+        return Err(PaymentRefusal::Throttled { retry_after });
+    }
+    let failed = |code: &str, message: &str| {
+        gate.limiter.failed(&payer, client);
+        refused(gate, &offered, code, message)
+    };
     let id = format!("{:#x}", signed.channel);
     let owner = random_owner();
     let config = &channels.config;
@@ -167,13 +177,14 @@ pub(super) async fn hold(
         if stale && let Err(e) = channels.sync(&mut record, signed.channel).await {
             tracing::warn!(error = %e, channel = %id, "channel state could not be read");
             let message = "the channel's state could not be read; try again";
+            // (The chain's fault: nobody's failure budget.)
             return Err(refused(gate, &offered, STATE_UNAVAILABLE, message));
         }
         let refund = matches!(payload, BatchPayload::Refund { .. });
         if record.withdraw_requested_at != 0 && !refund {
             let message =
                 "the payer started a withdrawal from this channel; it takes no more vouchers";
-            return Err(refused(gate, &offered, WITHDRAWAL_PENDING, message));
+            return Err(failed(WITHDRAWAL_PENDING, message));
         }
         let view = ChannelView {
             charged: record.charged,
@@ -185,10 +196,7 @@ pub(super) async fn hold(
             Err(r @ (BatchReason::CumulativeMismatch | BatchReason::CumulativeBelowClaimed)) => {
                 return Err(corrective(gate, &offered, &offer, &id, &record, r));
             }
-            Err(r) => {
-                let message = "the channel payment was refused";
-                return Err(refused(gate, &offered, r.code(), message));
-            }
+            Err(r) => return Err(failed(r.code(), "the channel payment was refused")),
         };
         let mut mine = record;
         mine.version = stored.as_ref().map_or(1, |r| r.version + 1);
