@@ -30,7 +30,7 @@ use crate::facilitator::{LocalSettlement, Sent};
 use crate::gate::Gate;
 use crate::items::now_secs;
 use crate::metrics::{ChannelAmount, ChannelEvent};
-use crate::store::ChannelRecord;
+use crate::store::{ChannelRecord, Store, StoreError};
 
 /// Vouchers claimed per transaction at most.
 const CLAIMS_PER_TRANSACTION: usize = 100;
@@ -51,7 +51,31 @@ pub struct Channels {
     /// Woken whenever this process lets go of a channel, so that a request waiting for it
     /// goes on at once (other instances of a fleet are looked at again after a short wait).
     released: tokio::sync::Notify,
+    /// Channel records as this process last stored or read them, when no other process writes
+    /// the store (redb): a voucher read then reads its record from memory. Every change is still
+    /// a compare-and-swap in the store, so a stale entry only costs a retry.
+    cache: Option<std::sync::Mutex<std::collections::HashMap<String, ChannelRecord>>>,
+    /// The owners of the channel holds this process's requests have now. A hold past its
+    /// `until` is taken over only when its owner is not one of them: a request of this process
+    /// that streams for longer than `hold_seconds` keeps its channel.
+    live: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// A channel hold of a request of this process; dropping it ends it.
+#[derive(Debug)]
+pub(crate) struct Live {
+    channels: Arc<Channels>,
+    owner: String,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.channels.live_owners().remove(&self.owner);
+    }
+}
+
+/// Records kept in [`Channels`]' cache at most (it starts over beyond).
+const CACHED_CHANNELS: usize = 100_000;
 
 impl std::fmt::Debug for Channels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,10 +97,13 @@ pub(crate) struct ClaimRow {
 
 impl Channels {
     /// Channels on `chain_id`, sending through `chain`.
+    ///
+    /// `sole_writer`: no other process writes the store's channel records (an embedded file).
     pub fn new(
         config: BatchConfig,
         chain: Arc<LocalSettlement>,
         chain_id: u64,
+        sole_writer: bool,
     ) -> Result<Self, FacilitatorError> {
         let authorizer: PrivateKeySigner =
             String::from_utf8_lossy(config.receiver_authorizer_key.expose())
@@ -89,7 +116,90 @@ impl Channels {
             chain,
             chain_id,
             released: tokio::sync::Notify::new(),
+            cache: sole_writer.then(Default::default),
+            live: Default::default(),
         })
+    }
+
+    fn live_owners(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks `owner`'s hold as one of this process's, until the returned value is dropped.
+    pub(crate) fn live(self: &Arc<Self>, owner: &str) -> Live {
+        self.live_owners().insert(owner.to_owned());
+        Live {
+            channels: self.clone(),
+            owner: owner.to_owned(),
+        }
+    }
+
+    /// Whether `owner`'s hold belongs to a request of this process still running.
+    pub(crate) fn is_live(&self, owner: &str) -> bool {
+        self.live_owners().contains(owner)
+    }
+
+    fn cached(
+        &self,
+    ) -> Option<std::sync::MutexGuard<'_, std::collections::HashMap<String, ChannelRecord>>> {
+        let cache = self.cache.as_ref()?;
+        Some(
+            cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Channel `id`'s record.
+    pub(crate) async fn get(
+        &self,
+        store: &dyn Store,
+        id: &str,
+    ) -> Result<Option<ChannelRecord>, StoreError> {
+        if let Some(record) = self.cached().and_then(|c| c.get(id).cloned()) {
+            return Ok(Some(record));
+        }
+        let record = store.channel_get(id).await?;
+        if let Some(record) = &record {
+            self.remember(id, record);
+        }
+        Ok(record)
+    }
+
+    /// Replaces channel `id`'s record if it is still `expected` (see [`Store::channel_swap`]).
+    pub(crate) async fn swap(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        expected: Option<&ChannelRecord>,
+        new: Option<&ChannelRecord>,
+    ) -> Result<bool, StoreError> {
+        let swapped = store.channel_swap(id, expected, new).await;
+        match (&swapped, new) {
+            (Ok(true), Some(new)) => self.remember(id, new),
+            // Deleted, changed by someone else, or unknown: read from the store next time.
+            _ => {
+                if let Some(mut cache) = self.cached() {
+                    cache.remove(id);
+                }
+            }
+        }
+        swapped
+    }
+
+    fn remember(&self, id: &str, record: &ChannelRecord) {
+        let Some(mut cache) = self.cached() else {
+            return;
+        };
+        if cache.get(id).is_some_and(|r| r.version >= record.version) {
+            return;
+        }
+        if cache.len() >= CACHED_CHANNELS {
+            cache.clear();
+        }
+        cache.insert(id.to_owned(), record.clone());
     }
 
     /// Done once this process lets go of some channel (from the moment it is made, even before
@@ -265,8 +375,11 @@ pub(crate) async fn update(
     id: &str,
     change: impl Fn(&mut ChannelRecord) -> bool,
 ) -> Option<ChannelRecord> {
+    let Some(channels) = &gate.channels else {
+        return None;
+    };
     for _ in 0..UPDATE_ATTEMPTS {
-        let current = match gate.store.channel_get(id).await {
+        let current = match channels.get(gate.store.as_ref(), id).await {
             Ok(current) => current?,
             Err(e) => {
                 tracing::warn!(%id, error = %e, "channel record could not be read");
@@ -278,9 +391,8 @@ pub(crate) async fn update(
             return None;
         }
         next.version = current.version + 1;
-        match gate
-            .store
-            .channel_swap(id, Some(&current), Some(&next))
+        match channels
+            .swap(gate.store.as_ref(), id, Some(&current), Some(&next))
             .await
         {
             Ok(true) => return Some(current),

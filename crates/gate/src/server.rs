@@ -64,8 +64,13 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
     let channels = match (&config.payments.batch, local, &config.payments.mode) {
         (Some(batch), Some(local), crate::config::PaymentMode::Local { chain_id, .. }) => {
             Some(Arc::new(
-                crate::channels::Channels::new(batch.clone(), local, *chain_id)
-                    .map_err(|e| BuildError::Unsupported(e.to_string()))?,
+                crate::channels::Channels::new(
+                    batch.clone(),
+                    local,
+                    *chain_id,
+                    matches!(config.store.kind, StoreKind::Redb),
+                )
+                .map_err(|e| BuildError::Unsupported(e.to_string()))?,
             ))
         }
         _ => None,
