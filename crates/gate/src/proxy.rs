@@ -585,7 +585,9 @@ impl ProxyHttp for Proxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let delivery = match ((200..300).contains(&status), e) {
             (false, _) => payment::Delivery::None,
-            (true, Some(_)) => payment::Delivery::Head,
+            (true, Some(_)) => payment::Delivery::Head {
+                body_bytes: session.body_bytes_sent() as u64,
+            },
             (true, None) => payment::Delivery::Whole,
         };
         if let Some(payment) = ctx.payment.take() {

@@ -112,7 +112,14 @@ async fn send_as(chain: &LocalChain, from: Address, data: Vec<u8>) {
             json!([{"from": from, "to": BATCH_SETTLEMENT, "data": format!("0x{}", hex::encode(data))}]),
         )
         .await;
-    let receipt = chain.rpc("eth_getTransactionReceipt", json!([tx])).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let receipt = loop {
+        let receipt = chain.rpc("eth_getTransactionReceipt", json!([tx])).await;
+        if !receipt.is_null() || std::time::Instant::now() > deadline {
+            break receipt;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(receipt["status"], "0x1", "{receipt}");
 }
 
@@ -226,6 +233,18 @@ async fn voucher(
     max: u128,
     signer: &AnvilAccount,
 ) -> String {
+    payment(h, url, config, max, signer, json!({"type": "voucher"})).await
+}
+
+/// [`voucher`] with `fields` added to the payload (its `type`, a deposit, a refund amount).
+async fn payment(
+    h: &Harness,
+    url: &str,
+    config: &ChannelConfig,
+    max: u128,
+    signer: &AnvilAccount,
+    fields: Value,
+) -> String {
     let resp = h.client.get(url).send().await.unwrap();
     assert_eq!(resp.status(), 402);
     let required = decode(resp.headers()["payment-required"].to_str().unwrap());
@@ -245,7 +264,6 @@ async fn voucher(
         "resource": required["resource"],
         "accepted": accepted,
         "payload": {
-            "type": "voucher",
             "channelConfig": {
                 "payer": config.payer,
                 "payerAuthorizer": config.payerAuthorizer,
@@ -262,6 +280,10 @@ async fn voucher(
             },
         },
     });
+    let mut payment = payment;
+    for (key, value) in fields.as_object().unwrap() {
+        payment["payload"][key] = value.clone();
+    }
     base64::engine::general_purpose::STANDARD.encode(payment.to_string())
 }
 
@@ -282,6 +304,12 @@ async fn pay_voucher(h: &Harness, url: &str, header: &str) -> (u16, Value, Vec<u
             .map_or(Value::Null, |v| decode(v.to_str().unwrap())),
     };
     (status, info, resp.bytes().await.unwrap().to_vec())
+}
+
+/// Voucher payments finished so far, charged or not.
+async fn finished_vouchers(h: &Harness) -> f64 {
+    metric(h, "hb402_channel_events_total{event=\"voucher\"}").await
+        + metric(h, "hb402_channel_events_total{event=\"uncharged\"}").await
 }
 
 /// GETs `url` paying with `header` and closes the connection once the head arrived.
@@ -328,7 +356,7 @@ async fn server_charged(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn hand_made_vouchers_are_refused_charged_once_and_only_for_whole_responses() {
+async fn hand_made_vouchers_are_refused_and_charged_once_for_what_went_out() {
     let batch = "min_deposit_reads = 6\nclaim_interval_seconds = 300\n";
     let (chain, h) = stack(batch).await;
     let stored = items(&h, 2000, 4).await;
@@ -398,29 +426,36 @@ async fn hand_made_vouchers_are_refused_charged_once_and_only_for_whole_response
     assert!(resp.status().is_success());
     let big_url = format!("{}/{}", h.url, it.id());
     let cut = voucher(&h, &big_url, &config, 5 * PRICE, &buyer).await;
+    let ended = finished_vouchers(&h).await;
     cut_after_head(&big_url, &cut).await;
-    eventually("the cut response is given back", || async {
-        metric(&h, "hb402_channel_events_total{event=\"uncharged\"}").await >= 1.0
+    eventually("the cut response is finished", || async {
+        finished_vouchers(&h).await > ended
     })
     .await;
-    assert_eq!(
-        server_charged(&h, url, &config, &buyer).await,
-        4 * PRICE,
-        "a cut response charges nothing"
+    let after_cut = server_charged(&h, url, &config, &buyer).await;
+    assert!(
+        (4 * PRICE..5 * PRICE).contains(&after_cut),
+        "a cut response is charged only its share of what went out: {after_cut}"
     );
-    let (status, _, body) = pay_voucher(&h, &big_url, &cut).await;
-    assert_eq!(status, 200);
-    assert_eq!(body.len(), big.len());
-    assert_eq!(server_charged(&h, url, &config, &buyer).await, 5 * PRICE);
 
-    // Past the channel's balance (6000 deposited): the seventh read is refused.
-    let sixth = voucher(&h, url, &config, 6 * PRICE, &buyer).await;
-    assert_eq!(pay_voucher(&h, url, &sixth).await.0, 200);
-    let beyond = voucher(&h, url, &config, 7 * PRICE, &buyer).await;
-    let (status, required, _) = pay_voucher(&h, url, &beyond).await;
-    assert_eq!(status, 402);
+    // Reads go on from what was charged until the channel's balance (6000 deposited) is spent.
+    let mut charged = after_cut;
+    let refusal = loop {
+        let next = voucher(&h, &big_url, &config, charged + PRICE, &buyer).await;
+        let (status, answer, body) = pay_voucher(&h, &big_url, &next).await;
+        if status != 200 {
+            break answer;
+        }
+        assert_eq!(body.len(), big.len());
+        charged += PRICE;
+        assert_eq!(server_charged(&h, url, &config, &buyer).await, charged);
+    };
+    assert!(
+        charged <= 6 * PRICE && charged + PRICE > 6 * PRICE,
+        "{charged}"
+    );
     assert_eq!(
-        required["error"],
+        refusal["error"],
         "invalid_batch_settlement_evm_cumulative_exceeds_balance"
     );
     let id = channel_id(&config, 84_532);
@@ -429,6 +464,7 @@ async fn hand_made_vouchers_are_refused_charged_once_and_only_for_whole_response
         (6 * PRICE, 0),
         "nothing claimed yet, nothing lost"
     );
+    let charged_text = charged.to_string();
 
     // The operator sees what is charged and not claimed yet; nobody else does.
     let admin = format!("{}/admin/channels", h.admin_url);
@@ -443,9 +479,9 @@ async fn hand_made_vouchers_are_refused_charged_once_and_only_for_whole_response
         .json()
         .await
         .unwrap();
-    assert_eq!(listed["unclaimed"], "6000", "{listed}");
+    assert_eq!(listed["unclaimed"], charged_text.as_str(), "{listed}");
     assert_eq!(listed["channels"][0]["channel_id"], format!("{id:#x}"));
-    assert_eq!(listed["channels"][0]["charged"], "6000");
+    assert_eq!(listed["channels"][0]["charged"], charged_text.as_str());
     assert_eq!(listed["channels"][0]["claimed"], "0");
 
     // A payer whose channel payments keep failing (a channel with nothing in it) is refused
@@ -516,4 +552,143 @@ async fn a_timed_withdrawal_is_claimed_first_and_ends_the_channels_vouchers() {
         "invalid_batch_settlement_evm_cumulative_exceeds_balance"
     );
     assert!(!String::from_utf8_lossy(&body).contains("paid by voucher"));
+}
+
+/// A read that streams for longer than `hold_seconds` keeps its channel: the same voucher sent
+/// meanwhile is refused, and the read is charged once it ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_read_keeps_its_channel_and_nothing_moves_less_than_a_minimum_deposit() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let batch = "min_deposit_reads = 10\nhold_seconds = 5\nclaim_interval_seconds = 300\n";
+    let (chain, h) = stack(batch).await;
+    let stored = items(&h, 4000, 1).await;
+    let buyer = ANVIL_ACCOUNTS[2];
+    let config = client_channel(&buyer);
+    let run = batch_pay(
+        chain.rpc_url(),
+        buyer.private_key,
+        &[stored[0].0.clone()],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(run.reads[0].status, 200);
+    let big = "y".repeat(16 << 20);
+    let it = item(
+        78,
+        vec![Tag::new("Content-Type", "text/plain")],
+        big.as_bytes(),
+    );
+    let resp = h
+        .client
+        .post(format!("{}/upload", h.url))
+        .body(it.to_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let big_url = format!("{}/{}", h.url, it.id());
+    let slow = voucher(&h, &big_url, &config, 2 * PRICE, &buyer).await;
+
+    // A reader that takes its time.
+    let rest = big_url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\npayment-signature: {slow}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = stream.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+
+    // Past hold_seconds, the same voucher does not take the channel over.
+    let (status, required, body) = pay_voucher(&h, &big_url, &slow).await;
+    assert_eq!(status, 402, "{}", body.len());
+    assert_eq!(
+        required["error"],
+        "invalid_batch_settlement_evm_channel_busy"
+    );
+
+    // The slow read ends whole and is charged.
+    let head_end = first[..n]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap()
+        + 4;
+    let mut received = (n - head_end) as u64;
+    let mut buf = vec![0u8; 1 << 16];
+    while received < big.len() as u64 {
+        let read = stream.read(&mut buf).await.unwrap();
+        assert!(read > 0, "the read ended early at {received}");
+        received += read as u64;
+    }
+    eventually("the slow read is charged", || async {
+        metric(&h, "hb402_channel_events_total{event=\"voucher\"}").await >= 2.0
+    })
+    .await;
+    assert_eq!(
+        server_charged(&h, &big_url, &config, &buyer).await,
+        2 * PRICE
+    );
+
+    // A partial refund smaller than a minimum deposit would only burn the operator's gas.
+    let tiny = payment(
+        &h,
+        &big_url,
+        &config,
+        2 * PRICE,
+        &buyer,
+        json!({"type": "refund", "amount": "1"}),
+    )
+    .await;
+    let (status, required, _) = pay_voucher(&h, &big_url, &tiny).await;
+    assert_eq!(status, 402);
+    assert_eq!(
+        required["error"],
+        "invalid_batch_settlement_evm_refund_amount_invalid"
+    );
+    let id = channel_id(&config, 84_532);
+    assert_eq!(
+        channel(&chain, id).await,
+        (10 * PRICE, 0),
+        "nothing refunded"
+    );
+
+    // A deposit below the offer's minimum is refused before anything is sent.
+    let newcomer = ANVIL_ACCOUNTS[7];
+    let fresh = client_channel(&newcomer);
+    let fresh_id = channel_id(&fresh, 84_532);
+    let terms = hb402_x402::batch::BatchTerms {
+        chain_id: 84_532,
+        pay_to: PAYEE_ACCOUNT.address,
+        asset: hb402_testkit::USDC,
+        asset_domain: ("USDC".into(), "2".into()),
+        amount: PRICE,
+        receiver_authorizer: fresh.receiverAuthorizer,
+        withdraw_delay: 900,
+    };
+    let salt = B256::repeat_byte(7);
+    let window = (0, u128::from(common::now() + 600));
+    let digest =
+        hb402_x402::batch::deposit_digest(&terms, newcomer.address, fresh_id, PRICE, window, salt);
+    let key = PrivateKeySigner::from_bytes(&newcomer.private_key).unwrap();
+    let signature = key.sign_hash_sync(&digest).unwrap();
+    let small = json!({
+        "type": "deposit",
+        "deposit": {"amount": PRICE.to_string(), "authorization": {"erc3009Authorization": {
+            "validAfter": "0",
+            "validBefore": window.1.to_string(),
+            "salt": salt,
+            "signature": format!("0x{}", hex::encode(signature.as_bytes())),
+        }}},
+    });
+    let header = payment(&h, &big_url, &fresh, PRICE, &newcomer, small).await;
+    let (status, required, _) = pay_voucher(&h, &big_url, &header).await;
+    assert_eq!(status, 402);
+    assert_eq!(
+        required["error"],
+        "invalid_batch_settlement_evm_deposit_below_min_deposit"
+    );
+    assert_eq!(channel(&chain, fresh_id).await, (0, 0));
 }

@@ -45,10 +45,13 @@ const DEPOSIT_FAILED: &str = "invalid_batch_settlement_evm_deposit_transaction_f
 const REFUND_FAILED: &str = "invalid_batch_settlement_evm_refund_transaction_failed";
 const REFUND_NO_BALANCE: &str = "invalid_batch_settlement_evm_refund_no_balance";
 const REFUND_AMOUNT_INVALID: &str = "invalid_batch_settlement_evm_refund_amount_invalid";
+const DEPOSIT_BELOW_MIN: &str = "invalid_batch_settlement_evm_deposit_below_min_deposit";
 
 /// A channel payment held for one request: the channel's record is held by it alone.
 #[derive(Debug)]
 pub(crate) struct ChannelHold {
+    /// Keeps the hold this process's own while the request runs.
+    live: channels::Live,
     /// The channel id, `0x`-hex.
     id: String,
     /// The record as stored, held by `owner`.
@@ -58,6 +61,9 @@ pub(crate) struct ChannelHold {
     checked: CheckedBatch,
     /// What this request charges: the price, or its share for the bytes a range serves.
     charge: u128,
+    /// The smallest deposit, and partial refund, the offer takes: every transaction hb402 sends
+    /// for a payer moves at least this much.
+    min_deposit: u128,
     offered: Offered,
     network: String,
     payer: String,
@@ -67,9 +73,13 @@ pub(crate) struct ChannelHold {
 /// A channel payment settled: the response may go out; its charge is committed once it did.
 #[derive(Debug)]
 pub(crate) struct ChannelSettled {
+    /// Keeps the hold this process's own until the charge is committed.
+    live: channels::Live,
     id: String,
     owner: String,
     charge: u128,
+    /// The body length the charge is for.
+    body: u64,
     max: u128,
     signature: String,
     payer: String,
@@ -149,14 +159,13 @@ pub(super) async fn hold(
     loop {
         // Listening before looking: a channel let go of meanwhile wakes this request.
         let released = channels.released();
-        let stored = gate
-            .store
-            .channel_get(&id)
+        let stored = channels
+            .get(gate.store.as_ref(), &id)
             .await
             .map_err(PaymentRefusal::Unavailable)?;
         let now = now_secs();
         let held = stored.as_ref().and_then(|r| r.holder.as_ref());
-        if held.is_some_and(|h| h.until > now) {
+        if held.is_some_and(|h| h.until > now || channels.is_live(&h.owner)) {
             if Instant::now() >= deadline {
                 gate.metrics.record_channel(ChannelEvent::Busy);
                 let message = "another request is paying on this channel; try again";
@@ -198,19 +207,27 @@ pub(super) async fn hold(
             }
             Err(r) => return Err(failed(r.code(), "the channel payment was refused")),
         };
+        let min_deposit = offer
+            .batch
+            .as_ref()
+            .map_or(0, |b| u128::try_from(b.min_deposit).unwrap_or(u128::MAX));
+        if checked.deposit > 0 && checked.deposit < min_deposit {
+            let message = "the deposit is smaller than the offer's minDeposit";
+            return Err(failed(DEPOSIT_BELOW_MIN, message));
+        }
         let mut mine = record;
         mine.version = stored.as_ref().map_or(1, |r| r.version + 1);
         mine.holder = Some(ChannelHolder {
             owner: owner.clone(),
             until: now + config.hold.as_secs(),
         });
-        let taken = gate
-            .store
-            .channel_swap(&id, stored.as_ref(), Some(&mine))
+        let taken = channels
+            .swap(gate.store.as_ref(), &id, stored.as_ref(), Some(&mine))
             .await
             .map_err(PaymentRefusal::Unavailable)?;
         if taken {
             return Ok(ChannelHold {
+                live: channels.live(&owner),
                 id,
                 record: mine,
                 owner,
@@ -218,6 +235,7 @@ pub(super) async fn hold(
                 payload,
                 checked,
                 charge: charge_for(terms.amount, offered.served),
+                min_deposit,
                 network: offer.v2.network.clone(),
                 offered,
                 client,
@@ -333,8 +351,10 @@ impl ChannelHold {
         });
         let (_, voucher) = self.payload.parts();
         ChannelSettled {
+            live: self.live,
             header: encode_header(&response),
             charge: self.charge,
+            body: self.offered.served.map_or(0, |(served, _)| served),
             max: self.checked.max_claimable,
             signature: voucher.signature.to_ascii_lowercase(),
             id: self.id,
@@ -398,7 +418,11 @@ impl ChannelHold {
         let remainder = record.balance.saturating_sub(record.charged);
         let amount = match self.checked.refund {
             _ if remainder == 0 => return Err(self.fail(gate, REFUND_NO_BALANCE).await),
-            Some(asked) if asked > remainder => {
+            // A partial refund moves at least a minimum deposit: refunds are not a way to have
+            // hb402 send transactions that move nothing.
+            Some(asked)
+                if asked > remainder || (asked < self.min_deposit && asked != remainder) =>
+            {
                 return Err(self.fail(gate, REFUND_AMOUNT_INVALID).await);
             }
             Some(asked) => asked,
@@ -457,8 +481,10 @@ impl ChannelHold {
             "extra": { "channelState": channel_state(&self.id, &after, charged) },
         });
         Ok(ChannelSettled {
+            live: self.live,
             header: encode_header(&response),
             charge: 0,
+            body: 0,
             max,
             signature,
             id: self.id,
@@ -476,7 +502,9 @@ impl ChannelHold {
         });
         let message = match code {
             REFUND_NO_BALANCE => "the channel holds nothing that was not charged",
-            REFUND_AMOUNT_INVALID => "the refund asks more than the channel holds uncharged",
+            REFUND_AMOUNT_INVALID => {
+                "a partial refund asks at least the offer's minDeposit and at most what the channel holds uncharged"
+            }
             _ => "the transaction could not be made; nothing was charged",
         };
         let refusal = required(
@@ -520,27 +548,36 @@ impl ChannelSettled {
         &self.id
     }
 
-    /// Commits the charge if the whole response went out (else charges nothing) and gives the
-    /// channel back.
-    pub(crate) async fn finish(self, gate: &Gate, whole: bool) {
+    /// Commits the charge for what went out (all of it for a whole response, its share of the
+    /// body for one cut short, nothing when not even the head went out) and gives the channel
+    /// back.
+    pub(crate) async fn finish(self, gate: &Gate, delivery: super::Delivery) {
         if self.done {
             return;
         }
         let now = now_secs();
         let ChannelSettled {
+            live,
             id,
             owner,
             charge,
+            body,
             max,
             signature,
             ..
         } = self;
+        let charge = match delivery {
+            super::Delivery::Whole => charge,
+            super::Delivery::None => 0,
+            super::Delivery::Head { body_bytes } => charge_for(charge, Some((body_bytes, body))),
+        };
+        let charges = charge > 0;
         let before = channels::update(gate, &id, |r| {
             if r.holder.as_ref().is_none_or(|h| h.owner != owner) {
                 return false;
             }
             r.holder = None;
-            if whole {
+            if charges {
                 r.charged += charge;
                 r.signed_max = max;
                 r.signature = signature.clone();
@@ -549,8 +586,9 @@ impl ChannelSettled {
             true
         })
         .await;
+        drop(live);
         let_go(gate);
-        match (before, whole) {
+        match (before, charges) {
             (Some(_), true) => {
                 gate.metrics.record_channel(ChannelEvent::Voucher);
                 gate.metrics

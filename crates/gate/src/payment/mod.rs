@@ -990,8 +990,11 @@ fn payers_fault(reason: &str) -> bool {
 pub(crate) enum Delivery {
     /// Nothing, or an error answer.
     None,
-    /// The head (with the settlement), not the whole body.
-    Head,
+    /// The head (with the settlement) and this much of the body, not all of it.
+    Head {
+        /// Body bytes written.
+        body_bytes: u64,
+    },
     /// The whole response.
     Whole,
 }
@@ -1015,7 +1018,7 @@ pub(crate) async fn finish(gate: &Gate, payment: Option<Payment>, delivery: Deli
         }
         Some(Payment::Settled(Settled::Exact(_))) => {}
         Some(Payment::Settled(Settled::Channel(settled))) => {
-            settled.finish(gate, delivery == Delivery::Whole).await;
+            settled.finish(gate, delivery).await;
         }
     }
 }
