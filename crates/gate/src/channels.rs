@@ -59,6 +59,9 @@ pub struct Channels {
     /// `until` is taken over only when its owner is not one of them: a request of this process
     /// that streams for longer than `hold_seconds` keeps its channel.
     live: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When hb402 is the store's only writer: the channels its requests hold, by id (the
+    /// holder is then kept here, not written to the store).
+    local_holds: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// A channel hold of a request of this process; dropping it ends it.
@@ -66,13 +69,32 @@ pub struct Channels {
 pub(crate) struct Live {
     channels: Arc<Channels>,
     owner: String,
+    /// The channel, for a hold kept in this process only (not in the store).
+    local: Option<String>,
+}
+
+impl Live {
+    /// Whether the hold is kept in this process only (the store's record names no holder).
+    pub(crate) fn local(&self) -> bool {
+        self.local.is_some()
+    }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         self.channels.live_owners().remove(&self.owner);
+        if let Some(id) = &self.local {
+            let mut holds = self.channels.holds();
+            if holds.get(id) == Some(&self.owner) {
+                holds.remove(id);
+            }
+        }
     }
 }
+
+/// Another request of this process holds the channel.
+#[derive(Debug)]
+pub(crate) struct Busy;
 
 /// Records kept in [`Channels`]' cache at most (it starts over beyond).
 const CACHED_CHANNELS: usize = 100_000;
@@ -118,6 +140,7 @@ impl Channels {
             released: tokio::sync::Notify::new(),
             cache: sole_writer.then(Default::default),
             live: Default::default(),
+            local_holds: Default::default(),
         })
     }
 
@@ -127,13 +150,46 @@ impl Channels {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Marks `owner`'s hold as one of this process's, until the returned value is dropped.
+    fn holds(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.local_holds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks `owner`'s hold (kept in the store) as one of this process's, until the returned
+    /// value is dropped.
     pub(crate) fn live(self: &Arc<Self>, owner: &str) -> Live {
         self.live_owners().insert(owner.to_owned());
         Live {
             channels: self.clone(),
             owner: owner.to_owned(),
+            local: None,
         }
+    }
+
+    /// When hb402 is the store's only writer, holds channel `id` for `owner` in this process
+    /// (`Ok(None)`: holds are kept in the store; `Err`: another request holds it).
+    pub(crate) fn hold_locally(
+        self: &Arc<Self>,
+        id: &str,
+        owner: &str,
+    ) -> Result<Option<Live>, Busy> {
+        if self.cache.is_none() {
+            return Ok(None);
+        }
+        {
+            let mut holds = self.holds();
+            if holds.contains_key(id) {
+                return Err(Busy);
+            }
+            holds.insert(id.to_owned(), owner.to_owned());
+        }
+        self.live_owners().insert(owner.to_owned());
+        Ok(Some(Live {
+            channels: self.clone(),
+            owner: owner.to_owned(),
+            local: Some(id.to_owned()),
+        }))
     }
 
     /// Whether `owner`'s hold belongs to a request of this process still running.

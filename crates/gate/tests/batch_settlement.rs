@@ -692,3 +692,69 @@ async fn a_long_read_keeps_its_channel_and_nothing_moves_less_than_a_minimum_dep
     );
     assert_eq!(channel(&chain, fresh_id).await, (0, 0));
 }
+
+/// A fleet sharing Redis: requests on one channel take turns across instances (the hold is in
+/// the store), and each voucher is charged once whichever instance serves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_sharing_redis_take_turns_on_a_channel() {
+    let redis = hb402_testkit::RedisServer::start().await;
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let extra = format!(
+        "[listen]\npublic_base_url = \"https://fleet.example\"\n\
+         [store]\nkind = \"redis\"\nredis_url = \"{}\"\n{}",
+        redis.url(),
+        toml(
+            &chain,
+            "min_deposit_reads = 20\nclaim_interval_seconds = 300\n"
+        )
+    );
+    let a = Harness::start_with(Options {
+        extra_toml: extra.clone(),
+        ..Options::default()
+    })
+    .await;
+    let b = Harness::start_with(Options {
+        extra_toml: extra,
+        node_url: Some(a.node().url()),
+        ..Options::default()
+    })
+    .await;
+    let stored = items(&a, 5000, 1).await;
+    let on_a = stored[0].0.clone();
+    let on_b = on_a.replace(&a.url, &b.url);
+    let buyer = ANVIL_ACCOUNTS[1];
+    let config = client_channel(&buyer);
+    let run = batch_pay(
+        chain.rpc_url(),
+        buyer.private_key,
+        &[on_a.clone()],
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(run.reads[0].status, 200);
+
+    let second = voucher(&b, &on_b, &config, 2 * PRICE, &buyer).await;
+    let (status, answer, body) = pay_voucher(&b, &on_b, &second).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(body, stored[0].1);
+    let third = voucher(&a, &on_a, &config, 3 * PRICE, &buyer).await;
+    assert_eq!(pay_voucher(&a, &on_a, &third).await.0, 200);
+
+    // The same voucher on both instances at once: one read.
+    let fourth = voucher(&a, &on_a, &config, 4 * PRICE, &buyer).await;
+    let (x, y) = tokio::join!(
+        pay_voucher(&a, &on_a, &fourth),
+        pay_voucher(&b, &on_b, &fourth)
+    );
+    let mut statuses = [x.0, y.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 402], "{x:?} {y:?}");
+    eventually("both reads are finished", || async {
+        finished_vouchers(&a).await + finished_vouchers(&b).await >= 4.0
+    })
+    .await;
+    assert_eq!(server_charged(&a, &on_a, &config, &buyer).await, 4 * PRICE);
+    assert_eq!(server_charged(&b, &on_b, &config, &buyer).await, 4 * PRICE);
+}

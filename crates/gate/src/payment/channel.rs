@@ -159,13 +159,7 @@ pub(super) async fn hold(
     loop {
         // Listening before looking: a channel let go of meanwhile wakes this request.
         let released = channels.released();
-        let stored = channels
-            .get(gate.store.as_ref(), &id)
-            .await
-            .map_err(PaymentRefusal::Unavailable)?;
-        let now = now_secs();
-        let held = stored.as_ref().and_then(|r| r.holder.as_ref());
-        if held.is_some_and(|h| h.until > now || channels.is_live(&h.owner)) {
+        let wait = |released| async {
             if Instant::now() >= deadline {
                 gate.metrics.record_channel(ChannelEvent::Busy);
                 let message = "another request is paying on this channel; try again";
@@ -177,6 +171,25 @@ pub(super) async fn hold(
                 ));
             }
             let _ = tokio::time::timeout(BUSY_POLL, released).await;
+            Ok(())
+        };
+        // When hb402 is the store's only writer, requests take turns on a channel in memory.
+        let local = match channels.hold_locally(&id, &owner) {
+            Ok(local) => local,
+            Err(channels::Busy) => {
+                wait(released).await?;
+                continue;
+            }
+        };
+        let stored = channels
+            .get(gate.store.as_ref(), &id)
+            .await
+            .map_err(PaymentRefusal::Unavailable)?;
+        let now = now_secs();
+        let held = stored.as_ref().and_then(|r| r.holder.as_ref());
+        if held.is_some_and(|h| h.until > now || channels.is_live(&h.owner)) {
+            drop(local);
+            wait(released).await?;
             continue;
         }
         let mut record = stored.clone().unwrap_or_else(|| unseen(&payload));
@@ -216,18 +229,27 @@ pub(super) async fn hold(
             return Err(failed(DEPOSIT_BELOW_MIN, message));
         }
         let mut mine = record;
-        mine.version = stored.as_ref().map_or(1, |r| r.version + 1);
-        mine.holder = Some(ChannelHolder {
-            owner: owner.clone(),
-            until: now + config.hold.as_secs(),
-        });
-        let taken = channels
-            .swap(gate.store.as_ref(), &id, stored.as_ref(), Some(&mine))
-            .await
-            .map_err(PaymentRefusal::Unavailable)?;
+        let taken = match (&local, &stored) {
+            // Held in memory, and nothing read from the chain to keep: nothing to write.
+            (Some(_), Some(stored)) if !stale && stored.holder.is_none() => {
+                mine = stored.clone();
+                true
+            }
+            _ => {
+                mine.version = stored.as_ref().map_or(1, |r| r.version + 1);
+                mine.holder = local.is_none().then(|| ChannelHolder {
+                    owner: owner.clone(),
+                    until: now + config.hold.as_secs(),
+                });
+                channels
+                    .swap(gate.store.as_ref(), &id, stored.as_ref(), Some(&mine))
+                    .await
+                    .map_err(PaymentRefusal::Unavailable)?
+            }
+        };
         if taken {
             return Ok(ChannelHold {
-                live: channels.live(&owner),
+                live: local.unwrap_or_else(|| channels.live(&owner)),
                 id,
                 record: mine,
                 owner,
@@ -241,6 +263,15 @@ pub(super) async fn hold(
                 client,
             });
         }
+    }
+}
+
+/// Whether `record` is held by `owner`: named as its holder, or, for a hold kept in this process
+/// only (`local`), with no holder named.
+fn owned_by(record: &ChannelRecord, owner: &str, local: bool) -> bool {
+    match &record.holder {
+        Some(holder) => holder.owner == owner,
+        None => local,
     }
 }
 
@@ -396,9 +427,9 @@ impl ChannelHold {
         if channels.sync(&mut now, self.checked.channel).await.is_err() {
             now.balance = now.balance.saturating_add(amount);
         }
-        let owner = self.owner.clone();
+        let (owner, local) = (self.owner.clone(), self.live.local());
         channels::update(gate, &self.id, |r| {
-            let mine = r.holder.as_ref().is_some_and(|h| h.owner == owner);
+            let mine = owned_by(r, &owner, local);
             if mine {
                 r.balance = r.balance.max(now.balance);
                 r.synced_at = now.synced_at;
@@ -446,9 +477,9 @@ impl ChannelHold {
         let newly_claimed = record.charged - record.total_claimed;
         let (charged, max) = (record.charged, self.checked.max_claimable);
         let signature = self.payload.parts().1.signature.to_ascii_lowercase();
-        let owner = self.owner.clone();
+        let (owner, local) = (self.owner.clone(), self.live.local());
         let before = channels::update(gate, &self.id, |r| {
-            if r.holder.as_ref().is_none_or(|h| h.owner != owner) {
+            if !owned_by(r, &owner, local) {
                 return false;
             }
             r.holder = None;
@@ -519,15 +550,19 @@ impl ChannelHold {
 
     /// Gives the channel back: nothing was charged by this request.
     pub(crate) async fn release(self, gate: &Gate) {
-        let owner = self.owner;
-        channels::update(gate, &self.id, |r| {
-            let mine = r.holder.as_ref().is_some_and(|h| h.owner == owner);
-            if mine {
-                r.holder = None;
-            }
-            mine
-        })
-        .await;
+        // A hold kept in this process only is let go of when `live` drops.
+        if !self.live.local() {
+            let owner = self.owner;
+            channels::update(gate, &self.id, |r| {
+                let mine = owned_by(r, &owner, false);
+                if mine {
+                    r.holder = None;
+                }
+                mine
+            })
+            .await;
+        }
+        drop(self.live);
         let_go(gate);
     }
 }
@@ -572,8 +607,16 @@ impl ChannelSettled {
             super::Delivery::Head { body_bytes } => charge_for(charge, Some((body_bytes, body))),
         };
         let charges = charge > 0;
+        let local = live.local();
+        if local && !charges {
+            // Nothing to write: the store names no holder of this channel.
+            drop(live);
+            let_go(gate);
+            gate.metrics.record_channel(ChannelEvent::Uncharged);
+            return;
+        }
         let before = channels::update(gate, &id, |r| {
-            if r.holder.as_ref().is_none_or(|h| h.owner != owner) {
+            if !owned_by(r, &owner, local) {
                 return false;
             }
             r.holder = None;
