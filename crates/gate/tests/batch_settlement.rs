@@ -728,7 +728,7 @@ async fn instances_sharing_redis_take_turns_on_a_channel() {
     let run = batch_pay(
         chain.rpc_url(),
         buyer.private_key,
-        &[on_a.clone()],
+        std::slice::from_ref(&on_a),
         None,
         false,
     )

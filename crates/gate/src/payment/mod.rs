@@ -200,7 +200,7 @@ pub(crate) enum Settled {
     /// An `exact` authorization, transferred on chain.
     Exact(Box<ExactSettled>),
     /// A `batch-settlement` voucher, its charge committed once the response went out whole.
-    Channel(ChannelSettled),
+    Channel(Box<ChannelSettled>),
 }
 
 impl Hold {
@@ -238,7 +238,7 @@ impl Hold {
     pub(crate) async fn settle(self, gate: &Gate) -> Result<Settled, PaymentRefusal> {
         match self {
             Hold::Exact(h) => h.settle(gate).await.map(|s| Settled::Exact(Box::new(s))),
-            Hold::Channel(h) => h.settle(gate).await.map(Settled::Channel),
+            Hold::Channel(h) => h.settle(gate).await.map(|s| Settled::Channel(Box::new(s))),
         }
     }
 }
