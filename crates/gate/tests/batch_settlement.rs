@@ -306,6 +306,21 @@ async fn pay_voucher(h: &Harness, url: &str, header: &str) -> (u16, Value, Vec<u
     (status, info, resp.bytes().await.unwrap().to_vec())
 }
 
+/// Stores a 16 MiB text item of `byte`s; its URL and data.
+async fn big_item(h: &Harness, seed: u8, byte: u8) -> (String, Vec<u8>) {
+    let data = vec![byte; 16 << 20];
+    let it = item(seed, vec![Tag::new("Content-Type", "text/plain")], &data);
+    let resp = h
+        .client
+        .post(format!("{}/upload", h.url))
+        .body(it.to_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    (format!("{}/{}", h.url, it.id()), data)
+}
+
 /// Voucher payments finished so far, charged or not.
 async fn finished_vouchers(h: &Harness) -> f64 {
     metric(h, "hb402_channel_events_total{event=\"voucher\"}").await
@@ -410,21 +425,7 @@ async fn hand_made_vouchers_are_refused_and_charged_once_for_what_went_out() {
 
     // A large item whose response is cut short after its head: nothing is charged, and the
     // same voucher then buys it whole.
-    let big = "x".repeat(16 << 20);
-    let it = item(
-        77,
-        vec![Tag::new("Content-Type", "text/plain")],
-        big.as_bytes(),
-    );
-    let resp = h
-        .client
-        .post(format!("{}/upload", h.url))
-        .body(it.to_bytes())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    let big_url = format!("{}/{}", h.url, it.id());
+    let (big_url, big) = big_item(&h, 77, b'x').await;
     let cut = voucher(&h, &big_url, &config, 5 * PRICE, &buyer).await;
     let ended = finished_vouchers(&h).await;
     cut_after_head(&big_url, &cut).await;
@@ -517,6 +518,19 @@ async fn a_timed_withdrawal_is_claimed_first_and_ends_the_channels_vouchers() {
     })
     .await;
 
+    // The claimed voucher is public (in the claim's calldata), and it is also a refund request:
+    // sending it shows the channel's state but not its latest voucher.
+    let url = &urls[3];
+    let public = voucher(&h, url, &config, 3 * PRICE, &buyer).await;
+    let (status, required, _) = pay_voucher(&h, url, &public).await;
+    assert_eq!(status, 402);
+    let extra = &required["accepts"][1]["extra"];
+    assert_eq!(
+        extra["channelState"]["chargedCumulativeAmount"], "3000",
+        "{required}"
+    );
+    assert!(extra.get("voucherState").is_none(), "{required}");
+
     // The payer starts a timed withdrawal of what is not claimed: vouchers stop.
     let start = IBatchSettlement::initiateWithdrawCall {
         config: config.clone(),
@@ -524,7 +538,6 @@ async fn a_timed_withdrawal_is_claimed_first_and_ends_the_channels_vouchers() {
     };
     send_as(&chain, buyer.address, start.abi_encode()).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let url = &urls[3];
     let next = voucher(&h, url, &config, 4 * PRICE, &buyer).await;
     let (status, required, _) = pay_voucher(&h, url, &next).await;
     assert_eq!(status, 402);
@@ -573,21 +586,7 @@ async fn a_long_read_keeps_its_channel_and_nothing_moves_less_than_a_minimum_dep
     )
     .await;
     assert_eq!(run.reads[0].status, 200);
-    let big = "y".repeat(16 << 20);
-    let it = item(
-        78,
-        vec![Tag::new("Content-Type", "text/plain")],
-        big.as_bytes(),
-    );
-    let resp = h
-        .client
-        .post(format!("{}/upload", h.url))
-        .body(it.to_bytes())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    let big_url = format!("{}/{}", h.url, it.id());
+    let (big_url, big) = big_item(&h, 78, b'y').await;
     let slow = voucher(&h, &big_url, &config, 2 * PRICE, &buyer).await;
 
     // A reader that takes its time.

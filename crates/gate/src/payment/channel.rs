@@ -192,42 +192,20 @@ pub(super) async fn hold(
             wait(released).await?;
             continue;
         }
-        let mut record = stored.clone().unwrap_or_else(|| unseen(&payload));
-        let stale = stored.is_none()
-            || now.saturating_sub(record.synced_at) >= config.sync.as_secs()
-            || record.withdraw_requested_at != 0;
-        if stale && let Err(e) = channels.sync(&mut record, signed.channel).await {
-            tracing::warn!(error = %e, channel = %id, "channel state could not be read");
-            let message = "the channel's state could not be read; try again";
-            // (The chain's fault: nobody's failure budget.)
-            return Err(refused(gate, &offered, STATE_UNAVAILABLE, message));
-        }
-        let refund = matches!(payload, BatchPayload::Refund { .. });
-        if record.withdraw_requested_at != 0 && !refund {
-            let message =
-                "the payer started a withdrawal from this channel; it takes no more vouchers";
-            return Err(failed(WITHDRAWAL_PENDING, message));
-        }
-        let view = ChannelView {
-            charged: record.charged,
-            balance: record.balance,
-            total_claimed: record.total_claimed,
+        let asked = Asked {
+            payload: &payload,
+            signed: &signed,
+            terms: &terms,
+            offer: &offer,
+            offered: &offered,
+            id: &id,
         };
-        let checked = match batch::check_state(&payload, signed.clone(), &terms, &view, now) {
-            Ok(checked) => checked,
-            Err(r @ (BatchReason::CumulativeMismatch | BatchReason::CumulativeBelowClaimed)) => {
-                return Err(corrective(gate, &offered, &offer, &id, &record, r));
-            }
-            Err(r) => return Err(failed(r.code(), "the channel payment was refused")),
-        };
-        let min_deposit = offer
-            .batch
-            .as_ref()
-            .map_or(0, |b| u128::try_from(b.min_deposit).unwrap_or(u128::MAX));
-        if checked.deposit > 0 && checked.deposit < min_deposit {
-            let message = "the deposit is smaller than the offer's minDeposit";
-            return Err(failed(DEPOSIT_BELOW_MIN, message));
-        }
+        let (record, stale, checked, min_deposit) =
+            match check_against(gate, channels, &asked, stored.as_ref(), now).await {
+                Ok(found) => found,
+                Err(Refused::Payers(code, message)) => return Err(failed(code, message)),
+                Err(Refused::Other(refusal)) => return Err(refusal),
+            };
         let mut mine = record;
         let taken = match (&local, &stored) {
             // Held in memory, and nothing read from the chain to keep: nothing to write.
@@ -282,6 +260,84 @@ fn let_go(gate: &Gate) {
     }
 }
 
+/// A channel payment being checked.
+struct Asked<'a> {
+    payload: &'a BatchPayload,
+    signed: &'a CheckedBatch,
+    terms: &'a batch::BatchTerms,
+    offer: &'a Offer,
+    offered: &'a Offered,
+    id: &'a str,
+}
+
+/// Why a channel payment's state checks refused it.
+enum Refused {
+    /// The payer's doing (counted against its failure budget): the code and a message.
+    Payers(&'static str, &'static str),
+    /// Anything else, answered as it is.
+    Other(PaymentRefusal),
+}
+
+/// The checks of a payment against its channel's record (`stored`, synced from the chain when
+/// unseen, older than `sync_seconds` or under a pending withdrawal): the record as it should be
+/// stored, whether it was synced, the payload checked, and the offer's minimum deposit.
+async fn check_against(
+    gate: &Gate,
+    channels: &channels::Channels,
+    asked: &Asked<'_>,
+    stored: Option<&ChannelRecord>,
+    now: u64,
+) -> Result<(ChannelRecord, bool, CheckedBatch, u128), Refused> {
+    let mut record = stored.cloned().unwrap_or_else(|| unseen(asked.payload));
+    let stale = stored.is_none()
+        || now.saturating_sub(record.synced_at) >= channels.config.sync.as_secs()
+        || record.withdraw_requested_at != 0;
+    if stale && let Err(e) = channels.sync(&mut record, asked.signed.channel).await {
+        tracing::warn!(error = %e, channel = %asked.id, "channel state could not be read");
+        let message = "the channel's state could not be read; try again";
+        // (The chain's fault: nobody's failure budget.)
+        let refusal = refused(gate, asked.offered, STATE_UNAVAILABLE, message);
+        return Err(Refused::Other(refusal));
+    }
+    let refund = matches!(asked.payload, BatchPayload::Refund { .. });
+    if record.withdraw_requested_at != 0 && !refund {
+        let message = "the payer started a withdrawal from this channel; it takes no more vouchers";
+        return Err(Refused::Payers(WITHDRAWAL_PENDING, message));
+    }
+    let view = ChannelView {
+        charged: record.charged,
+        balance: record.balance,
+        total_claimed: record.total_claimed,
+    };
+    let checked =
+        match batch::check_state(asked.payload, asked.signed.clone(), asked.terms, &view, now) {
+            Ok(checked) => checked,
+            Err(r @ (BatchReason::CumulativeMismatch | BatchReason::CumulativeBelowClaimed)) => {
+                let presented = asked.signed.max_claimable;
+                let refusal = corrective(
+                    gate,
+                    asked.offered,
+                    asked.offer,
+                    (asked.id, &record),
+                    presented,
+                    r,
+                );
+                return Err(Refused::Other(refusal));
+            }
+            Err(r) => return Err(Refused::Payers(r.code(), "the channel payment was refused")),
+        };
+    let min_deposit = asked
+        .offer
+        .batch
+        .as_ref()
+        .map_or(0, |b| u128::try_from(b.min_deposit).unwrap_or(u128::MAX));
+    if checked.deposit > 0 && checked.deposit < min_deposit {
+        let message = "the deposit is smaller than the offer's minDeposit";
+        return Err(Refused::Payers(DEPOSIT_BELOW_MIN, message));
+    }
+    Ok((record, stale, checked, min_deposit))
+}
+
 /// What a read charges of its price: all of it, or for a range its share of the bytes the
 /// price is for, rounded up (many small ranges never cost less than the whole).
 fn charge_for(price: u128, served: Option<(u64, u64)>) -> u128 {
@@ -307,12 +363,17 @@ fn channel_state(id: &str, record: &ChannelRecord, charged: u128) -> Value {
 
 /// The 402 for a voucher whose cumulative amount is not the channel's: its offer carries the
 /// channel's state and the latest voucher, from which the payer's client resynchronises.
+///
+/// The latest voucher is also a refund request for the channel (a refund payload is a voucher
+/// for exactly what was charged), so it is handed out only against a voucher above what was
+/// claimed on chain (`presented`): one only the payer's client has, never one read from the
+/// calldata of a claim. A client whose voucher is not above it resets to the chain's figures.
 fn corrective(
     gate: &Gate,
     offered: &Offered,
     offer: &Offer,
-    id: &str,
-    record: &ChannelRecord,
+    (id, record): (&str, &ChannelRecord),
+    presented: u128,
     reason: BatchReason,
 ) -> PaymentRefusal {
     gate.metrics.record_channel(ChannelEvent::Corrected);
@@ -323,7 +384,7 @@ fn corrective(
             "channelState".into(),
             channel_state(id, record, record.charged),
         );
-        if !record.signature.is_empty() {
+        if !record.signature.is_empty() && presented > record.total_claimed {
             let voucher = json!({
                 "signedMaxClaimable": record.signed_max.to_string(),
                 "signature": record.signature,
