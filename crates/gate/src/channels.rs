@@ -167,6 +167,53 @@ impl Channels {
         }
     }
 
+    /// [`Self::live`] for a hold kept in the store, which other instances of a fleet see: its
+    /// lapse time is pushed back every half `hold_seconds` while the request runs, so that no
+    /// other instance takes the channel over from a request still streaming.
+    pub(crate) fn live_in_store(
+        self: &Arc<Self>,
+        store: Arc<dyn Store>,
+        id: &str,
+        owner: &str,
+    ) -> Live {
+        let live = self.live(owner);
+        let (channels, id, owner) = (self.clone(), id.to_owned(), owner.to_owned());
+        tokio::spawn(async move {
+            let hold = channels.config.hold;
+            loop {
+                tokio::time::sleep(hold / 2).await;
+                if !channels.is_live(&owner) || !channels.renew(store.as_ref(), &id, &owner).await {
+                    return;
+                }
+            }
+        });
+        live
+    }
+
+    /// Pushes back the lapse of `owner`'s hold of channel `id`; `false` once it is not held by
+    /// `owner` any more (or the store cannot say).
+    async fn renew(&self, store: &dyn Store, id: &str, owner: &str) -> bool {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Ok(Some(current)) = self.get(store, id).await else {
+                return false;
+            };
+            if current.holder.as_ref().is_none_or(|h| h.owner != owner) {
+                return false;
+            }
+            let mut next = current.clone();
+            next.version = current.version + 1;
+            if let Some(holder) = &mut next.holder {
+                holder.until = now_secs() + self.config.hold.as_secs();
+            }
+            match self.swap(store, id, Some(&current), Some(&next)).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     /// When hb402 is the store's only writer, holds channel `id` for `owner` in this process
     /// (`Ok(None)`: holds are kept in the store; `Err`: another request holds it).
     pub(crate) fn hold_locally(

@@ -321,6 +321,52 @@ async fn big_item(h: &Harness, seed: u8, byte: u8) -> (String, Vec<u8>) {
     (format!("{}/{}", h.url, it.id()), data)
 }
 
+/// A paid GET over a raw connection that reads its head, then the rest when told.
+struct SlowRead {
+    stream: tokio::net::TcpStream,
+    /// Body bytes already read with the head.
+    received: usize,
+}
+
+impl SlowRead {
+    async fn start(url: &str, header: &str) -> SlowRead {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_at(rest.find('/').unwrap());
+        let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nhost: {host}\r\npayment-signature: {header}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut first = vec![0u8; 4096];
+        let n = stream.read(&mut first).await.unwrap();
+        assert!(
+            first[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&first[..n])
+        );
+        let head_end = first[..n]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4;
+        SlowRead {
+            stream,
+            received: n - head_end,
+        }
+    }
+
+    /// Reads the rest of a body of `length` bytes.
+    async fn finish(mut self, length: usize) {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; 1 << 16];
+        while self.received < length {
+            let read = self.stream.read(&mut buf).await.unwrap();
+            assert!(read > 0, "the read ended early at {}", self.received);
+            self.received += read;
+        }
+    }
+}
+
 /// Voucher payments finished so far, charged or not.
 async fn finished_vouchers(h: &Harness) -> f64 {
     metric(h, "hb402_channel_events_total{event=\"voucher\"}").await
@@ -571,7 +617,6 @@ async fn a_timed_withdrawal_is_claimed_first_and_ends_the_channels_vouchers() {
 /// meanwhile is refused, and the read is charged once it ended.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_read_keeps_its_channel_and_nothing_moves_less_than_a_minimum_deposit() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let batch = "min_deposit_reads = 10\nhold_seconds = 5\nclaim_interval_seconds = 300\n";
     let (chain, h) = stack(batch).await;
     let stored = items(&h, 4000, 1).await;
@@ -589,39 +634,17 @@ async fn a_long_read_keeps_its_channel_and_nothing_moves_less_than_a_minimum_dep
     let (big_url, big) = big_item(&h, 78, b'y').await;
     let slow = voucher(&h, &big_url, &config, 2 * PRICE, &buyer).await;
 
-    // A reader that takes its time.
-    let rest = big_url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\npayment-signature: {slow}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut first = vec![0u8; 4096];
-    let n = stream.read(&mut first).await.unwrap();
-    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    // A reader that takes its time: past hold_seconds, the same voucher does not take the
+    // channel over, and the slow read ends whole.
+    let slow_read = SlowRead::start(&big_url, &slow).await;
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
-
-    // Past hold_seconds, the same voucher does not take the channel over.
     let (status, required, body) = pay_voucher(&h, &big_url, &slow).await;
     assert_eq!(status, 402, "{}", body.len());
     assert_eq!(
         required["error"],
         "invalid_batch_settlement_evm_channel_busy"
     );
-
-    // The slow read ends whole and is charged.
-    let head_end = first[..n]
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap()
-        + 4;
-    let mut received = (n - head_end) as u64;
-    let mut buf = vec![0u8; 1 << 16];
-    while received < big.len() as u64 {
-        let read = stream.read(&mut buf).await.unwrap();
-        assert!(read > 0, "the read ended early at {received}");
-        received += read as u64;
-    }
+    slow_read.finish(big.len()).await;
     eventually("the slow read is charged", || async {
         metric(&h, "hb402_channel_events_total{event=\"voucher\"}").await >= 2.0
     })
@@ -705,7 +728,7 @@ async fn instances_sharing_redis_take_turns_on_a_channel() {
         redis.url(),
         toml(
             &chain,
-            "min_deposit_reads = 20\nclaim_interval_seconds = 300\n"
+            "min_deposit_reads = 20\nclaim_interval_seconds = 300\nhold_seconds = 5\n"
         )
     );
     let a = Harness::start_with(Options {
@@ -756,4 +779,23 @@ async fn instances_sharing_redis_take_turns_on_a_channel() {
     .await;
     assert_eq!(server_charged(&a, &on_a, &config, &buyer).await, 4 * PRICE);
     assert_eq!(server_charged(&b, &on_b, &config, &buyer).await, 4 * PRICE);
+
+    // A read on one instance streaming past hold_seconds keeps its channel from the other.
+    let (big_a, big) = big_item(&a, 79, b'z').await;
+    let big_b = big_a.replace(&a.url, &b.url);
+    let fifth = voucher(&a, &big_a, &config, 5 * PRICE, &buyer).await;
+    let slow_read = SlowRead::start(&big_a, &fifth).await;
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let (status, required, _) = pay_voucher(&b, &big_b, &fifth).await;
+    assert_eq!(status, 402);
+    assert_eq!(
+        required["error"],
+        "invalid_batch_settlement_evm_channel_busy"
+    );
+    slow_read.finish(big.len()).await;
+    eventually("the slow read is charged", || async {
+        finished_vouchers(&a).await + finished_vouchers(&b).await >= 5.0
+    })
+    .await;
+    assert_eq!(server_charged(&b, &on_b, &config, &buyer).await, 5 * PRICE);
 }

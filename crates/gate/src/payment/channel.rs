@@ -227,7 +227,10 @@ pub(super) async fn hold(
         };
         if taken {
             return Ok(ChannelHold {
-                live: local.unwrap_or_else(|| channels.live(&owner)),
+                live: match local {
+                    Some(local) => local,
+                    None => channels.live_in_store(gate.store.clone(), &id, &owner),
+                },
                 id,
                 record: mine,
                 owner,
