@@ -61,9 +61,6 @@ pub(crate) struct ChannelHold {
     checked: CheckedBatch,
     /// What this request charges: the price, or its share for the bytes a range serves.
     charge: u128,
-    /// The smallest deposit, and partial refund, the offer takes: every transaction hb402 sends
-    /// for a payer moves at least this much.
-    min_deposit: u128,
     offered: Offered,
     network: String,
     payer: String,
@@ -200,7 +197,7 @@ pub(super) async fn hold(
             offered: &offered,
             id: &id,
         };
-        let (record, stale, checked, min_deposit) =
+        let (record, stale, checked) =
             match check_against(gate, channels, &asked, stored.as_ref(), now).await {
                 Ok(found) => found,
                 Err(Refused::Payers(code, message)) => return Err(failed(code, message)),
@@ -238,7 +235,6 @@ pub(super) async fn hold(
                 payload,
                 checked,
                 charge: charge_for(terms.amount, offered.served),
-                min_deposit,
                 network: offer.v2.network.clone(),
                 offered,
                 client,
@@ -283,14 +279,14 @@ enum Refused {
 
 /// The checks of a payment against its channel's record (`stored`, synced from the chain when
 /// unseen, older than `sync_seconds` or under a pending withdrawal): the record as it should be
-/// stored, whether it was synced, the payload checked, and the offer's minimum deposit.
+/// stored, whether it was synced, and the payload checked.
 async fn check_against(
     gate: &Gate,
     channels: &channels::Channels,
     asked: &Asked<'_>,
     stored: Option<&ChannelRecord>,
     now: u64,
-) -> Result<(ChannelRecord, bool, CheckedBatch, u128), Refused> {
+) -> Result<(ChannelRecord, bool, CheckedBatch), Refused> {
     let mut record = stored.cloned().unwrap_or_else(|| unseen(asked.payload));
     let stale = stored.is_none()
         || now.saturating_sub(record.synced_at) >= channels.config.sync.as_secs()
@@ -338,7 +334,7 @@ async fn check_against(
         let message = "the deposit is smaller than the offer's minDeposit";
         return Err(Refused::Payers(DEPOSIT_BELOW_MIN, message));
     }
-    Ok((record, stale, checked, min_deposit))
+    Ok((record, stale, checked))
 }
 
 /// What a read charges of its price: all of it, or for a range its share of the bytes the
@@ -513,15 +509,14 @@ impl ChannelHold {
         let remainder = record.balance.saturating_sub(record.charged);
         let amount = match self.checked.refund {
             _ if remainder == 0 => return Err(self.fail(gate, REFUND_NO_BALANCE).await),
-            // A partial refund moves at least a minimum deposit: refunds are not a way to have
-            // hb402 send transactions that move nothing.
-            Some(asked)
-                if asked > remainder || (asked < self.min_deposit && asked != remainder) =>
-            {
+            // Only whole refunds: a refund payload is not authenticated beyond the latest
+            // voucher (which becomes public once claimed), so a partial one could be repeated
+            // by anyone, each a transaction hb402 pays for. After a whole refund there is
+            // nothing left to refund until the payer deposits again.
+            Some(asked) if asked != remainder => {
                 return Err(self.fail(gate, REFUND_AMOUNT_INVALID).await);
             }
-            Some(asked) => asked,
-            None => remainder,
+            Some(_) | None => remainder,
         };
         // What was charged and not claimed yet is claimed in the same transaction, with the
         // payer's own refund voucher (its ceiling is exactly what was charged).
@@ -598,7 +593,7 @@ impl ChannelHold {
         let message = match code {
             REFUND_NO_BALANCE => "the channel holds nothing that was not charged",
             REFUND_AMOUNT_INVALID => {
-                "a partial refund asks at least the offer's minDeposit and at most what the channel holds uncharged"
+                "only a whole refund of what the channel holds uncharged is paid"
             }
             _ => "the transaction could not be made; nothing was charged",
         };
