@@ -537,32 +537,104 @@ pub async fn claim_all(gate: &Gate) -> u128 {
         if rows.is_empty() {
             break;
         }
-        let only: Vec<ClaimRow> = rows.iter().map(|(_, r)| r.clone()).collect();
-        match channels.claim(&only).await {
-            Sent::Mined(tx) => {
-                gate.metrics.record_channel(ChannelEvent::Claim);
-                for (id, row) in &rows {
-                    let before = update(gate, id, |r| {
-                        r.total_claimed = r.total_claimed.max(row.total);
-                        true
-                    })
-                    .await;
-                    let was = before.map_or(row.total, |b| b.total_claimed);
-                    let amount = row.total.saturating_sub(was);
-                    claimed += amount;
-                    gate.metrics
-                        .record_channel_amount(ChannelAmount::Claimed, amount);
-                }
-                tracing::info!(%tx, vouchers = rows.len(), "claimed");
-            }
-            other => {
-                gate.metrics.record_channel(ChannelEvent::ChainFailure);
-                tracing::warn!(?other, vouchers = rows.len(), "claim transaction failed");
-                break;
-            }
+        let rows = collectable(gate, channels, rows).await;
+        if rows.is_empty() {
+            continue;
         }
+        // One transaction for them all; if it cannot be made (a row the chain refuses), each
+        // row alone, so that one channel never holds up the claims of the others.
+        let claimed_now = match claim_rows(gate, channels, &rows).await {
+            Some(amount) => amount,
+            None if rows.len() > 1 => {
+                let mut amount = 0;
+                for row in &rows {
+                    amount += claim_rows(gate, channels, std::slice::from_ref(row))
+                        .await
+                        .unwrap_or(0);
+                }
+                amount
+            }
+            None => 0,
+        };
+        claimed += claimed_now;
     }
     claimed
+}
+
+/// Claims `rows` in one transaction and records it; the amount claimed, `None` if the
+/// transaction failed.
+async fn claim_rows(gate: &Gate, channels: &Channels, rows: &[(String, ClaimRow)]) -> Option<u128> {
+    let only: Vec<ClaimRow> = rows.iter().map(|(_, r)| r.clone()).collect();
+    let tx = match channels.claim(&only).await {
+        Sent::Mined(tx) => tx,
+        other => {
+            gate.metrics.record_channel(ChannelEvent::ChainFailure);
+            tracing::warn!(?other, vouchers = rows.len(), "claim transaction failed");
+            return None;
+        }
+    };
+    gate.metrics.record_channel(ChannelEvent::Claim);
+    let mut claimed = 0;
+    for (id, row) in rows {
+        let before = update(gate, id, |r| {
+            r.total_claimed = r.total_claimed.max(row.total);
+            true
+        })
+        .await;
+        let was = before.map_or(row.total, |b| b.total_claimed);
+        let amount = row.total.saturating_sub(was);
+        claimed += amount;
+        gate.metrics
+            .record_channel_amount(ChannelAmount::Claimed, amount);
+    }
+    tracing::info!(%tx, vouchers = rows.len(), "claimed");
+    Some(claimed)
+}
+
+/// The rows as far as the chain lets them be claimed: each up to its channel's balance there
+/// (charges beyond it — the payer withdrew while a read was being served — can never be
+/// collected, and would make the claim revert; the record is told so), without the rows the
+/// chain has claimed already.
+async fn collectable(
+    gate: &Gate,
+    channels: &Channels,
+    rows: Vec<(String, ClaimRow)>,
+) -> Vec<(String, ClaimRow)> {
+    let mut kept = Vec::with_capacity(rows.len());
+    for (id, mut row) in rows {
+        let chain_id = hb402_x402::batch::channel_id(&row.config, channels.chain_id);
+        let Ok(on_chain) = channels
+            .read(IBatchSettlement::channelsCall {
+                channelId: chain_id,
+            })
+            .await
+        else {
+            // The next sweep tries again.
+            continue;
+        };
+        if row.total > on_chain.balance {
+            tracing::error!(channel = %id, charged = row.total, balance = on_chain.balance, "charges beyond the channel's balance cannot be claimed (its payer withdrew)");
+            let balance = on_chain.balance;
+            update(gate, &id, |r| {
+                r.charged = r.charged.min(balance).max(r.total_claimed);
+                r.balance = balance;
+                true
+            })
+            .await;
+            row.total = on_chain.balance;
+        }
+        if row.total <= on_chain.totalClaimed {
+            let claimed = on_chain.totalClaimed;
+            update(gate, &id, |r| {
+                r.total_claimed = r.total_claimed.max(claimed);
+                true
+            })
+            .await;
+            continue;
+        }
+        kept.push((id, row));
+    }
+    kept
 }
 
 /// The claim of a record's charges, if it has unclaimed ones this gateway may claim.

@@ -66,6 +66,9 @@ fn returned(name: &str) -> bool {
     )
 }
 
+/// How long a write to a client may make no progress before the connection is dropped.
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The proxy service.
 #[derive(Debug, Clone)]
 pub struct Proxy {
@@ -385,6 +388,9 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // A client that stops reading its answer is let go of after a while: it holds no
+        // connection (nor, for a channel payment, its channel) for ever.
+        session.set_write_timeout(Some(WRITE_STALL));
         let req = session.req_header();
         let method = req.method.as_str();
         let (route, path) = match crate::path::normalize(req.uri.path()) {

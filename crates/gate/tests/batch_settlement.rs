@@ -800,3 +800,52 @@ async fn instances_sharing_redis_take_turns_on_a_channel() {
     .await;
     assert_eq!(server_charged(&b, &on_b, &config, &buyer).await, 5 * PRICE);
 }
+
+/// A channel whose payer withdrew what hb402 had charged and not claimed (hb402 was kept from
+/// claiming longer than the withdraw delay) cannot be claimed any more; it does not keep the
+/// other channels' claims from going through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_emptied_by_its_payer_never_holds_up_the_claims_of_others() {
+    let batch = "min_deposit_reads = 10\nclaim_interval_seconds = 20\n";
+    let (chain, h) = stack(batch).await;
+    let stored = items(&h, 6000, 2).await;
+    let urls: Vec<String> = stored.iter().map(|(u, _)| u.clone()).collect();
+    let (leaver, stayer) = (ANVIL_ACCOUNTS[5], ANVIL_ACCOUNTS[4]);
+    for buyer in [&leaver, &stayer] {
+        let run = batch_pay(chain.rpc_url(), buyer.private_key, &urls, None, false).await;
+        assert!(run.reads.iter().all(|r| r.status == 200), "{:?}", run.reads);
+    }
+    // Before hb402's next sweep, the leaver takes everything back.
+    let gone = client_channel(&leaver);
+    let start = IBatchSettlement::initiateWithdrawCall {
+        config: gone.clone(),
+        amount: 10 * PRICE,
+    };
+    send_as(&chain, leaver.address, start.abi_encode()).await;
+    chain.increase_time(901).await;
+    let finish = IBatchSettlement::finalizeWithdrawCall {
+        config: gone.clone(),
+    };
+    send_as(&chain, leaver.address, finish.abi_encode()).await;
+    let (gone_id, kept_id) = (
+        channel_id(&gone, 84_532),
+        channel_id(&client_channel(&stayer), 84_532),
+    );
+    assert_eq!(channel(&chain, gone_id).await, (0, 0));
+
+    eventually("the other channel's charges are claimed", || async {
+        channel(&chain, kept_id).await == (10 * PRICE, 2 * PRICE)
+    })
+    .await;
+    let listed: Value = h
+        .client
+        .get(format!("{}/admin/channels", h.admin_url))
+        .bearer_auth(common::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["unclaimed"], "0", "{listed}");
+}
