@@ -373,24 +373,10 @@ async fn finished_vouchers(h: &Harness) -> f64 {
         + metric(h, "hb402_channel_events_total{event=\"uncharged\"}").await
 }
 
-/// GETs `url` paying with `header` and closes the connection once the head arrived.
+/// GETs `url` paying with `header` and closes the connection once the head arrived (with
+/// unread bytes: a reset, the rest of the body cannot be sent).
 async fn cut_after_head(url: &str, header: &str) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\npayment-signature: {header}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = vec![0u8; 4096];
-    let n = stream.read(&mut head).await.unwrap();
-    assert!(
-        head[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head[..n])
-    );
-    // Closing with unread bytes resets the connection: the rest of the body cannot be sent.
-    drop(stream);
+    drop(SlowRead::start(url, header).await);
 }
 
 /// What hb402 says it charged on a channel: the corrective 402 of a stale voucher shows it.
