@@ -61,20 +61,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         Arc::new(Upstream::new(&config.upstream).map_err(|e| BuildError::Upstream(e.to_string()))?);
     let metrics = Arc::new(Metrics::new());
     let (facilitator, local) = facilitator(&config)?;
-    let channels = match (&config.payments.batch, local, &config.payments.mode) {
-        (Some(batch), Some(local), crate::config::PaymentMode::Local { chain_id, .. }) => {
-            Some(Arc::new(
-                crate::channels::Channels::new(
-                    batch.clone(),
-                    local,
-                    *chain_id,
-                    matches!(config.store.kind, StoreKind::Redb),
-                )
-                .map_err(|e| BuildError::Unsupported(e.to_string()))?,
-            ))
-        }
-        _ => None,
-    };
+    let channels = channels(&config, local)?;
     let receipt_key = match &config.payments.receipt_secret {
         Some(secret) => secret.expose().to_vec(),
         None => {
@@ -187,6 +174,24 @@ fn connect_redis(url: &str) -> Result<crate::store::RedisStore, BuildError> {
     rx.recv()
         .map_err(|e| BuildError::Store(e.to_string()))?
         .map_err(BuildError::Store)
+}
+
+/// `batch-settlement` channels, when `[payments.batch]` offers them (local settlement only:
+/// they send through its pipeline).
+fn channels(
+    config: &Config,
+    local: Option<Arc<crate::facilitator::LocalSettlement>>,
+) -> Result<Option<Arc<crate::channels::Channels>>, BuildError> {
+    let (Some(batch), Some(local), crate::config::PaymentMode::Local { chain_id, .. }) =
+        (&config.payments.batch, local, &config.payments.mode)
+    else {
+        return Ok(None);
+    };
+    // The embedded store has one writer, this process: channel records may live in memory.
+    let sole_writer = matches!(config.store.kind, StoreKind::Redb);
+    let channels = crate::channels::Channels::new(batch.clone(), local, *chain_id, sole_writer)
+        .map_err(|e| BuildError::Unsupported(e.to_string()))?;
+    Ok(Some(Arc::new(channels)))
 }
 
 /// The settlement backend, and local settlement's own handle (channels send through it).

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use hb402_x402::batch::{self, BatchPayload, BatchReason, ChannelView, CheckedBatch};
 use hb402_x402::{DecodedPayment, Offer, encode_header};
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::{Offered, PaymentRefusal, random_owner, required};
@@ -117,28 +118,11 @@ pub(super) async fn hold(
     offered: Offered,
     client: Option<IpAddr>,
 ) -> Result<ChannelHold, PaymentRefusal> {
-    let (Some(channels), Some(terms)) = (gate.channels.as_ref(), offer.batch_terms()) else {
+    let Some(channels) = gate.channels.as_ref() else {
         let message = "channel payments are not configured";
         return Err(refused(gate, &offered, "unexpected_verify_error", message));
     };
-    let Ok(payload) = serde_json::from_value::<BatchPayload>(decoded.payload.payload().clone())
-    else {
-        let message = "the batch-settlement payload could not be read";
-        return Err(refused(
-            gate,
-            &offered,
-            BatchReason::Payload.code(),
-            message,
-        ));
-    };
-    let signed = batch::check_signed(&payload, &terms).map_err(|r| {
-        refused(
-            gate,
-            &offered,
-            r.code(),
-            "the voucher is not valid for this offer",
-        )
-    })?;
+    let (terms, payload, signed) = signed_payload(gate, decoded, &offer, &offered)?;
     // The payer is known now (its signature verified): a payer or client whose channel payments
     // keep failing is refused for a while without reading the chain for it.
     let payer = signed.config.payer.to_checksum(None);
@@ -151,21 +135,13 @@ pub(super) async fn hold(
     };
     let id = format!("{:#x}", signed.channel);
     let owner = random_owner();
-    let config = &channels.config;
     let deadline = Instant::now() + BUSY_WAIT;
     loop {
         // Listening before looking: a channel let go of meanwhile wakes this request.
         let released = channels.released();
         let wait = |released| async {
             if Instant::now() >= deadline {
-                gate.metrics.record_channel(ChannelEvent::Busy);
-                let message = "another request is paying on this channel; try again";
-                return Err(required(
-                    &offered,
-                    PaymentRequiredReason::Replay,
-                    CHANNEL_BUSY,
-                    message,
-                ));
+                return Err(busy(gate, &offered));
             }
             let _ = tokio::time::timeout(BUSY_POLL, released).await;
             Ok(())
@@ -203,26 +179,15 @@ pub(super) async fn hold(
                 Err(Refused::Payers(code, message)) => return Err(failed(code, message)),
                 Err(Refused::Other(refusal)) => return Err(refusal),
             };
-        let mut mine = record;
-        let taken = match (&local, &stored) {
-            // Held in memory, and nothing read from the chain to keep: nothing to write.
-            (Some(_), Some(stored)) if !stale && stored.holder.is_none() => {
-                mine = stored.clone();
-                true
-            }
-            _ => {
-                mine.version = stored.as_ref().map_or(1, |r| r.version + 1);
-                mine.holder = local.is_none().then(|| ChannelHolder {
-                    owner: owner.clone(),
-                    until: now + config.hold.as_secs(),
-                });
-                channels
-                    .swap(gate.store.as_ref(), &id, stored.as_ref(), Some(&mine))
-                    .await
-                    .map_err(PaymentRefusal::Unavailable)?
-            }
-        };
-        if taken {
+        let taken = take(
+            gate,
+            (&id, &owner),
+            local.is_some(),
+            stored.as_ref(),
+            (record, stale),
+            now,
+        );
+        if let Some(mine) = taken.await? {
             return Ok(ChannelHold {
                 live: match local {
                     Some(local) => local,
@@ -231,7 +196,7 @@ pub(super) async fn hold(
                 id,
                 record: mine,
                 owner,
-                payer: checked.config.payer.to_checksum(None),
+                payer: payer.clone(),
                 payload,
                 checked,
                 charge: charge_for(terms.amount, offered.served),
@@ -241,6 +206,71 @@ pub(super) async fn hold(
             });
         }
     }
+}
+
+/// The offer's terms, the payload, and what its signature proves (no state read): a payload
+/// not signed by its channel's payer is refused here.
+fn signed_payload(
+    gate: &Gate,
+    decoded: &DecodedPayment,
+    offer: &Offer,
+    offered: &Offered,
+) -> Result<(batch::BatchTerms, BatchPayload, CheckedBatch), PaymentRefusal> {
+    let Some(terms) = offer.batch_terms() else {
+        let message = "channel payments are not configured";
+        return Err(refused(gate, offered, "unexpected_verify_error", message));
+    };
+    let Ok(payload) = BatchPayload::deserialize(decoded.payload.payload()) else {
+        let message = "the batch-settlement payload could not be read";
+        return Err(refused(gate, offered, BatchReason::Payload.code(), message));
+    };
+    let message = "the voucher is not valid for this offer";
+    let signed = batch::check_signed(&payload, &terms)
+        .map_err(|r| refused(gate, offered, r.code(), message))?;
+    Ok((terms, payload, signed))
+}
+
+/// The 402 of a request whose channel another request held for longer than it waits.
+fn busy(gate: &Gate, offered: &Offered) -> PaymentRefusal {
+    gate.metrics.record_channel(ChannelEvent::Busy);
+    let message = "another request is paying on this channel; try again";
+    required(
+        offered,
+        PaymentRequiredReason::Replay,
+        CHANNEL_BUSY,
+        message,
+    )
+}
+
+/// Takes channel `id` for `owner` from the record `stored` it was checked against: the record
+/// as this request holds it, or `None` if the record changed meanwhile (look again). A hold
+/// kept in this process (`local`) needs no write unless the chain was read (`stale`) or a lapsed
+/// holder is to be cleared; a hold kept in the store names its owner and lapse time there.
+async fn take(
+    gate: &Gate,
+    (id, owner): (&str, &str),
+    local: bool,
+    stored: Option<&ChannelRecord>,
+    (checked, stale): (ChannelRecord, bool),
+    now: u64,
+) -> Result<Option<ChannelRecord>, PaymentRefusal> {
+    let Some(channels) = &gate.channels else {
+        return Ok(None);
+    };
+    if let Some(stored) = stored.filter(|s| local && !stale && s.holder.is_none()) {
+        return Ok(Some(stored.clone()));
+    }
+    let mut mine = checked;
+    mine.version = stored.map_or(1, |r| r.version + 1);
+    mine.holder = (!local).then(|| ChannelHolder {
+        owner: owner.to_owned(),
+        until: now + channels.config.hold.as_secs(),
+    });
+    let taken = channels
+        .swap(gate.store.as_ref(), id, stored, Some(&mine))
+        .await
+        .map_err(PaymentRefusal::Unavailable)?;
+    Ok(taken.then_some(mine))
 }
 
 /// Whether `record` is held by `owner`: named as its holder, or, for a hold kept in this process
