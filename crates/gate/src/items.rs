@@ -412,6 +412,13 @@ impl Items {
         Ok(())
     }
 
+    /// The node has just taken a copy: a recent miss of it (the upload's own lookup) is stale.
+    pub async fn taken(&self, bucket: &str, id: &ItemId) {
+        if let Some(key) = self.key(bucket, id) {
+            self.missing.invalidate(&key).await;
+        }
+    }
+
     /// Forgets a copy.
     pub async fn forget(&self, bucket: &str, id: &str) -> Result<(), StoreError> {
         self.store.delete_meta(bucket, id).await?;

@@ -582,6 +582,7 @@ async fn store(
     if let Err(detail) = out.complete(answer_timeout).await {
         return Err((UploadError::NodeFailed(detail).into(), held));
     }
+    gate.items.taken(&placement.bucket, &placement.id).await;
     // The node holds the object: now it is paid for, or removed.
     let mut headers = vec![("content-type", crate::error::JSON_CONTENT_TYPE.to_owned())];
     let payment = match held {
