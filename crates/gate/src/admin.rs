@@ -50,6 +50,8 @@ pub struct AdminApp {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
+    /// The channels whose records are written behind, written before they are listed.
+    channels: Option<Arc<crate::channels::Channels>>,
     client: reqwest::Client,
     networks: hb402_x402::Registry,
 }
@@ -197,9 +199,17 @@ impl AdminApp {
             config,
             metrics,
             store,
+            channels: None,
             client,
             networks: hb402_x402::Registry::builtin(),
         }
+    }
+
+    /// Lists `channels`' records as they are in memory (written to the store first).
+    #[must_use]
+    pub fn with_channels(mut self, channels: Option<Arc<crate::channels::Channels>>) -> Self {
+        self.channels = channels;
+        self
     }
 
     /// Reads and discards the request body, refusing more than `limits.max_admin_body_bytes`.
@@ -543,6 +553,9 @@ impl AdminApp {
                     )));
                 }
             }
+        }
+        if let Some(channels) = &self.channels {
+            channels.write_behind(self.store.as_ref()).await?;
         }
         let listed = self.store.channels_unclaimed(limit).await?;
         let unclaimed: u128 = listed

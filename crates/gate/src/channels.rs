@@ -41,6 +41,14 @@ const CLAIM_ROUNDS: usize = 20;
 /// Read-modify-write attempts on one channel record before giving up.
 const UPDATE_ATTEMPTS: usize = 8;
 
+impl Memory {
+    /// Drops the records the store has as they are here.
+    fn forget_written(&mut self) {
+        let unwritten = &self.unwritten;
+        self.records.retain(|id, _| unwritten.contains(id));
+    }
+}
+
 /// The chain side of channels: reads, and transactions through local settlement.
 pub struct Channels {
     /// The configuration.
@@ -51,10 +59,16 @@ pub struct Channels {
     /// Woken whenever this process lets go of a channel, so that a request waiting for it
     /// goes on at once (other instances of a fleet are looked at again after a short wait).
     released: tokio::sync::Notify,
-    /// Channel records as this process last stored or read them, when no other process writes
-    /// the store (redb): a voucher read then reads its record from memory. Every change is still
-    /// a compare-and-swap in the store, so a stale entry only costs a retry.
-    cache: Option<std::sync::Mutex<std::collections::HashMap<String, ChannelRecord>>>,
+    /// When no other process writes the store (redb): the channel records this process read or
+    /// changed, the authority for them. A change is a compare-and-swap here, written to the
+    /// store behind it ([`Channels::write_behind`]): a voucher read neither reads nor waits for
+    /// the store.
+    memory: Option<std::sync::Mutex<Memory>>,
+    /// Woken when a record changed in memory only.
+    changed: tokio::sync::Notify,
+    /// When this process started: a record it has not synced since (the store's, as a previous
+    /// run left it) is read from the chain again before it is trusted.
+    started_at: u64,
     /// The owners of the channel holds this process's requests have now. A hold past its
     /// `until` is taken over only when its owner is not one of them: a request of this process
     /// that streams for longer than `hold_seconds` keeps its channel.
@@ -96,8 +110,19 @@ impl Drop for Live {
 #[derive(Debug)]
 pub(crate) struct Busy;
 
-/// Records kept in [`Channels`]' cache at most (it starts over beyond).
+/// Records kept in memory at most (those written to the store are dropped beyond).
 const CACHED_CHANNELS: usize = 100_000;
+
+/// How long a change stays in memory only, gathering others, before it is written.
+pub(crate) const WRITE_BEHIND: Duration = Duration::from_millis(50);
+
+/// The channel records of a process that is the store's only writer.
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    records: std::collections::HashMap<String, ChannelRecord>,
+    /// The ids whose record here is newer than the store's.
+    unwritten: std::collections::HashSet<String>,
+}
 
 impl std::fmt::Debug for Channels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,7 +163,9 @@ impl Channels {
             chain,
             chain_id,
             released: tokio::sync::Notify::new(),
-            cache: sole_writer.then(Default::default),
+            memory: sole_writer.then(Default::default),
+            changed: tokio::sync::Notify::new(),
+            started_at: now_secs(),
             live: Default::default(),
             local_holds: Default::default(),
         })
@@ -193,25 +220,50 @@ impl Channels {
     /// Pushes back the lapse of `owner`'s hold of channel `id`; `false` once it is not held by
     /// `owner` any more (or the store cannot say).
     async fn renew(&self, store: &dyn Store, id: &str, owner: &str) -> bool {
+        let until = now_secs() + self.config.hold.as_secs();
+        self.update(store, id, |r| match &mut r.holder {
+            Some(holder) if holder.owner == owner => {
+                holder.until = until;
+                true
+            }
+            _ => false,
+        })
+        .await
+        .is_some()
+    }
+
+    /// Changes channel `id`'s record with `change` (from whatever it is now); `change` returns
+    /// `false` to leave it as it is. The record as it was before, once the change is stored.
+    pub(crate) async fn update(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        change: impl Fn(&mut ChannelRecord) -> bool,
+    ) -> Option<ChannelRecord> {
         for _ in 0..UPDATE_ATTEMPTS {
-            let Ok(Some(current)) = self.get(store, id).await else {
-                return false;
+            let current = match self.get(store, id).await {
+                Ok(current) => current?,
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "channel record could not be read");
+                    return None;
+                }
             };
-            if current.holder.as_ref().is_none_or(|h| h.owner != owner) {
-                return false;
-            }
             let mut next = current.clone();
-            next.version = current.version + 1;
-            if let Some(holder) = &mut next.holder {
-                holder.until = now_secs() + self.config.hold.as_secs();
+            if !change(&mut next) {
+                return None;
             }
-            match self.swap(store, id, Some(&current), Some(&next)).await {
-                Ok(true) => return true,
+            next.version = current.version + 1;
+            match self.swap(store, id, Some(&current), &next).await {
+                Ok(true) => return Some(current),
                 Ok(false) => {}
-                Err(_) => return false,
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "channel record could not be written");
+                    return None;
+                }
             }
         }
-        false
+        tracing::warn!(%id, "channel record kept changing; not updated");
+        None
     }
 
     /// When hb402 is the store's only writer, holds channel `id` for `owner` in this process
@@ -221,7 +273,7 @@ impl Channels {
         id: &str,
         owner: &str,
     ) -> Result<Option<Live>, Busy> {
-        if self.cache.is_none() {
+        if self.memory.is_none() {
             return Ok(None);
         }
         {
@@ -244,15 +296,19 @@ impl Channels {
         self.live_owners().contains(owner)
     }
 
-    fn cached(
-        &self,
-    ) -> Option<std::sync::MutexGuard<'_, std::collections::HashMap<String, ChannelRecord>>> {
-        let cache = self.cache.as_ref()?;
+    fn memory(&self) -> Option<std::sync::MutexGuard<'_, Memory>> {
+        let memory = self.memory.as_ref()?;
         Some(
-            cache
+            memory
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
+    }
+
+    /// Whether a record was last synced from the chain by a previous run of hb402 (it may
+    /// predate what that run did before it stopped).
+    pub(crate) fn synced_before_start(&self, record: &ChannelRecord) -> bool {
+        record.synced_at < self.started_at
     }
 
     /// Channel `id`'s record.
@@ -261,48 +317,93 @@ impl Channels {
         store: &dyn Store,
         id: &str,
     ) -> Result<Option<ChannelRecord>, StoreError> {
-        if let Some(record) = self.cached().and_then(|c| c.get(id).cloned()) {
+        if let Some(record) = self.memory().and_then(|m| m.records.get(id).cloned()) {
             return Ok(Some(record));
         }
         let record = store.channel_get(id).await?;
-        if let Some(record) = &record {
-            self.remember(id, record);
+        match (&record, self.memory()) {
+            // What is in memory is newer than the store, if it got there meanwhile.
+            (Some(stored), Some(mut memory)) => {
+                if memory.records.len() >= CACHED_CHANNELS {
+                    memory.forget_written();
+                }
+                let kept = memory
+                    .records
+                    .entry(id.to_owned())
+                    .or_insert_with(|| stored.clone());
+                Ok(Some(kept.clone()))
+            }
+            _ => Ok(record),
         }
-        Ok(record)
     }
 
-    /// Replaces channel `id`'s record if it is still `expected` (see [`Store::channel_swap`]).
+    /// Replaces channel `id`'s record with `new` if it is still `expected` (by version; `None`:
+    /// there is none); `Ok(false)` when it is not. `new` carries a higher version.
     pub(crate) async fn swap(
         &self,
         store: &dyn Store,
         id: &str,
         expected: Option<&ChannelRecord>,
-        new: Option<&ChannelRecord>,
+        new: &ChannelRecord,
     ) -> Result<bool, StoreError> {
-        let swapped = store.channel_swap(id, expected, new).await;
-        match (&swapped, new) {
-            (Ok(true), Some(new)) => self.remember(id, new),
-            // Deleted, changed by someone else, or unknown: read from the store next time.
-            _ => {
-                if let Some(mut cache) = self.cached() {
-                    cache.remove(id);
+        if self.memory.is_none() {
+            return store.channel_swap(id, expected, Some(new)).await;
+        }
+        let known = self.memory().is_some_and(|m| m.records.contains_key(id));
+        // Not in memory: the store has the latest (only written records are ever dropped).
+        let stored = if known {
+            None
+        } else {
+            store.channel_get(id).await?
+        };
+        let Some(mut memory) = self.memory() else {
+            return Ok(false);
+        };
+        let current = memory.records.get(id).or(stored.as_ref());
+        if current.map(|r| r.version) != expected.map(|r| r.version) {
+            return Ok(false);
+        }
+        if memory.records.len() >= CACHED_CHANNELS {
+            memory.forget_written();
+        }
+        memory.records.insert(id.to_owned(), new.clone());
+        memory.unwritten.insert(id.to_owned());
+        drop(memory);
+        self.changed.notify_one();
+        Ok(true)
+    }
+
+    /// Writes the records changed in memory since they were last written to `store`.
+    pub(crate) async fn write_behind(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let rows: Vec<(String, ChannelRecord)> = match self.memory() {
+            Some(memory) => memory
+                .unwritten
+                .iter()
+                .filter_map(|id| Some((id.clone(), memory.records.get(id)?.clone())))
+                .collect(),
+            None => return Ok(()),
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        store.channels_put(&rows).await?;
+        if let Some(mut memory) = self.memory() {
+            for (id, written) in &rows {
+                if memory
+                    .records
+                    .get(id)
+                    .is_some_and(|r| r.version == written.version)
+                {
+                    memory.unwritten.remove(id);
                 }
             }
         }
-        swapped
+        Ok(())
     }
 
-    fn remember(&self, id: &str, record: &ChannelRecord) {
-        let Some(mut cache) = self.cached() else {
-            return;
-        };
-        if cache.get(id).is_some_and(|r| r.version >= record.version) {
-            return;
-        }
-        if cache.len() >= CACHED_CHANNELS {
-            cache.clear();
-        }
-        cache.insert(id.to_owned(), record.clone());
+    /// Done once a record changed in memory only.
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// Done once this process lets go of some channel (from the moment it is made, even before
@@ -471,43 +572,14 @@ impl Channels {
     }
 }
 
-/// Changes channel `id`'s record with `change` (from whatever it is now); `change` returns
-/// `false` to leave it as it is. The record as it was before, once the change is stored.
+/// [`Channels::update`] in `gate`'s store.
 pub(crate) async fn update(
     gate: &Gate,
     id: &str,
     change: impl Fn(&mut ChannelRecord) -> bool,
 ) -> Option<ChannelRecord> {
-    let Some(channels) = &gate.channels else {
-        return None;
-    };
-    for _ in 0..UPDATE_ATTEMPTS {
-        let current = match channels.get(gate.store.as_ref(), id).await {
-            Ok(current) => current?,
-            Err(e) => {
-                tracing::warn!(%id, error = %e, "channel record could not be read");
-                return None;
-            }
-        };
-        let mut next = current.clone();
-        if !change(&mut next) {
-            return None;
-        }
-        next.version = current.version + 1;
-        match channels
-            .swap(gate.store.as_ref(), id, Some(&current), Some(&next))
-            .await
-        {
-            Ok(true) => return Some(current),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(%id, error = %e, "channel record could not be written");
-                return None;
-            }
-        }
-    }
-    tracing::warn!(%id, "channel record kept changing; not updated");
-    None
+    let channels = gate.channels.as_ref()?;
+    channels.update(gate.store.as_ref(), id, change).await
 }
 
 /// Claims every charged, unclaimed voucher (in transactions of up to
@@ -516,6 +588,10 @@ pub async fn claim_all(gate: &Gate) -> u128 {
     let Some(channels) = &gate.channels else {
         return 0;
     };
+    // The listing below is the store's: what changed in memory only is written first.
+    if let Err(e) = channels.write_behind(gate.store.as_ref()).await {
+        tracing::warn!(error = %e, "channel records could not be written");
+    }
     let mut claimed = 0;
     // Each channel once per sweep: one that is being read from keeps gaining charges, which
     // the next sweep claims (a sweep is not a loop chasing its reader).
@@ -627,6 +703,7 @@ async fn collectable(
             let claimed = on_chain.totalClaimed;
             update(gate, &id, |r| {
                 r.total_claimed = r.total_claimed.max(claimed);
+                r.charged = r.charged.max(claimed);
                 true
             })
             .await;
@@ -721,6 +798,9 @@ impl BackgroundService for Sweeper {
                     let last = async {
                         claim_all(&self.gate).await;
                         settle_all(&self.gate).await;
+                        if let Err(e) = channels.write_behind(self.gate.store.as_ref()).await {
+                            tracing::warn!(error = %e, "channel records could not be written");
+                        }
                     };
                     if tokio::time::timeout(SHUTDOWN_SWEEP, last).await.is_err() {
                         tracing::warn!("the shutdown sweep did not finish; the next start claims the rest");
@@ -734,3 +814,45 @@ impl BackgroundService for Sweeper {
 
 /// How long the sweep at shutdown may take.
 const SHUTDOWN_SWEEP: Duration = Duration::from_secs(60);
+
+/// Writes the channel records changed in memory to the store, [`WRITE_BEHIND`] after a change
+/// (gathering the changes meanwhile), and once more at shutdown. Runs only when hb402 is the
+/// store's only writer (its records are then kept in memory).
+#[derive(Debug)]
+pub struct RecordWriter {
+    gate: Arc<Gate>,
+}
+
+impl RecordWriter {
+    /// A writer over shared state.
+    pub fn new(gate: Arc<Gate>) -> Self {
+        RecordWriter { gate }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for RecordWriter {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(channels) = self.gate.channels.as_ref().filter(|c| c.memory.is_some()) else {
+            return;
+        };
+        let store = self.gate.store.as_ref();
+        loop {
+            tokio::select! {
+                () = channels.changed() => {}
+                _ = shutdown.changed() => {
+                    if let Err(e) = channels.write_behind(store).await {
+                        tracing::error!(error = %e, "channel records could not be written at shutdown");
+                    }
+                    return;
+                }
+            }
+            tokio::time::sleep(WRITE_BEHIND).await;
+            if let Err(e) = channels.write_behind(store).await {
+                tracing::warn!(error = %e, "channel records could not be written; trying again");
+                // Looked at again after the next pause, changed or not.
+                channels.changed.notify_one();
+            }
+        }
+    }
+}

@@ -131,9 +131,14 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
             "channels",
             crate::channels::Sweeper::new(gate.clone()),
         ));
+        server.add_service(pingora::services::background::background_service(
+            "channel records",
+            crate::channels::RecordWriter::new(gate.clone()),
+        ));
     }
 
-    let admin = crate::admin::AdminApp::new(config.clone(), metrics, store);
+    let admin = crate::admin::AdminApp::new(config.clone(), metrics, store)
+        .with_channels(gate.channels.clone());
     server.add_service(crate::admin::admin_service(
         admin,
         &config.listen.admin.to_string(),

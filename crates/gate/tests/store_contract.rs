@@ -556,3 +556,42 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
     })
     .await;
 }
+
+/// Records written behind (by the store's only writer, which keeps the latest in memory) land
+/// as they are, several at once; a version the store already has or passed is never written
+/// over, and the unclaimed listing follows.
+#[tokio::test]
+async fn channel_records_written_behind_never_go_back_a_version() {
+    each(|backend| async move {
+        let (clock, _) = manual_clock(1_000);
+        let store = backend.open(clock).await;
+        let name = backend.name();
+        let (a, b) = (channel(5, 3_000, 0), channel(2, 700, 700));
+        store
+            .channels_put(&[("0xca".into(), a.clone()), ("0xcb".into(), b.clone())])
+            .await
+            .unwrap();
+        assert_eq!(store.channel_get("0xca").await.unwrap(), Some(a.clone()));
+        assert_eq!(store.channel_get("0xcb").await.unwrap(), Some(b.clone()));
+        assert_eq!(
+            store.channels_unclaimed(10).await.unwrap(),
+            vec![("0xca".to_owned(), a.clone())],
+            "{name}: only the channel with unclaimed charges"
+        );
+        // An older write arriving late changes nothing; a newer one replaces.
+        let (older, newer) = (channel(4, 2_000, 0), channel(6, 3_000, 3_000));
+        store.channels_put(&[("0xca".into(), older)]).await.unwrap();
+        assert_eq!(store.channel_get("0xca").await.unwrap(), Some(a), "{name}");
+        store
+            .channels_put(&[("0xca".into(), newer.clone())])
+            .await
+            .unwrap();
+        assert_eq!(store.channel_get("0xca").await.unwrap(), Some(newer));
+        assert_eq!(
+            store.channels_unclaimed(10).await.unwrap(),
+            vec![],
+            "{name}"
+        );
+    })
+    .await;
+}

@@ -267,7 +267,7 @@ async fn take(
         until: now + channels.config.hold.as_secs(),
     });
     let taken = channels
-        .swap(gate.store.as_ref(), id, stored, Some(&mine))
+        .swap(gate.store.as_ref(), id, stored, &mine)
         .await
         .map_err(PaymentRefusal::Unavailable)?;
     Ok(taken.then_some(mine))
@@ -320,6 +320,7 @@ async fn check_against(
     let mut record = stored.cloned().unwrap_or_else(|| unseen(asked.payload));
     let stale = stored.is_none()
         || now.saturating_sub(record.synced_at) >= channels.config.sync.as_secs()
+        || channels.synced_before_start(&record)
         || record.withdraw_requested_at != 0;
     if stale && let Err(e) = channels.sync(&mut record, asked.signed.channel).await {
         tracing::warn!(error = %e, channel = %asked.id, "channel state could not be read");

@@ -360,6 +360,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         new: Option<&ChannelRecord>,
     ) -> Result<bool, StoreError>;
 
+    /// Writes channel records as they are, unless the store has a record of the same or a
+    /// higher version: for a process that is the store's only writer and writes its records
+    /// behind (it keeps their latest versions in memory). The default compares and swaps each.
+    async fn channels_put(&self, records: &[(String, ChannelRecord)]) -> Result<(), StoreError> {
+        for (id, record) in records {
+            // Each failed swap saw a change by another writer; a few are enough.
+            for _ in 0..8 {
+                let current = self.channel_get(id).await?;
+                if current
+                    .as_ref()
+                    .is_some_and(|c| c.version >= record.version)
+                {
+                    break;
+                }
+                if self
+                    .channel_swap(id, current.as_ref(), Some(record))
+                    .await?
+                {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Up to `limit` channels with charges not yet claimed, in no particular order.
     async fn channels_unclaimed(
         &self,

@@ -7,13 +7,15 @@
 //! writes see every write before them, so compare-and-swap stays atomic. A group fails as one
 //! (every write in it gets the error) when the file fails.
 //!
-//! Channel records are the exception: a voucher read changes its channel's record twice (held,
-//! then charged), and an `fsync` each would bound a channel to a few hundred reads a second. A
-//! group of channel writes only is committed without `fsync` (it is visible at once, and atomic)
-//! and made durable by the next durable commit, at most [`LAZY_FOR`] later. A crash can thus
-//! lose the last moments of charges: the payee's loss, never a double charge of the buyer (its
-//! next voucher is corrected from the record), and never a claimed voucher (claims are on chain,
-//! and a channel's record is read again from the chain).
+//! Channel records are the exception: a voucher read changes its channel's record, and an
+//! `fsync` each would bound a channel to a few hundred reads a second. hb402, the file's only
+//! writer, keeps them in memory and writes them behind (every 50 ms, the changes of each
+//! channel in one write); a group of channel writes only is committed without `fsync` (it is
+//! visible at once, and atomic) and made durable by the next durable commit, at most
+//! [`LAZY_FOR`] later. A crash can thus lose the last moments of charges: the payee's loss, never
+//! a double charge of the buyer (its next voucher is corrected from the record), and never a
+//! claimed voucher (claims are on chain, and after a restart a channel's record is read again
+//! from the chain before it is used).
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -314,6 +316,27 @@ fn read_channel(
     }
 }
 
+/// Writes channel `id`'s record (`None`: deletes it) and its place in the unclaimed index.
+fn write_channel(
+    txn: &WriteTransaction,
+    id: &str,
+    json: Option<&[u8]>,
+    unclaimed: bool,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(CHANNELS).map_err(backend)?;
+    match json {
+        Some(json) => table.insert(id, json).map(drop).map_err(backend)?,
+        None => table.remove(id).map(drop).map_err(backend)?,
+    }
+    let mut index = txn.open_table(UNCLAIMED).map_err(backend)?;
+    if unclaimed {
+        index.insert(id, ()).map(drop).map_err(backend)?;
+    } else {
+        index.remove(id).map(drop).map_err(backend)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for RedbStore {
     async fn get_meta(&self, bucket: &str, id: &str) -> Result<Option<ItemMeta>, StoreError> {
@@ -445,28 +468,38 @@ impl Store for RedbStore {
         let unclaimed = new.is_some_and(ChannelRecord::unclaimed);
         let new = new.map(serde_json::to_vec).transpose()?;
         self.write_with(false, move |txn, _| {
-            let mut table = txn.open_table(CHANNELS).map_err(backend)?;
             let version = |r: Option<&ChannelRecord>| r.map(|r| r.version);
-            if version(read_channel(&table, &id)?.as_ref()) != version(expected.as_ref()) {
-                return Ok(false);
-            }
-            match &new {
-                Some(json) => {
-                    table
-                        .insert(id.as_str(), json.as_slice())
-                        .map_err(backend)?;
-                }
-                None => {
-                    table.remove(id.as_str()).map_err(backend)?;
+            {
+                let table = txn.open_table(CHANNELS).map_err(backend)?;
+                if version(read_channel(&table, &id)?.as_ref()) != version(expected.as_ref()) {
+                    return Ok(false);
                 }
             }
-            let mut index = txn.open_table(UNCLAIMED).map_err(backend)?;
-            if unclaimed {
-                index.insert(id.as_str(), ()).map_err(backend)?;
-            } else {
-                index.remove(id.as_str()).map_err(backend)?;
-            }
+            write_channel(txn, &id, new.as_deref(), unclaimed)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn channels_put(&self, records: &[(String, ChannelRecord)]) -> Result<(), StoreError> {
+        let rows = records
+            .iter()
+            .map(|(id, record)| {
+                let json = serde_json::to_vec(record)?;
+                Ok((id.clone(), record.version, json, record.unclaimed()))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write_with(false, move |txn, _| {
+            for (id, version, json, unclaimed) in &rows {
+                let stored = {
+                    let table = txn.open_table(CHANNELS).map_err(backend)?;
+                    read_channel(&table, id)?.map(|r| r.version)
+                };
+                if stored.is_none_or(|stored| stored < *version) {
+                    write_channel(txn, id, Some(json), *unclaimed)?;
+                }
+            }
+            Ok(())
         })
         .await
     }
