@@ -1,6 +1,7 @@
 //! End to end, from the outside: the real binaries as separate processes on loopback — `hb402`,
-//! `hb402-devnode`, anvil with USDC, the reference facilitator, the npm and PyPI clients and
-//! `hb402 fetch` / `upload` / `sign-item` — with faults injected between them. The invariant
+//! `hb402-devnode`, anvil with USDC (and the x402 batch contracts), the reference facilitator,
+//! the npm and PyPI clients and `hb402 fetch` / `upload` / `sign-item` — with faults injected
+//! between them, hb402 killed among them. The invariant
 //! checked throughout: no content leaves without a settlement and no settlement happens without
 //! content, on chain (the payee's USDC balance) and in hb402's ledger.
 
@@ -14,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hb402_testkit::{
-    BUYER_ACCOUNT, FACILITATOR_ACCOUNT, Facilitator, LocalChain, PAYEE_ACCOUNT, PayClient,
-    PaymentOptions, pay, payments,
+    ANVIL_ACCOUNTS, BUYER_ACCOUNT, FACILITATOR_ACCOUNT, Facilitator, LocalChain, OPERATOR_ACCOUNT,
+    PAYEE_ACCOUNT, PayClient, PaymentOptions, batch_pay, pay, payments,
 };
 use serde_json::{Value, json};
 
@@ -24,6 +25,8 @@ const ADMIN_KEY: &str = "e2e-admin-key-0123456789abcdef";
 const UPLOAD_KEY: &str = "e2e-upload-key-0123456789abcdef";
 const SHARE_SECRET: &str = "e2e-share-secret-0123456789abcdef";
 const RECEIPT_SECRET: &str = "e2e-receipt-secret-0123456789abcdef";
+const RECEIVER_AUTHORIZER_KEY: &str =
+    "0x5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e";
 
 fn wait_listening(addr: SocketAddr, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -169,6 +172,27 @@ impl Gateway {
 
     /// [`Gateway::start`] with `payments` added to the `[payments]` table.
     fn start_with(dir: &Path, upstream: &str, facilitator: &str, payments: &str) -> Gateway {
+        let settlement = format!(
+            "mode = \"facilitator\"\nfacilitator_url = \"{facilitator}\"\n\
+             verify_timeout_seconds = 5\nsettle_timeout_seconds = 10\n{payments}"
+        );
+        Self::settling(dir, upstream, &settlement)
+    }
+
+    /// A gateway settling on `chain` itself (local settlement, anvil #8 paying gas) and offering
+    /// channel payments (`batch`: more of `[payments.batch]`).
+    fn local(dir: &Path, upstream: &str, chain: &LocalChain, batch: &str) -> Gateway {
+        let settlement = format!(
+            "mode = \"local\"\nrpc_url = \"{}\"\noperator_key = \"${{E2E_OPERATOR_KEY}}\"\n\
+             chain_id = 84532\n[payments.batch]\n\
+             receiver_authorizer_key = \"${{E2E_RECEIVER_AUTHORIZER_KEY}}\"\n{batch}",
+            chain.rpc_url()
+        );
+        Self::settling(dir, upstream, &settlement)
+    }
+
+    /// A gateway with `settlement` (the settlement keys and tables of `[payments]`).
+    fn settling(dir: &Path, upstream: &str, settlement: &str) -> Gateway {
         let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let url = format!("http://{public}");
@@ -198,12 +222,8 @@ bearer_key = "${{E2E_ADMIN_KEY}}"
 [uploads]
 key = "${{E2E_UPLOAD_KEY}}"
 [payments]
-mode = "facilitator"
-facilitator_url = "{facilitator}"
-verify_timeout_seconds = 5
-settle_timeout_seconds = 10
 receipt_secret = "${{E2E_RECEIPT_SECRET}}"
-{payments}
+{settlement}
 [[payments.accept]]
 network = "base-sepolia"
 pay_to = "{payee}"
@@ -240,6 +260,11 @@ price = "0.01"
             .env("E2E_ADMIN_KEY", ADMIN_KEY)
             .env("E2E_UPLOAD_KEY", UPLOAD_KEY)
             .env("E2E_RECEIPT_SECRET", RECEIPT_SECRET)
+            .env(
+                "E2E_OPERATOR_KEY",
+                format!("{:#x}", OPERATOR_ACCOUNT.private_key),
+            )
+            .env("E2E_RECEIVER_AUTHORIZER_KEY", RECEIVER_AUTHORIZER_KEY)
             .env("RUST_LOG", "info");
         for var in [
             "HB402_LISTEN",
@@ -769,4 +794,108 @@ async fn the_client_resends_a_pending_payment_instead_of_paying_again() {
         before + PRICE,
         "charged once"
     );
+}
+
+/// The sum of what `/admin/channels` lists as charged and not claimed yet.
+async fn unclaimed(gw: &Gateway, client: &reqwest::Client) -> String {
+    let listed: Value = client
+        .get(format!("{}/admin/channels", gw.admin_url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listed["unclaimed"].as_str().unwrap().to_owned()
+}
+
+/// hb402 killed (SIGKILL) right after serving voucher-paid reads, then started again on the
+/// same state: the stock batch-settlement client, starting over with no memory of its channel,
+/// reads on and gets its refund. The buyer pays once for each read it got at most (the charges
+/// of the last moments before the kill may be lost: those reads are free), and what was claimed
+/// before the kill stays paid and is not charged again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_gateway_never_charges_a_read_twice_nor_loses_a_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _node = devnode(
+        node_addr,
+        &dir.path().join("node"),
+        &dir.path().join("node.log"),
+    );
+    let mut gw = Gateway::local(
+        dir.path(),
+        &format!("http://{node_addr}"),
+        &chain,
+        "claim_interval_seconds = 2\nmin_deposit_reads = 20\n",
+    );
+    let urls: Vec<String> = (0..16)
+        .map(|i| {
+            let id = sign_and_upload(
+                dir.path(),
+                &format!("text{i}"),
+                format!("read {i}, paid by voucher").as_bytes(),
+                &["Content-Type=text/plain"],
+                &[],
+                &format!("{}/upload", gw.url),
+            );
+            format!("{}/{id}", gw.url)
+        })
+        .collect();
+    let buyer = ANVIL_ACCOUNTS[4];
+    let funds = chain.usdc_balance(buyer.address).await;
+    let http = client();
+    let read_all = |run: &hb402_testkit::BatchRun, n: usize| {
+        assert_eq!(run.reads.len(), n, "{run:?}");
+        assert!(run.reads.iter().all(|r| r.status == 200), "{run:?}");
+    };
+
+    let first = batch_pay(chain.rpc_url(), buyer.private_key, &urls[..8], None, false).await;
+    read_all(&first, 8);
+    assert_eq!(first.charged(), 8 * PRICE);
+    // The sweeper claims them on chain.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while unclaimed(&gw, &http).await != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the first reads were not claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = batch_pay(
+        chain.rpc_url(),
+        buyer.private_key,
+        &urls[8..10],
+        None,
+        false,
+    )
+    .await;
+    read_all(&second, 2);
+    gw.restart();
+
+    let refund_url = urls[0].clone();
+    let third = batch_pay(
+        chain.rpc_url(),
+        buyer.private_key,
+        &urls[10..],
+        Some(&refund_url),
+        false,
+    )
+    .await;
+    read_all(&third, 6);
+    assert_eq!(third.charged(), 6 * PRICE, "{third:?}");
+    assert!(third.refund.is_some(), "{third:?}");
+
+    // The buyer paid what hb402 claimed: every read at most once, the claimed ones and those
+    // after the restart surely, the two just before the kill at most.
+    let paid = funds - chain.usdc_balance(buyer.address).await;
+    assert_eq!(paid % PRICE, 0, "whole reads only: {paid}");
+    assert!(
+        (14 * PRICE..=16 * PRICE).contains(&paid),
+        "paid {paid} for 16 reads of {PRICE}"
+    );
+    assert_eq!(unclaimed(&gw, &http).await, "0");
 }
