@@ -733,6 +733,178 @@ fn claim_row(channels: &Channels, record: &ChannelRecord) -> Option<ClaimRow> {
     })
 }
 
+/// Idle channels refunded per sweep at most (the next sweep goes on).
+const IDLE_REFUNDS_PER_SWEEP: usize = 20;
+
+/// Refunds to their payers the deposits nobody paid with for `idle_refund_seconds`, claiming
+/// what was charged on each channel in the same transaction; the amount refunded.
+pub async fn refund_idle(gate: &Gate) -> u128 {
+    let Some(channels) = &gate.channels else {
+        return 0;
+    };
+    let Some(idle) = channels.config.idle_refund else {
+        return 0;
+    };
+    if let Err(e) = channels.write_behind(gate.store.as_ref()).await {
+        tracing::warn!(error = %e, "channel records could not be written");
+    }
+    let before = now_secs().saturating_sub(idle.as_secs());
+    let listed = match gate
+        .store
+        .channels_idle(before, IDLE_REFUNDS_PER_SWEEP)
+        .await
+    {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing idle channels failed");
+            return 0;
+        }
+    };
+    let mut refunded = 0;
+    for (id, _) in listed {
+        let owner = crate::payment::random_owner();
+        // Held like a request holds it: no voucher is charged while the refund is made.
+        let Some(live) = hold_for_sweep(gate, channels, &id, &owner).await else {
+            continue;
+        };
+        let local = live.local();
+        let done = refund_idle_channel(gate, channels, &id, (&owner, local), before).await;
+        // The hold ends (the record was written without it, or is released here).
+        if done.is_none() {
+            channels
+                .update(gate.store.as_ref(), &id, |r| {
+                    let mine = held_by(r, &owner, local);
+                    if mine {
+                        r.holder = None;
+                    }
+                    mine && !local
+                })
+                .await;
+        }
+        drop(live);
+        channels.let_go();
+        refunded += done.unwrap_or(0);
+    }
+    refunded
+}
+
+/// Whether `record` is held by `owner` (named, or for a hold kept in this process, `local`,
+/// with none named).
+fn held_by(record: &ChannelRecord, owner: &str, local: bool) -> bool {
+    match &record.holder {
+        Some(holder) => holder.owner == owner,
+        None => local,
+    }
+}
+
+/// Holds channel `id` for `owner` as a request would, if nobody holds it.
+async fn hold_for_sweep(
+    gate: &Gate,
+    channels: &Arc<Channels>,
+    id: &str,
+    owner: &str,
+) -> Option<Live> {
+    match channels.hold_locally(id, owner) {
+        Ok(Some(live)) => Some(live),
+        Err(Busy) => None,
+        Ok(None) => {
+            let now = now_secs();
+            let until = now + channels.config.hold.as_secs();
+            channels
+                .update(gate.store.as_ref(), id, |r| {
+                    let held = r.holder.as_ref();
+                    if held.is_some_and(|h| h.until > now || channels.is_live(&h.owner)) {
+                        return false;
+                    }
+                    r.holder = Some(crate::store::ChannelHolder {
+                        owner: owner.to_owned(),
+                        until,
+                    });
+                    true
+                })
+                .await?;
+            Some(channels.live_in_store(gate.store.clone(), id, owner))
+        }
+    }
+}
+
+/// Refunds channel `id` (held by `owner`) if it is still idle since before `before` as the
+/// chain has it now; the amount refunded, `None` if nothing was done.
+async fn refund_idle_channel(
+    gate: &Gate,
+    channels: &Channels,
+    id: &str,
+    (owner, local): (&str, bool),
+    before: u64,
+) -> Option<u128> {
+    let store = gate.store.as_ref();
+    let mut record = channels.get(store, id).await.ok()??;
+    let idle = record.last_request_at.max(record.synced_at) < before;
+    let config = record.config.typed()?;
+    let chain_id = hb402_x402::batch::channel_id(&config, channels.chain_id);
+    channels.sync(&mut record, chain_id).await.ok()?;
+    let remainder = record.balance.saturating_sub(record.charged);
+    let claim = match record.unclaimed() {
+        true => Some(claim_row(channels, &record)?),
+        false => None,
+    };
+    if !idle || remainder == 0 || record.withdraw_requested_at != 0 {
+        // Not to be refunded now: the record as the chain has it (idle again from now).
+        channels
+            .update(store, id, |r| {
+                let mine = held_by(r, owner, local);
+                if mine {
+                    r.holder = None;
+                    r.balance = record.balance;
+                    r.total_claimed = r.total_claimed.max(record.total_claimed);
+                    r.charged = r.charged.max(r.total_claimed);
+                    r.withdraw_requested_at = record.withdraw_requested_at;
+                    r.refund_nonce = record.refund_nonce;
+                    r.synced_at = record.synced_at;
+                }
+                mine
+            })
+            .await?;
+        return Some(0);
+    }
+    let newly_claimed = record.charged - record.total_claimed;
+    let tx = match channels
+        .refund(&config, remainder, record.refund_nonce, claim)
+        .await
+    {
+        Sent::Mined(tx) => tx,
+        other => {
+            gate.metrics.record_channel(ChannelEvent::ChainFailure);
+            tracing::warn!(channel = %id, ?other, "idle channel refund failed");
+            return None;
+        }
+    };
+    let charged = record.charged;
+    let updated = channels
+        .update(store, id, |r| {
+            let mine = held_by(r, owner, local);
+            if mine {
+                r.holder = None;
+                r.total_claimed = r.total_claimed.max(charged);
+                r.balance = record.balance.saturating_sub(remainder);
+                r.refund_nonce = record.refund_nonce + 1;
+                r.synced_at = record.synced_at;
+            }
+            mine
+        })
+        .await;
+    if updated.is_none() {
+        tracing::error!(channel = %id, "refund paid but the channel's record was not updated; the next sync corrects it");
+    }
+    tracing::info!(channel = %id, %tx, refunded = remainder, "idle channel refunded");
+    gate.metrics.record_channel(ChannelEvent::Refund);
+    gate.metrics
+        .record_channel_amount(ChannelAmount::Refunded, remainder);
+    gate.metrics
+        .record_channel_amount(ChannelAmount::Claimed, newly_claimed);
+    Some(remainder)
+}
+
 /// Sweeps what was claimed to each payee of the offers; the amount swept.
 pub async fn settle_all(gate: &Gate) -> u128 {
     let Some(channels) = &gate.channels else {
@@ -788,6 +960,7 @@ impl BackgroundService for Sweeper {
             tokio::select! {
                 _ = tick.tick() => {
                     claim_all(&self.gate).await;
+                    refund_idle(&self.gate).await;
                     if Instant::now() >= settle_at {
                         settle_all(&self.gate).await;
                         settle_at = Instant::now() + config.settle_interval;

@@ -835,3 +835,61 @@ async fn a_channel_emptied_by_its_payer_never_holds_up_the_claims_of_others() {
         .unwrap();
     assert_eq!(listed["unclaimed"], "0", "{listed}");
 }
+
+/// With `idle_refund_seconds`, hb402 refunds a channel nobody paid with for that long: what was
+/// charged is claimed in the same transaction, the rest goes back to the payer. A channel
+/// still in use keeps its deposit until it too goes idle.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_channel_is_refunded_to_its_payer_and_one_in_use_is_not() {
+    let batch = "min_deposit_reads = 10\nclaim_interval_seconds = 1\nidle_refund_seconds = 10\n";
+    let (chain, h) = stack(batch).await;
+    let urls: Vec<String> = items(&h, 0, 6).await.into_iter().map(|(u, _)| u).collect();
+    let (idle, active) = (ANVIL_ACCOUNTS[3], ANVIL_ACCOUNTS[4]);
+    let idle_funds = chain.usdc_balance(idle.address).await;
+    let (idle_id, active_id) = (
+        channel_id(&client_channel(&idle), 84_532),
+        channel_id(&client_channel(&active), 84_532),
+    );
+    let read = |payer: AnvilAccount, urls: &[String]| {
+        let (rpc, urls) = (chain.rpc_url().to_owned(), urls.to_vec());
+        async move {
+            let run = batch_pay(&rpc, payer.private_key, &urls, None, false).await;
+            assert!(run.reads.iter().all(|r| r.status == 200), "{run:?}");
+            run.charged()
+        }
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(read(idle, &urls[..3]).await, 3 * PRICE);
+    assert_eq!(read(active, &urls[3..4]).await, PRICE);
+    assert_eq!(channel(&chain, idle_id).await.0, 10 * PRICE, "the deposit");
+
+    // The active payer reads again before it has been idle for long.
+    tokio::time::sleep(std::time::Duration::from_secs(7).saturating_sub(started.elapsed())).await;
+    assert_eq!(read(active, &urls[4..6]).await, 2 * PRICE);
+    eventually("the idle channel is refunded", || async {
+        channel(&chain, idle_id).await == (3 * PRICE, 3 * PRICE)
+    })
+    .await;
+    assert_eq!(
+        chain.usdc_balance(idle.address).await,
+        idle_funds - 3 * PRICE,
+        "the payer paid its three reads, the rest came back"
+    );
+    let (balance, _) = channel(&chain, active_id).await;
+    assert_eq!(balance, 10 * PRICE, "a channel in use keeps its deposit");
+
+    // Once it too has gone idle, it is refunded as well, its charges claimed.
+    eventually("the other channel is refunded", || async {
+        channel(&chain, active_id).await == (3 * PRICE, 3 * PRICE)
+    })
+    .await;
+    assert_eq!(
+        metric(&h, "hb402_channel_amount_atomic_total{kind=\"refunded\"}").await,
+        (14 * PRICE) as f64
+    );
+    assert_eq!(
+        chain.usdc_balance(BATCH_SETTLEMENT).await,
+        6 * PRICE,
+        "what was charged and claimed, not settled yet"
+    );
+}

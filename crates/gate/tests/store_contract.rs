@@ -595,3 +595,66 @@ async fn channel_records_written_behind_never_go_back_a_version() {
     })
     .await;
 }
+
+/// Channels holding deposits not charged yet are listed by their last activity, least recent
+/// first, those active before the given time only; a channel whose deposit is all charged (or
+/// refunded) is not listed, and one active again moves back.
+#[tokio::test]
+async fn idle_channels_are_listed_by_their_last_activity() {
+    each(|backend| async move {
+        let (clock, _) = manual_clock(1_000);
+        let store = backend.open(clock).await;
+        let name = backend.name();
+        let active_at = |version: u64, at: u64| {
+            let mut record = channel(version, 2_000, 0);
+            (record.last_request_at, record.synced_at) = (at, at - 50);
+            record
+        };
+        let (old, older, recent) = (active_at(1, 500), active_at(1, 300), active_at(1, 900));
+        let mut spent = active_at(1, 100);
+        spent.balance = spent.charged;
+        for (id, record) in [
+            ("0xd1", &old),
+            ("0xd2", &older),
+            ("0xd3", &recent),
+            ("0xd4", &spent),
+        ] {
+            assert!(store.channel_swap(id, None, Some(record)).await.unwrap());
+        }
+        let ids = |listed: Vec<(String, hb402_gate::store::ChannelRecord)>| {
+            listed.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(store.channels_idle(600, 10).await.unwrap()),
+            ["0xd2", "0xd1"],
+            "{name}"
+        );
+        assert_eq!(ids(store.channels_idle(600, 1).await.unwrap()), ["0xd2"]);
+        assert_eq!(
+            ids(store.channels_idle(300, 10).await.unwrap()),
+            Vec::<String>::new()
+        );
+        // Active again: no longer idle before 600. Refunded: never listed.
+        let again = active_at(2, 950);
+        assert!(
+            store
+                .channel_swap("0xd2", Some(&older), Some(&again))
+                .await
+                .unwrap()
+        );
+        let mut refunded = active_at(2, 500);
+        refunded.balance = refunded.charged;
+        assert!(
+            store
+                .channel_swap("0xd1", Some(&old), Some(&refunded))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            ids(store.channels_idle(1_000, 10).await.unwrap()),
+            ["0xd3", "0xd2"],
+            "{name}"
+        );
+    })
+    .await;
+}

@@ -372,6 +372,7 @@ pub(crate) struct BatchFile {
     pub(crate) settle_interval_seconds: u64,
     pub(crate) sync_seconds: u64,
     pub(crate) hold_seconds: u64,
+    pub(crate) idle_refund_seconds: u64,
 }
 
 impl Default for BatchFile {
@@ -385,6 +386,7 @@ impl Default for BatchFile {
             settle_interval_seconds: 3600,
             sync_seconds: 60,
             hold_seconds: 60,
+            idle_refund_seconds: 0,
         }
     }
 }

@@ -422,6 +422,9 @@ pub struct BatchConfig {
     pub sync: Duration,
     /// How long one request may hold a channel (requests on one channel take turns).
     pub hold: Duration,
+    /// After how long without a paid read a channel's uncharged deposit is refunded to its
+    /// payer (`None`: never; the payer asks for it).
+    pub idle_refund: Option<Duration>,
 }
 
 impl PaymentsConfig {
@@ -711,6 +714,13 @@ fn batch(
             "must be between 5 and 600",
         ));
     }
+    let idle = b.idle_refund_seconds;
+    if idle != 0 && !(10..=31_536_000).contains(&idle) {
+        return Err(invalid(
+            "payments.batch.idle_refund_seconds",
+            "must be 0 (never) or between 10 and 31536000 (a year)",
+        ));
+    }
     if !(1..=604_800).contains(&b.settle_interval_seconds) {
         return Err(invalid(
             "payments.batch.settle_interval_seconds",
@@ -729,6 +739,7 @@ fn batch(
         settle_interval: Duration::from_secs(b.settle_interval_seconds),
         sync: within_third("payments.batch.sync_seconds", b.sync_seconds)?,
         hold: Duration::from_secs(b.hold_seconds),
+        idle_refund: (idle > 0).then(|| Duration::from_secs(idle)),
     }))
 }
 
@@ -1732,6 +1743,13 @@ mod tests {
         );
         assert_eq!(b.withdraw_delay.as_secs(), 86_400);
         assert_eq!(b.claim_interval.as_secs(), 600);
+        assert_eq!(
+            b.idle_refund, None,
+            "idle channels are refunded only when configured"
+        );
+        let idle = load(&format!("{local}{batch}idle_refund_seconds = 604800\n")).unwrap();
+        let idle = idle.payments.batch.unwrap().idle_refund;
+        assert_eq!(idle, Some(Duration::from_secs(604_800)));
         assert!(load(local).unwrap().payments.batch.is_none());
         let off = load(&format!("{local}{batch}enabled = false\n")).unwrap();
         assert!(off.payments.batch.is_none());
@@ -1748,6 +1766,8 @@ mod tests {
             ("claim_interval_seconds", "0"),
             ("sync_seconds", "28801"),
             ("hold_seconds", "4"),
+            ("idle_refund_seconds", "9"),
+            ("idle_refund_seconds", "31536001"),
             ("min_deposit_reads", "0"),
         ] {
             let e = err(&format!("{local}{batch}{key} = {bad}\n"));

@@ -275,7 +275,7 @@ impl Settled {
     }
 }
 
-pub(super) fn random_owner() -> String {
+pub(crate) fn random_owner() -> String {
     use rand::RngCore as _;
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

@@ -264,6 +264,12 @@ impl ChannelRecord {
     pub fn unclaimed(&self) -> bool {
         self.charged > self.total_claimed
     }
+
+    /// When the channel was last active (its last paid read, or the last read of its state on
+    /// chain), if it holds a deposit not charged yet: how idle channels are found.
+    pub fn refundable_since(&self) -> Option<u64> {
+        (self.balance > self.charged).then(|| self.last_request_at.max(self.synced_at))
+    }
 }
 
 /// The request holding a channel: only its owner changes the record until `until`.
@@ -384,6 +390,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         }
         Ok(())
     }
+
+    /// Up to `limit` channels holding a deposit not charged yet, last active before `before`
+    /// ([`ChannelRecord::refundable_since`]), least recently active first.
+    async fn channels_idle(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, ChannelRecord)>, StoreError>;
 
     /// Up to `limit` channels with charges not yet claimed, in no particular order.
     async fn channels_unclaimed(

@@ -45,6 +45,8 @@ const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger");
 const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
 /// Channels with charges not yet claimed.
 const UNCLAIMED: TableDefinition<&str, ()> = TableDefinition::new("channels_unclaimed");
+/// (last active, channel id) of the channels holding a deposit not charged yet.
+const REFUNDABLE: TableDefinition<(u64, &str), ()> = TableDefinition::new("channels_refundable");
 
 fn backend(e: impl Into<::redb::Error>) -> StoreError {
     StoreError::Backend(e.into().to_string())
@@ -222,6 +224,7 @@ impl RedbStore {
             txn.open_table(LEDGER).map_err(backend)?;
             txn.open_table(CHANNELS).map_err(backend)?;
             txn.open_table(UNCLAIMED).map_err(backend)?;
+            index_refundable(&txn)?;
         }
         txn.commit().map_err(backend)?;
         let db = Arc::new(db);
@@ -316,23 +319,68 @@ fn read_channel(
     }
 }
 
-/// Writes channel `id`'s record (`None`: deletes it) and its place in the unclaimed index.
+/// Fills the index of refundable channels if it is empty (a file written before it existed).
+fn index_refundable(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut index = txn.open_table(REFUNDABLE).map_err(backend)?;
+    if !index.is_empty().map_err(backend)? {
+        return Ok(());
+    }
+    let table = txn.open_table(CHANNELS).map_err(backend)?;
+    for entry in table.iter().map_err(backend)? {
+        let (id, json) = entry.map_err(backend)?;
+        let record: ChannelRecord = serde_json::from_slice(json.value())?;
+        if let Some(since) = record.refundable_since() {
+            index.insert((since, id.value()), ()).map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// A channel record as written: its JSON and its places in the indexes.
+struct ChannelRow {
+    json: Vec<u8>,
+    unclaimed: bool,
+    refundable_since: Option<u64>,
+}
+
+impl ChannelRow {
+    fn of(record: &ChannelRecord) -> Result<Self, StoreError> {
+        Ok(ChannelRow {
+            json: serde_json::to_vec(record)?,
+            unclaimed: record.unclaimed(),
+            refundable_since: record.refundable_since(),
+        })
+    }
+}
+
+/// Writes channel `id`'s record (`None`: deletes it) and its places in the indexes, in place of
+/// `old` (the record stored now).
 fn write_channel(
     txn: &WriteTransaction,
     id: &str,
-    json: Option<&[u8]>,
-    unclaimed: bool,
+    old: Option<&ChannelRecord>,
+    new: Option<&ChannelRow>,
 ) -> Result<(), StoreError> {
     let mut table = txn.open_table(CHANNELS).map_err(backend)?;
-    match json {
-        Some(json) => table.insert(id, json).map(drop).map_err(backend)?,
+    match new {
+        Some(row) => table
+            .insert(id, row.json.as_slice())
+            .map(drop)
+            .map_err(backend)?,
         None => table.remove(id).map(drop).map_err(backend)?,
     }
     let mut index = txn.open_table(UNCLAIMED).map_err(backend)?;
-    if unclaimed {
+    if new.is_some_and(|r| r.unclaimed) {
         index.insert(id, ()).map(drop).map_err(backend)?;
     } else {
         index.remove(id).map(drop).map_err(backend)?;
+    }
+    let mut refundable = txn.open_table(REFUNDABLE).map_err(backend)?;
+    if let Some(since) = old.and_then(ChannelRecord::refundable_since) {
+        refundable.remove((since, id)).map_err(backend)?;
+    }
+    if let Some(since) = new.and_then(|r| r.refundable_since) {
+        refundable.insert((since, id), ()).map_err(backend)?;
     }
     Ok(())
 }
@@ -464,18 +512,17 @@ impl Store for RedbStore {
         new: Option<&ChannelRecord>,
     ) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        let expected = expected.cloned();
-        let unclaimed = new.is_some_and(ChannelRecord::unclaimed);
-        let new = new.map(serde_json::to_vec).transpose()?;
+        let expected = expected.map(|r| r.version);
+        let new = new.map(ChannelRow::of).transpose()?;
         self.write_with(false, move |txn, _| {
-            let version = |r: Option<&ChannelRecord>| r.map(|r| r.version);
-            {
+            let old = {
                 let table = txn.open_table(CHANNELS).map_err(backend)?;
-                if version(read_channel(&table, &id)?.as_ref()) != version(expected.as_ref()) {
-                    return Ok(false);
-                }
+                read_channel(&table, &id)?
+            };
+            if old.as_ref().map(|r| r.version) != expected {
+                return Ok(false);
             }
-            write_channel(txn, &id, new.as_deref(), unclaimed)?;
+            write_channel(txn, &id, old.as_ref(), new.as_ref())?;
             Ok(true)
         })
         .await
@@ -484,22 +531,44 @@ impl Store for RedbStore {
     async fn channels_put(&self, records: &[(String, ChannelRecord)]) -> Result<(), StoreError> {
         let rows = records
             .iter()
-            .map(|(id, record)| {
-                let json = serde_json::to_vec(record)?;
-                Ok((id.clone(), record.version, json, record.unclaimed()))
-            })
+            .map(|(id, record)| Ok((id.clone(), record.version, ChannelRow::of(record)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.write_with(false, move |txn, _| {
-            for (id, version, json, unclaimed) in &rows {
-                let stored = {
+            for (id, version, row) in &rows {
+                let old = {
                     let table = txn.open_table(CHANNELS).map_err(backend)?;
-                    read_channel(&table, id)?.map(|r| r.version)
+                    read_channel(&table, id)?
                 };
-                if stored.is_none_or(|stored| stored < *version) {
-                    write_channel(txn, id, Some(json), *unclaimed)?;
+                if old.as_ref().is_none_or(|old| old.version < *version) {
+                    write_channel(txn, id, old.as_ref(), Some(row))?;
                 }
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn channels_idle(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, ChannelRecord)>, StoreError> {
+        self.run(move |db, _| {
+            let txn = db.begin_read().map_err(backend)?;
+            let index = txn.open_table(REFUNDABLE).map_err(backend)?;
+            let table = txn.open_table(CHANNELS).map_err(backend)?;
+            let mut out = Vec::new();
+            let range = index
+                .range::<(u64, &str)>(..(before, ""))
+                .map_err(backend)?;
+            for entry in range.take(limit) {
+                let (key, _) = entry.map_err(backend)?;
+                let id = key.value().1.to_owned();
+                if let Some(record) = read_channel(&table, &id)? {
+                    out.push((id, record));
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -80,8 +80,9 @@ return 1
     )
 });
 
-/// KEYS[1] channel key, KEYS[2] the set of unclaimed channels; ARGV the expected version or ""
-/// (none), new JSON or "" (delete), "1" if the new record has unclaimed charges, the channel id.
+/// KEYS[1] channel key, KEYS[2] the set of unclaimed channels, KEYS[3] the refundable channels
+/// by last activity; ARGV the expected version or "" (none), new JSON or "" (delete), "1" if the
+/// new record has unclaimed charges, the channel id, its last activity if it is refundable or "".
 /// 1 if swapped.
 static CHANNEL_SWAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -103,6 +104,11 @@ if ARGV[3] == '1' then
   redis.call('SADD', KEYS[2], ARGV[4])
 else
   redis.call('SREM', KEYS[2], ARGV[4])
+end
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+else
+  redis.call('ZREM', KEYS[3], ARGV[4])
 end
 return 1
 ",
@@ -617,18 +623,46 @@ impl Store for RedisStore {
         new: Option<&ChannelRecord>,
     ) -> Result<bool, StoreError> {
         let unclaimed = new.is_some_and(ChannelRecord::unclaimed);
+        let since = new.and_then(ChannelRecord::refundable_since);
         let new = new.map(serde_json::to_string).transpose()?;
         let swapped: i64 = CHANNEL_SWAP
             .key(self.key("channel", id))
             .key(self.key("channels", "unclaimed"))
+            .key(self.key("channels", "refundable"))
             .arg(expected.map_or_else(String::new, |r| r.version.to_string()))
             .arg(new.unwrap_or_default())
             .arg(if unclaimed { "1" } else { "0" })
             .arg(id)
+            .arg(since.map_or_else(String::new, |s| s.to_string()))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
         Ok(swapped == 1)
+    }
+
+    async fn channels_idle(
+        &self,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, ChannelRecord)>, StoreError> {
+        let ids: Vec<String> = self
+            .query(
+                ::redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.key("channels", "refundable"))
+                    .arg("-inf")
+                    .arg(format!("({before}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.channel_get(&id).await? {
+                out.push((id, record));
+            }
+        }
+        Ok(out)
     }
 
     async fn channels_unclaimed(
