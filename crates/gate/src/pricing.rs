@@ -167,12 +167,7 @@ pub fn offers(
 /// The `batch-settlement` offer beside an `exact` one: the same terms, paid with vouchers on an
 /// escrow channel whose first deposit covers `min_deposit_reads` reads. `None` for a price
 /// larger than a channel holds.
-pub fn batch_offer(
-    registry: &Registry,
-    batch: &crate::config::BatchConfig,
-    exact: &Offer,
-    resource: &ResourceInfo,
-) -> Option<Offer> {
+pub fn batch_offer(batch: &crate::config::BatchConfig, exact: &Offer) -> Option<Offer> {
     u128::try_from(exact.terms.amount).ok()?;
     let min_deposit = exact
         .terms
@@ -183,7 +178,7 @@ pub fn batch_offer(
         withdraw_delay: batch.withdraw_delay.as_secs(),
         min_deposit,
     };
-    Offer::batch(registry, exact.terms.clone(), resource, terms).ok()
+    Some(Offer::batch(exact, terms))
 }
 
 /// A price that does not fit in 256 bits.

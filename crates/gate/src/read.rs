@@ -543,7 +543,7 @@ pub(crate) fn price(
         let channel_offers: Vec<_> = offers
             .iter()
             .filter(|o| o.terms.asset.chain_id == *chain_id)
-            .filter_map(|o| pricing::batch_offer(&payments.registry, batch, o, &resource))
+            .filter_map(|o| pricing::batch_offer(batch, o))
             .collect();
         offers.extend(channel_offers);
     }

@@ -367,6 +367,32 @@ impl SlowRead {
     }
 }
 
+/// Pays `url` with `header` and checks it is refused with 402
+/// `invalid_batch_settlement_evm_<code>`, no content; the 402's payment requirements.
+async fn refused(h: &Harness, url: &str, header: &str, code: &str) -> Value {
+    let (status, required, body) = pay_voucher(h, url, header).await;
+    assert_eq!(status, 402, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        required["error"],
+        format!("invalid_batch_settlement_evm_{code}"),
+        "{required}"
+    );
+    required
+}
+
+/// `GET /admin/channels` with the admin key.
+async fn admin_channels(h: &Harness) -> Value {
+    h.client
+        .get(format!("{}/admin/channels", h.admin_url))
+        .bearer_auth(common::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Voucher payments finished so far, charged or not.
 async fn finished_vouchers(h: &Harness) -> f64 {
     metric(h, "hb402_channel_events_total{event=\"voucher\"}").await
@@ -433,12 +459,7 @@ async fn hand_made_vouchers_are_refused_and_charged_once_for_what_went_out() {
 
     // Signed by someone else.
     let forged = voucher(&h, url, &config, 4 * PRICE, &ANVIL_ACCOUNTS[5]).await;
-    let (status, required, _) = pay_voucher(&h, url, &forged).await;
-    assert_eq!(status, 402);
-    assert_eq!(
-        required["error"],
-        "invalid_batch_settlement_evm_voucher_signature"
-    );
+    refused(&h, url, &forged, "voucher_signature").await;
 
     // Two copies of the next voucher at once: one is served and charged.
     let next = voucher(&h, url, &config, 4 * PRICE, &buyer).await;
@@ -502,16 +523,7 @@ async fn hand_made_vouchers_are_refused_and_charged_once_for_what_went_out() {
     // The operator sees what is charged and not claimed yet; nobody else does.
     let admin = format!("{}/admin/channels", h.admin_url);
     assert_eq!(h.client.get(&admin).send().await.unwrap().status(), 401);
-    let listed: Value = h
-        .client
-        .get(&admin)
-        .bearer_auth(common::ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = admin_channels(&h).await;
     assert_eq!(listed["unclaimed"], charged_text.as_str(), "{listed}");
     assert_eq!(listed["channels"][0]["channel_id"], format!("{id:#x}"));
     assert_eq!(listed["channels"][0]["charged"], charged_text.as_str());
@@ -523,12 +535,7 @@ async fn hand_made_vouchers_are_refused_and_charged_once_for_what_went_out() {
     let empty = client_channel(&stranger);
     let nothing = voucher(&h, url, &empty, PRICE, &stranger).await;
     for _ in 0..10 {
-        let (status, required, _) = pay_voucher(&h, url, &nothing).await;
-        assert_eq!(status, 402);
-        assert_eq!(
-            required["error"],
-            "invalid_batch_settlement_evm_channel_not_found"
-        );
+        refused(&h, url, &nothing, "channel_not_found").await;
     }
     assert_eq!(pay_voucher(&h, url, &nothing).await.0, 429);
 }
@@ -571,12 +578,7 @@ async fn a_timed_withdrawal_is_claimed_first_and_ends_the_channels_vouchers() {
     send_as(&chain, buyer.address, start.abi_encode()).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let next = voucher(&h, url, &config, 4 * PRICE, &buyer).await;
-    let (status, required, _) = pay_voucher(&h, url, &next).await;
-    assert_eq!(status, 402);
-    assert_eq!(
-        required["error"],
-        "invalid_batch_settlement_evm_withdrawal_pending"
-    );
+    refused(&h, url, &next, "withdrawal_pending").await;
 
     // After the delay the payer takes the rest back; the channel takes no voucher any more.
     chain.increase_time(901).await;
@@ -651,12 +653,7 @@ async fn a_long_read_keeps_its_channel_and_nothing_moves_less_than_a_minimum_dep
         json!({"type": "refund", "amount": "4000"}),
     )
     .await;
-    let (status, required, _) = pay_voucher(&h, &big_url, &tiny).await;
-    assert_eq!(status, 402);
-    assert_eq!(
-        required["error"],
-        "invalid_batch_settlement_evm_refund_amount_invalid"
-    );
+    refused(&h, &big_url, &tiny, "refund_amount_invalid").await;
     let id = channel_id(&config, 84_532);
     assert_eq!(
         channel(&chain, id).await,
@@ -693,12 +690,7 @@ async fn a_long_read_keeps_its_channel_and_nothing_moves_less_than_a_minimum_dep
         }}},
     });
     let header = payment(&h, &big_url, &fresh, PRICE, &newcomer, small).await;
-    let (status, required, _) = pay_voucher(&h, &big_url, &header).await;
-    assert_eq!(status, 402);
-    assert_eq!(
-        required["error"],
-        "invalid_batch_settlement_evm_deposit_below_min_deposit"
-    );
+    refused(&h, &big_url, &header, "deposit_below_min_deposit").await;
     assert_eq!(channel(&chain, fresh_id).await, (0, 0));
 }
 
@@ -823,16 +815,7 @@ async fn a_channel_emptied_by_its_payer_never_holds_up_the_claims_of_others() {
         channel(&chain, kept_id).await == (10 * PRICE, 2 * PRICE)
     })
     .await;
-    let listed: Value = h
-        .client
-        .get(format!("{}/admin/channels", h.admin_url))
-        .bearer_auth(common::ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = admin_channels(&h).await;
     assert_eq!(listed["unclaimed"], "0", "{listed}");
 }
 

@@ -1135,7 +1135,8 @@ mod tests {
             withdraw_delay: 900,
             min_deposit: U256::from(10_000),
         };
-        let offer = Offer::batch(&registry, terms, &resource, batch).unwrap();
+        let exact = Offer::new(&registry, terms, &resource).unwrap();
+        let offer = Offer::batch(&exact, batch);
         assert!(offer.v1.is_none(), "v2 only");
         let json = serde_json::to_value(&offer.v2).unwrap();
         assert_eq!(

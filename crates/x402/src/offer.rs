@@ -151,15 +151,15 @@ impl Offer {
         })
     }
 
-    /// The `batch-settlement` offer for `resource` (x402 v2 only): the same terms, paid with
-    /// vouchers on an escrow channel.
-    pub fn batch(
-        registry: &Registry,
-        terms: OfferTerms,
-        resource: &ResourceInfo,
-        batch: BatchOffer,
-    ) -> Result<Self, crate::network::RegistryError> {
-        let mut offer = Offer::new(registry, terms, resource)?;
+    /// The `batch-settlement` offer beside `exact` (x402 v2 only): the same terms and resource,
+    /// paid with vouchers on an escrow channel.
+    pub fn batch(exact: &Offer, batch: BatchOffer) -> Self {
+        let mut offer = Offer {
+            terms: exact.terms.clone(),
+            v2: exact.v2.clone(),
+            v1: None,
+            batch: None,
+        };
         let mut extra = Map::new();
         extra.insert(
             "receiverAuthorizer".into(),
@@ -180,9 +180,8 @@ impl Offer {
         );
         offer.v2.scheme = crate::batch::SCHEME_BATCH.to_owned();
         offer.v2.extra = extra;
-        offer.v1 = None;
         offer.batch = Some(batch);
-        Ok(offer)
+        offer
     }
 
     /// The terms a `batch-settlement` payload is checked against (`None`: an `exact` offer, or
