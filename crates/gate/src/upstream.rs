@@ -134,32 +134,38 @@ impl Upstream {
     /// Whether the bucket's listing holds `key` (ListObjects v1 from `key`, one entry: the key
     /// itself sorts first among the keys it prefixes); a bucket that does not exist holds none.
     async fn listed(&self, bucket: &str, key: &str) -> Result<bool, UpstreamError> {
-        let resp = self
-            .client
-            .get(format!(
-                "{}/~s3@1.0/{bucket}?prefix={}&max-keys=1",
-                self.base,
-                query_escape(key)
-            ))
-            .header("authorization", &self.authorization)
-            .timeout(self.config.read_timeout)
-            .send()
-            .await
-            .map_err(Self::error)?;
-        let status = resp.status();
-        if status != StatusCode::OK {
+        let url = format!(
+            "{}/~s3@1.0/{bucket}?prefix={}&max-keys=1",
+            self.base,
+            query_escape(key)
+        );
+        let mut status = StatusCode::OK;
+        // A second time when the bucket was created between the listing and the check (a
+        // concurrent first upload to it).
+        for _ in 0..2 {
+            let resp = self
+                .client
+                .get(&url)
+                .header("authorization", &self.authorization)
+                .timeout(self.config.read_timeout)
+                .send()
+                .await
+                .map_err(Self::error)?;
+            status = resp.status();
+            if status == StatusCode::OK {
+                let listing = resp.text().await.map_err(Self::error)?;
+                return Ok(listed_keys(&listing).any(|listed| listed == key));
+            }
             // The device answers 500 for a missing bucket too; only a 404 HeadBucket says so.
             let bucket_url = format!("{}/~s3@1.0/{bucket}", self.base);
             if self.head_bucket(&bucket_url).await? == StatusCode::NOT_FOUND {
                 return Ok(false);
             }
-            return Err(UpstreamError::Status {
-                status: status.as_u16(),
-                message: "ListObjects failed".into(),
-            });
         }
-        let listing = resp.text().await.map_err(Self::error)?;
-        Ok(listed_keys(&listing).any(|listed| listed == key))
+        Err(UpstreamError::Status {
+            status: status.as_u16(),
+            message: "ListObjects failed".into(),
+        })
     }
 
     /// Reads bytes `start..=end` of an object. The device answers 200 (not 206) with just those

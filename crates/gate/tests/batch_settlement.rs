@@ -71,7 +71,7 @@ async fn items(h: &Harness, first: usize, n: usize) -> Vec<(String, Vec<u8>)> {
             );
             (format!("{}/{}", h.url, it.id()), data)
         })
-        .buffered(1)
+        .buffered(4)
         .collect()
         .await
 }
