@@ -557,7 +557,7 @@ impl AdminApp {
         if let Some(channels) = &self.channels {
             channels.write_behind(self.store.as_ref()).await?;
         }
-        let listed = self.store.channels_unclaimed(limit).await?;
+        let listed = self.store.channels_unclaimed("", limit).await?;
         let unclaimed: u128 = listed
             .iter()
             .map(|(_, r)| r.charged.saturating_sub(r.total_claimed))

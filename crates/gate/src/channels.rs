@@ -66,9 +66,9 @@ pub struct Channels {
     memory: Option<std::sync::Mutex<Memory>>,
     /// Woken when a record changed in memory only.
     changed: tokio::sync::Notify,
-    /// When this process started: a record it has not synced since (the store's, as a previous
-    /// run left it) is read from the chain again before it is trusted.
-    started_at: u64,
+    /// The id the last claim sweep stopped after: the next one goes on from there, so channels
+    /// whose claims keep failing never hold up those listed after them.
+    claim_cursor: std::sync::Mutex<String>,
     /// The owners of the channel holds this process's requests have now. A hold past its
     /// `until` is taken over only when its owner is not one of them: a request of this process
     /// that streams for longer than `hold_seconds` keeps its channel.
@@ -165,7 +165,7 @@ impl Channels {
             released: tokio::sync::Notify::new(),
             memory: sole_writer.then(Default::default),
             changed: tokio::sync::Notify::new(),
-            started_at: now_secs(),
+            claim_cursor: std::sync::Mutex::default(),
             live: Default::default(),
             local_holds: Default::default(),
         })
@@ -305,12 +305,6 @@ impl Channels {
         )
     }
 
-    /// Whether a record was last synced from the chain by a previous run of hb402 (it may
-    /// predate what that run did before it stopped).
-    pub(crate) fn synced_before_start(&self, record: &ChannelRecord) -> bool {
-        record.synced_at < self.started_at
-    }
-
     /// Channel `id`'s record.
     pub(crate) async fn get(
         &self,
@@ -327,10 +321,13 @@ impl Channels {
                 if memory.records.len() >= CACHED_CHANNELS {
                     memory.forget_written();
                 }
-                let kept = memory
-                    .records
-                    .entry(id.to_owned())
-                    .or_insert_with(|| stored.clone());
+                let kept = memory.records.entry(id.to_owned()).or_insert_with(|| {
+                    // The store's copy may predate what a previous run did just before it
+                    // stopped (a refund, a claim): read from the chain again before it is used.
+                    let mut loaded = stored.clone();
+                    loaded.synced_at = 0;
+                    loaded
+                });
                 Ok(Some(kept.clone()))
             }
             _ => Ok(record),
@@ -596,14 +593,35 @@ pub async fn claim_all(gate: &Gate) -> u128 {
     // Each channel once per sweep: one that is being read from keeps gaining charges, which
     // the next sweep claims (a sweep is not a loop chasing its reader).
     let mut done = std::collections::HashSet::new();
+    let cursor = || {
+        channels
+            .claim_cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    // From where the last sweep stopped, through the end, then from the first once more.
+    let mut after = cursor().clone();
+    let mut wrapped = after.is_empty();
     for _ in 0..CLAIM_ROUNDS {
-        let listed = match gate.store.channels_unclaimed(CLAIMS_PER_TRANSACTION).await {
+        let listed = match gate
+            .store
+            .channels_unclaimed(&after, CLAIMS_PER_TRANSACTION)
+            .await
+        {
             Ok(listed) => listed,
             Err(e) => {
                 tracing::warn!(error = %e, "listing unclaimed channels failed");
                 break;
             }
         };
+        let Some((last, _)) = listed.last() else {
+            if wrapped {
+                break;
+            }
+            (wrapped, after) = (true, String::new());
+            continue;
+        };
+        after = last.clone();
         let rows: Vec<(String, ClaimRow)> = listed
             .into_iter()
             .filter(|(id, _)| !done.contains(id))
@@ -611,7 +629,7 @@ pub async fn claim_all(gate: &Gate) -> u128 {
             .collect();
         done.extend(rows.iter().map(|(id, _)| id.clone()));
         if rows.is_empty() {
-            break;
+            continue;
         }
         let rows = collectable(gate, channels, rows).await;
         if rows.is_empty() {
@@ -634,6 +652,7 @@ pub async fn claim_all(gate: &Gate) -> u128 {
         };
         claimed += claimed_now;
     }
+    *cursor() = after;
     claimed
 }
 
@@ -769,15 +788,18 @@ pub async fn refund_idle(gate: &Gate) -> u128 {
         };
         let local = live.local();
         let done = refund_idle_channel(gate, channels, &id, (&owner, local), before).await;
-        // The hold ends (the record was written without it, or is released here).
+        // The hold ends (the record was written without it, or is released here); a channel
+        // that could not be refunded waits behind the other idle ones.
         if done.is_none() {
+            let now = now_secs();
             channels
                 .update(gate.store.as_ref(), &id, |r| {
                     let mine = held_by(r, &owner, local);
                     if mine {
                         r.holder = None;
+                        r.refund_tried_at = now;
                     }
-                    mine && !local
+                    mine
                 })
                 .await;
         }

@@ -506,7 +506,7 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
                 .await
                 .unwrap()
         );
-        let mut listed = store.channels_unclaimed(10).await.unwrap();
+        let mut listed = store.channels_unclaimed("", 10).await.unwrap();
         listed.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             listed,
@@ -516,7 +516,19 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
             ],
             "{name}"
         );
-        assert_eq!(store.channels_unclaimed(1).await.unwrap().len(), 1);
+        // Paged in id order: after the first, the second; after the last, none.
+        let first_page = store.channels_unclaimed("", 1).await.unwrap();
+        assert_eq!(
+            first_page,
+            vec![("0xaa".to_owned(), charged.clone())],
+            "{name}"
+        );
+        assert_eq!(
+            store.channels_unclaimed("0xaa", 10).await.unwrap(),
+            vec![("0xbb".to_owned(), other.clone())],
+            "{name}"
+        );
+        assert_eq!(store.channels_unclaimed("0xbb", 10).await.unwrap(), vec![]);
 
         // Claimed in full: no longer listed, still kept; deleted: gone.
         let claimed = channel(4, 2_000, 2_000);
@@ -527,7 +539,7 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
                 .unwrap()
         );
         assert_eq!(
-            store.channels_unclaimed(10).await.unwrap(),
+            store.channels_unclaimed("", 10).await.unwrap(),
             vec![("0xbb".to_owned(), other.clone())],
             "{name}"
         );
@@ -542,7 +554,7 @@ async fn channel_records_change_only_from_the_exact_record_and_unclaimed_ones_ar
                 .unwrap()
         );
         assert_eq!(store.channel_get("0xbb").await.unwrap(), None);
-        assert_eq!(store.channels_unclaimed(10).await.unwrap(), vec![]);
+        assert_eq!(store.channels_unclaimed("", 10).await.unwrap(), vec![]);
         // A stale reader (version 3) changes nothing.
         let stale = channel(4, 9_000, 0);
         assert!(
@@ -574,7 +586,7 @@ async fn channel_records_written_behind_never_go_back_a_version() {
         assert_eq!(store.channel_get("0xca").await.unwrap(), Some(a.clone()));
         assert_eq!(store.channel_get("0xcb").await.unwrap(), Some(b.clone()));
         assert_eq!(
-            store.channels_unclaimed(10).await.unwrap(),
+            store.channels_unclaimed("", 10).await.unwrap(),
             vec![("0xca".to_owned(), a.clone())],
             "{name}: only the channel with unclaimed charges"
         );
@@ -588,7 +600,7 @@ async fn channel_records_written_behind_never_go_back_a_version() {
             .unwrap();
         assert_eq!(store.channel_get("0xca").await.unwrap(), Some(newer));
         assert_eq!(
-            store.channels_unclaimed(10).await.unwrap(),
+            store.channels_unclaimed("", 10).await.unwrap(),
             vec![],
             "{name}"
         );
@@ -653,6 +665,20 @@ async fn idle_channels_are_listed_by_their_last_activity() {
         assert_eq!(
             ids(store.channels_idle(1_000, 10).await.unwrap()),
             ["0xd3", "0xd2"],
+            "{name}"
+        );
+        // A refund tried and failed puts the channel behind the others.
+        let mut tried = recent.clone();
+        (tried.version, tried.refund_tried_at) = (2, 990);
+        assert!(
+            store
+                .channel_swap("0xd3", Some(&recent), Some(&tried))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            ids(store.channels_idle(1_000, 10).await.unwrap()),
+            ["0xd2", "0xd3"],
             "{name}"
         );
     })

@@ -899,3 +899,178 @@ async fn a_killed_gateway_never_charges_a_read_twice_nor_loses_a_claim() {
     );
     assert_eq!(unclaimed(&gw, &http).await, "0");
 }
+
+/// A channel payment made by hand for `url` (`kind`: `voucher` or `refund`) on `payer`'s
+/// channel (the one the stock client opens with hb402's offer, withdraw delay `delay`), ceiling
+/// `max`: the `payment-signature` header.
+async fn hand_payment(
+    client: &reqwest::Client,
+    url: &str,
+    (payer, delay): (&hb402_testkit::AnvilAccount, u64),
+    kind: &str,
+    max: u128,
+) -> String {
+    use hb402_x402::batch::{ChannelConfig, channel_id, voucher_digest};
+    let resp = client.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 402, "{url}");
+    let header = resp.headers()["payment-required"].to_str().unwrap();
+    let required: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, header).unwrap(),
+    )
+    .unwrap();
+    let accepted = required["accepts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["scheme"] == "batch-settlement")
+        .expect("a batch-settlement offer")
+        .clone();
+    let authorizer = accepted["extra"]["receiverAuthorizer"].as_str().unwrap();
+    let config = ChannelConfig {
+        payer: payer.address,
+        payerAuthorizer: payer.address,
+        receiver: PAYEE_ACCOUNT.address,
+        receiverAuthorizer: authorizer.parse().unwrap(),
+        token: hb402_testkit::USDC,
+        withdrawDelay: alloy_primitives::aliases::U40::from(delay),
+        salt: alloy_primitives::B256::ZERO,
+    };
+    let id = channel_id(&config, 84_532);
+    let key = k256::ecdsa::SigningKey::from_bytes(payer.private_key.as_slice().into()).unwrap();
+    let (signature, recovery) = key
+        .sign_prehash_recoverable(voucher_digest(id, max, 84_532).as_slice())
+        .unwrap();
+    let mut bytes = signature.to_bytes().to_vec();
+    bytes.push(27 + recovery.to_byte());
+    let payment = json!({
+        "x402Version": 2,
+        "resource": required["resource"],
+        "accepted": accepted,
+        "payload": {
+            "type": kind,
+            "channelConfig": {
+                "payer": config.payer,
+                "payerAuthorizer": config.payerAuthorizer,
+                "receiver": config.receiver,
+                "receiverAuthorizer": config.receiverAuthorizer,
+                "token": config.token,
+                "withdrawDelay": delay,
+                "salt": config.salt,
+            },
+            "voucher": {
+                "channelId": id,
+                "maxClaimableAmount": max.to_string(),
+                "signature": format!("0x{}", hex::encode(bytes)),
+            },
+        },
+    });
+    base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        payment.to_string(),
+    )
+}
+
+/// Regression (from an attack on the running proxy): killed right after a refund, before the
+/// channel's record reached the file, and started again within the same second, hb402 trusted
+/// the record from before the refund and served vouchers against the balance refunded. Here the
+/// chain changes while hb402 is down (a refund its previous run made and did not record, sent
+/// with the receiver authorizer's signature): the record it left is read from the chain again
+/// before it is used.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_gateway_reads_the_chain_before_trusting_a_record_it_left() {
+    use alloy_sol_types::SolCall as _;
+    use hb402_x402::batch::{BATCH_SETTLEMENT, ChannelConfig, IBatchSettlement};
+    let dir = tempfile::tempdir().unwrap();
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _node = devnode(
+        node_addr,
+        &dir.path().join("node"),
+        &dir.path().join("node.log"),
+    );
+    let mut gw = Gateway::local(
+        dir.path(),
+        &format!("http://{node_addr}"),
+        &chain,
+        "withdraw_delay_seconds = 900\nclaim_interval_seconds = 300\nmin_deposit_reads = 20\n",
+    );
+    let urls: Vec<String> = (0..3)
+        .map(|i| {
+            let id = sign_and_upload(
+                dir.path(),
+                &format!("text{i}"),
+                format!("read {i} before and after a refund").as_bytes(),
+                &["Content-Type=text/plain"],
+                &[],
+                &format!("{}/upload", gw.url),
+            );
+            format!("{}/{id}", gw.url)
+        })
+        .collect();
+    let buyer = ANVIL_ACCOUNTS[5];
+    let run = batch_pay(chain.rpc_url(), buyer.private_key, &urls[..2], None, false).await;
+    assert!(run.reads.iter().all(|r| r.status == 200), "{run:?}");
+    // Its record written, hb402 goes down; meanwhile the rest of the deposit is refunded.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Some(mut proc) = gw.proc.take() {
+        proc.kill();
+    }
+    let authorizer = k256::ecdsa::SigningKey::from_slice(
+        &hex::decode(RECEIVER_AUTHORIZER_KEY.trim_start_matches("0x")).unwrap(),
+    )
+    .unwrap();
+    let config = ChannelConfig {
+        payer: buyer.address,
+        payerAuthorizer: buyer.address,
+        receiver: PAYEE_ACCOUNT.address,
+        receiverAuthorizer: alloy_primitives::Address::from_private_key(&authorizer),
+        token: hb402_testkit::USDC,
+        withdrawDelay: alloy_primitives::aliases::U40::from(900u64),
+        salt: alloy_primitives::B256::ZERO,
+    };
+    let id = hb402_x402::batch::channel_id(&config, 84_532);
+    let (amount, nonce) = (18 * PRICE, alloy_primitives::U256::ZERO);
+    let digest = hb402_x402::batch::refund_digest(id, nonce, amount, 84_532);
+    let (signature, recovery) = authorizer
+        .sign_prehash_recoverable(digest.as_slice())
+        .unwrap();
+    let mut signature = signature.to_bytes().to_vec();
+    signature.push(27 + recovery.to_byte());
+    let call = IBatchSettlement::refundWithSignatureCall {
+        config,
+        amount,
+        nonce,
+        signature: signature.into(),
+    };
+    let tx = chain
+        .rpc(
+            "eth_sendTransaction",
+            json!([{"from": ANVIL_ACCOUNTS[0].address, "to": BATCH_SETTLEMENT,
+                    "data": format!("0x{}", hex::encode(call.abi_encode()))}]),
+        )
+        .await;
+    let receipt = chain.rpc("eth_getTransactionReceipt", json!([tx])).await;
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+    gw.restart();
+
+    // The channel holds what was charged and nothing more: the next voucher is above it.
+    let http = client();
+    let next = hand_payment(&http, &urls[2], (&buyer, 900), "voucher", 3 * PRICE).await;
+    let resp = http
+        .get(&urls[2])
+        .header("payment-signature", next)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let header = resp.headers()["payment-required"].to_str().unwrap();
+    let required: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, header).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        required["error"], "invalid_batch_settlement_evm_cumulative_exceeds_balance",
+        "{required}"
+    );
+}

@@ -465,6 +465,14 @@ fn amount(text: &str) -> Result<u128, BatchReason> {
     text.parse().map_err(|_| BatchReason::Payload)
 }
 
+/// Whether a signature has the one form the contracts' `ecrecover` takes: 65 bytes with v 27 or
+/// 28 (it is passed on as it is; recovery also accepts 0/1 and EIP-155 values for the same
+/// signer, which the chain would refuse at claim time, after the content went out). High S is
+/// refused by recovery.
+fn contract_form(signature: &[u8]) -> bool {
+    signature.len() == 65 && matches!(signature[64], 27 | 28)
+}
+
 fn signature_bytes(text: &str) -> Result<Vec<u8>, BatchReason> {
     let hex = text.strip_prefix("0x").ok_or(BatchReason::Payload)?;
     if hex.len() > 4096 {
@@ -517,7 +525,9 @@ fn check_channel(payload: &BatchPayload, terms: &BatchTerms) -> Result<CheckedBa
         return Err(BatchReason::ContractSignature);
     }
     let digest = voucher_digest(channel, max_claimable, terms.chain_id);
-    if crate::exact::recover_signer(&digest, &signature) != Some(config.payer_authorizer) {
+    if !contract_form(&signature)
+        || crate::exact::recover_signer(&digest, &signature) != Some(config.payer_authorizer)
+    {
         return Err(BatchReason::VoucherSignature);
     }
     Ok(CheckedBatch {
@@ -568,7 +578,9 @@ fn check_deposit(
         auth.salt,
     );
     let signature = signature_bytes(&auth.signature)?;
-    if crate::exact::recover_signer(&digest, &signature) != Some(checked.config.payer) {
+    if !contract_form(&signature)
+        || crate::exact::recover_signer(&digest, &signature) != Some(checked.config.payer)
+    {
         return Err(BatchReason::DepositSignature);
     }
     Ok(value)
@@ -915,6 +927,10 @@ mod tests {
         );
     }
 
+    fn voucher_of(payload: &BatchPayload) -> VoucherJson {
+        payload.parts().1.clone()
+    }
+
     #[test]
     fn tampered_payloads_are_refused() {
         let BatchPayload::Deposit {
@@ -943,6 +959,49 @@ mod tests {
             check_payload(&raised, &cheaper, &fresh, NOW).unwrap_err(),
             BatchReason::VoucherSignature
         );
+        // The same signatures in encodings recovery takes but the contracts' ecrecover does not
+        // (v as 0/1, or EIP-155 style): they recover to the same signer, and are refused.
+        let reencoded = |text: &str, v: u8| {
+            let mut bytes = signature_bytes(text).unwrap();
+            bytes[64] = v + (bytes[64] - 27);
+            format!("0x{}", alloy_primitives::hex::encode(bytes))
+        };
+        for v in [0, 35, 37] {
+            let voucher = VoucherJson {
+                signature: reencoded(&voucher.signature, v),
+                ..voucher.clone()
+            };
+            let digest = voucher_digest(voucher.channel_id, 1000, terms().chain_id);
+            let bytes = signature_bytes(&voucher.signature).unwrap();
+            assert_eq!(
+                crate::exact::recover_signer(&digest, &bytes),
+                Some(channel_config.payer_authorizer),
+                "v = {v}: the same signer"
+            );
+            let payload = BatchPayload::Deposit {
+                channel_config: channel_config.clone(),
+                voucher,
+                deposit: deposit.clone(),
+            };
+            assert_eq!(
+                check_payload(&payload, &terms(), &fresh, NOW).unwrap_err(),
+                BatchReason::VoucherSignature,
+                "voucher v = {v}"
+            );
+            let mut low = deposit.clone();
+            let auth = low.authorization.erc3009_authorization.as_mut().unwrap();
+            auth.signature = reencoded(&auth.signature, v);
+            let payload = BatchPayload::Deposit {
+                channel_config: channel_config.clone(),
+                voucher: voucher_of(&reference_deposit()),
+                deposit: low,
+            };
+            assert_eq!(
+                check_payload(&payload, &terms(), &fresh, NOW).unwrap_err(),
+                BatchReason::DepositSignature,
+                "deposit v = {v}"
+            );
+        }
         // A bigger deposit than the payer authorized.
         let mut bigger = deposit.clone();
         bigger.amount = "50000".into();

@@ -106,6 +106,7 @@ fn unseen(payload: &BatchPayload) -> ChannelRecord {
         refund_nonce: 0,
         synced_at: 0,
         last_request_at: 0,
+        refund_tried_at: 0,
         holder: None,
     }
 }
@@ -320,7 +321,6 @@ async fn check_against(
     let mut record = stored.cloned().unwrap_or_else(|| unseen(asked.payload));
     let stale = stored.is_none()
         || now.saturating_sub(record.synced_at) >= channels.config.sync.as_secs()
-        || channels.synced_before_start(&record)
         || record.withdraw_requested_at != 0;
     if stale && let Err(e) = channels.sync(&mut record, asked.signed.channel).await {
         tracing::warn!(error = %e, channel = %asked.id, "channel state could not be read");

@@ -254,9 +254,17 @@ pub struct ChannelRecord {
     pub synced_at: u64,
     /// When a request last paid on the channel (unix seconds).
     pub last_request_at: u64,
+    /// When hb402 last tried to refund the channel as idle and could not (unix seconds), 0 if
+    /// it never did: such a channel waits its turn behind the other idle ones.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refund_tried_at: u64,
     /// The request that holds the channel now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<ChannelHolder>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl ChannelRecord {
@@ -265,10 +273,12 @@ impl ChannelRecord {
         self.charged > self.total_claimed
     }
 
-    /// When the channel was last active (its last paid read, or the last read of its state on
-    /// chain), if it holds a deposit not charged yet: how idle channels are found.
+    /// When the channel was last active (its last paid read, the last read of its state on
+    /// chain, or a refund hb402 tried), if it holds a deposit not charged yet: how idle channels
+    /// are found.
     pub fn refundable_since(&self) -> Option<u64> {
-        (self.balance > self.charged).then(|| self.last_request_at.max(self.synced_at))
+        let active = self.last_request_at.max(self.synced_at);
+        (self.balance > self.charged).then(|| active.max(self.refund_tried_at))
     }
 }
 
@@ -399,9 +409,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<(String, ChannelRecord)>, StoreError>;
 
-    /// Up to `limit` channels with charges not yet claimed, in no particular order.
+    /// Up to `limit` channels with charges not yet claimed whose id sorts after `after` (`""`:
+    /// from the first), in id order: pages through them all, whatever the first ones are.
     async fn channels_unclaimed(
         &self,
+        after: &str,
         limit: usize,
     ) -> Result<Vec<(String, ChannelRecord)>, StoreError>;
 }

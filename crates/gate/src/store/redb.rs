@@ -575,14 +575,19 @@ impl Store for RedbStore {
 
     async fn channels_unclaimed(
         &self,
+        after: &str,
         limit: usize,
     ) -> Result<Vec<(String, ChannelRecord)>, StoreError> {
+        let after = after.to_owned();
         self.run(move |db, _| {
             let txn = db.begin_read().map_err(backend)?;
             let index = txn.open_table(UNCLAIMED).map_err(backend)?;
             let table = txn.open_table(CHANNELS).map_err(backend)?;
             let mut out = Vec::new();
-            for entry in index.iter().map_err(backend)?.take(limit) {
+            let range = index
+                .range::<&str>((Bound::Excluded(after.as_str()), Bound::Unbounded))
+                .map_err(backend)?;
+            for entry in range.take(limit) {
                 let (id, _) = entry.map_err(backend)?;
                 let id = id.value().to_owned();
                 if let Some(record) = read_channel(&table, &id)? {

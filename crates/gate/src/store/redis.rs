@@ -80,7 +80,8 @@ return 1
     )
 });
 
-/// KEYS[1] channel key, KEYS[2] the set of unclaimed channels, KEYS[3] the refundable channels
+/// KEYS[1] channel key, KEYS[2] the unclaimed channels (a sorted set, all scores 0: in id
+/// order), KEYS[3] the refundable channels
 /// by last activity; ARGV the expected version or "" (none), new JSON or "" (delete), "1" if the
 /// new record has unclaimed charges, the channel id, its last activity if it is refundable or "".
 /// 1 if swapped.
@@ -101,9 +102,9 @@ else
   redis.call('SET', KEYS[1], ARGV[2])
 end
 if ARGV[3] == '1' then
-  redis.call('SADD', KEYS[2], ARGV[4])
+  redis.call('ZADD', KEYS[2], 0, ARGV[4])
 else
-  redis.call('SREM', KEYS[2], ARGV[4])
+  redis.call('ZREM', KEYS[2], ARGV[4])
 end
 if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
@@ -627,7 +628,7 @@ impl Store for RedisStore {
         let new = new.map(serde_json::to_string).transpose()?;
         let swapped: i64 = CHANNEL_SWAP
             .key(self.key("channel", id))
-            .key(self.key("channels", "unclaimed"))
+            .key(self.key("channels", "unclaimed-by-id"))
             .key(self.key("channels", "refundable"))
             .arg(expected.map_or_else(String::new, |r| r.version.to_string()))
             .arg(new.unwrap_or_default())
@@ -667,12 +668,22 @@ impl Store for RedisStore {
 
     async fn channels_unclaimed(
         &self,
+        after: &str,
         limit: usize,
     ) -> Result<Vec<(String, ChannelRecord)>, StoreError> {
+        let from = if after.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("({after}")
+        };
         let ids: Vec<String> = self
             .query(
-                ::redis::cmd("SRANDMEMBER")
-                    .arg(self.key("channels", "unclaimed"))
+                ::redis::cmd("ZRANGEBYLEX")
+                    .arg(self.key("channels", "unclaimed-by-id"))
+                    .arg(from)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
                     .arg(limit),
             )
             .await?;

@@ -144,6 +144,7 @@ pub fn channel(version: u64, charged: u128, total_claimed: u128) -> ChannelRecor
         refund_nonce: 3,
         synced_at: 1_000,
         last_request_at: 1_000,
+        refund_tried_at: 0,
         holder: None,
     }
 }
