@@ -575,6 +575,7 @@ impl AdminApp {
                     "balance": r.balance.to_string(),
                     "withdraw_requested_at": r.withdraw_requested_at,
                     "last_request_at": r.last_request_at,
+                    "claim_refused_at": r.claim_refused_at,
                 })
             })
             .collect();

@@ -665,6 +665,16 @@ async fn claim_rows(gate: &Gate, channels: &Channels, rows: &[(String, ClaimRow)
         other => {
             gate.metrics.record_channel(ChannelEvent::ChainFailure);
             tracing::warn!(?other, vouchers = rows.len(), "claim transaction failed");
+            // One channel's voucher alone, refused by the chain: it takes no more vouchers.
+            if let ([(id, _)], Sent::Reverts | Sent::Reverted) = (rows, &other) {
+                tracing::error!(channel = %id, "the chain refuses this channel's latest voucher; it takes no more");
+                let now = now_secs();
+                update(gate, id, |r| {
+                    r.claim_refused_at = now;
+                    true
+                })
+                .await;
+            }
             return None;
         }
     };
@@ -673,6 +683,7 @@ async fn claim_rows(gate: &Gate, channels: &Channels, rows: &[(String, ClaimRow)
     for (id, row) in rows {
         let before = update(gate, id, |r| {
             r.total_claimed = r.total_claimed.max(row.total);
+            r.claim_refused_at = 0;
             true
         })
         .await;

@@ -876,3 +876,82 @@ async fn an_idle_channel_is_refunded_to_its_payer_and_one_in_use_is_not() {
         "what was charged and claimed, not settled yet"
     );
 }
+
+/// A channel whose latest voucher the chain refuses to pay (whatever made hb402 and the contract
+/// disagree; here the record's signature is replaced in the store) takes no more vouchers once a
+/// claim of it alone reverted: content is not given away on vouchers nobody can collect.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_whose_claim_the_chain_refuses_takes_no_more_vouchers() {
+    use hb402_gate::store::{RedisStore, Store as _};
+    let redis = hb402_testkit::RedisServer::start().await;
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let fleet = |claim_every: u64| {
+        format!(
+            "[store]\nkind = \"redis\"\nredis_url = \"{}\"\n{}",
+            redis.url(),
+            toml(
+                &chain,
+                &format!("min_deposit_reads = 20\nclaim_interval_seconds = {claim_every}\n")
+            )
+        )
+    };
+    // This instance claims only at its start; the second one, started later, every second.
+    let a = Harness::start_with(Options {
+        extra_toml: fleet(300),
+        ..Options::default()
+    })
+    .await;
+    let urls: Vec<String> = items(&a, 7000, 3)
+        .await
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    let buyer = ANVIL_ACCOUNTS[2];
+    let config = client_channel(&buyer);
+    let run = batch_pay(chain.rpc_url(), buyer.private_key, &urls[..2], None, false).await;
+    assert!(run.reads.iter().all(|r| r.status == 200), "{run:?}");
+
+    // The record's voucher signature becomes one the contract does not take.
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let id = format!("{:#x}", channel_id(&config, 84_532));
+    let record = store.channel_get(&id).await.unwrap().expect("the record");
+    assert_eq!(record.charged, 2 * PRICE);
+    let key = PrivateKeySigner::from_bytes(&buyer.private_key).unwrap();
+    let other = hb402_x402::batch::voucher_digest(channel_id(&config, 84_532), 999, 84_532);
+    let mut bad = record.clone();
+    bad.version += 1;
+    bad.signature = format!(
+        "0x{}",
+        hex::encode(key.sign_hash_sync(&other).unwrap().as_bytes())
+    );
+    assert!(
+        store
+            .channel_swap(&id, Some(&record), Some(&bad))
+            .await
+            .unwrap()
+    );
+
+    let b = Harness::start_with(Options {
+        extra_toml: fleet(1),
+        node_url: Some(a.node().url()),
+        ..Options::default()
+    })
+    .await;
+    eventually("the claim is refused and recorded", || async {
+        store
+            .channel_get(&id)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.claim_refused_at > 0)
+    })
+    .await;
+    assert_eq!(
+        channel(&chain, channel_id(&config, 84_532)).await.1,
+        0,
+        "nothing claimed"
+    );
+    let next = voucher(&a, &urls[2], &config, 3 * PRICE, &buyer).await;
+    refused(&a, &urls[2], &next, "claim_simulation_failed").await;
+    drop(b);
+}

@@ -47,6 +47,7 @@ const REFUND_FAILED: &str = "invalid_batch_settlement_evm_refund_transaction_fai
 const REFUND_NO_BALANCE: &str = "invalid_batch_settlement_evm_refund_no_balance";
 const REFUND_AMOUNT_INVALID: &str = "invalid_batch_settlement_evm_refund_amount_invalid";
 const DEPOSIT_BELOW_MIN: &str = "invalid_batch_settlement_evm_deposit_below_min_deposit";
+const CLAIM_REFUSED: &str = "invalid_batch_settlement_evm_claim_simulation_failed";
 
 /// A channel payment held for one request: the channel's record is held by it alone.
 #[derive(Debug)]
@@ -107,6 +108,7 @@ fn unseen(payload: &BatchPayload) -> ChannelRecord {
         synced_at: 0,
         last_request_at: 0,
         refund_tried_at: 0,
+        claim_refused_at: 0,
         holder: None,
     }
 }
@@ -333,6 +335,12 @@ async fn check_against(
     if record.withdraw_requested_at != 0 && !refund {
         let message = "the payer started a withdrawal from this channel; it takes no more vouchers";
         return Err(Refused::Payers(WITHDRAWAL_PENDING, message));
+    }
+    if record.claim_refused_at != 0 && !refund {
+        // Content served on a voucher the chain will not pay is given away: whatever made
+        // hb402 and the contract disagree, the channel stops taking vouchers.
+        let message = "the chain refuses this channel's vouchers; it takes no more";
+        return Err(Refused::Payers(CLAIM_REFUSED, message));
     }
     let view = ChannelView {
         charged: record.charged,

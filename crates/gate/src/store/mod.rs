@@ -258,6 +258,10 @@ pub struct ChannelRecord {
     /// it never did: such a channel waits its turn behind the other idle ones.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub refund_tried_at: u64,
+    /// When the chain refused a claim of this channel's latest voucher alone (unix seconds), 0
+    /// if it did not since: the channel then takes no more vouchers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub claim_refused_at: u64,
     /// The request that holds the channel now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<ChannelHolder>,

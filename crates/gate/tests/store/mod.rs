@@ -145,6 +145,7 @@ pub fn channel(version: u64, charged: u128, total_claimed: u128) -> ChannelRecor
         synced_at: 1_000,
         last_request_at: 1_000,
         refund_tried_at: 0,
+        claim_refused_at: 0,
         holder: None,
     }
 }
