@@ -275,15 +275,13 @@ impl Settled {
     }
 }
 
+/// A random token naming one request's hold (128 bits from the thread's CSPRNG, seeded from the
+/// OS: no system call per request).
 pub(crate) fn random_owner() -> String {
     use rand::RngCore as _;
     let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex_string(&bytes)
-}
-
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    rand::thread_rng().fill_bytes(&mut bytes);
+    alloy::primitives::hex::encode(bytes)
 }
 
 fn now_secs() -> u64 {
