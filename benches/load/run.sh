@@ -108,24 +108,30 @@ paid_run() { # NAME URL PID PAYMENTS CONNECTIONS
   after=$(cpu_seconds "$3")
   row "$1" "$5" "$result"
   requests=$(field "$result" requests)
-  cpu_notes+=("$1: $requests requests, hb402 CPU $(awk -v a="$before" -v b="$after" -v n="$requests" 'BEGIN { printf "%.0f", (b - a) / (n > 0 ? n : 1) * 1e6 }') µs per request")
+  cpu_notes+=("$1: $requests requests, hb402 CPU $(cpu_us "$before" "$after" "$requests") µs per request")
 }
 cpu_notes=()
+cpu_us() { # CPU_BEFORE CPU_AFTER REQUESTS: microseconds of CPU per request
+  awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", (b - a) / (n > 0 ? n : 1) * 1e6 }'
+}
 # The reference facilitator settles from one account without managing nonces: concurrent
 # settlements collide, so it gets one connection.
 paid_run "(c) paid read, reference facilitator" "$hb402/$paid" "$fac_pid" \
   "$BENCH_DIR/payments-facilitator.txt" 1
 paid_run "(c) paid read, local settlement" "$hb402_local/$paid" "$local_pid" \
   "$BENCH_DIR/payments-local.txt" "$paid_connections"
+before=$(cpu_seconds "$local_pid")
 free_same=$(THREADS=$channels run_wrk "$voucher_duration" "$channels" "$hb402_local/$free")
+after=$(cpu_seconds "$local_pid")
 row "(b) free DataItem read, 1 KiB (local gateway)" "$channels" "$free_same"
+cpu_notes+=("(b) free read, local gateway: $(field "$free_same" requests) requests, hb402 CPU $(cpu_us "$before" "$after" "$(field "$free_same" requests)") µs per request")
 before=$(cpu_seconds "$local_pid")
 vouchers=$(THREADS=$channels IN_ORDER=1 PAYMENTS="$BENCH_DIR/vouchers.txt" WRK_SCRIPT=benches/load/paid.lua \
   run_wrk "$voucher_duration" "$channels" "$hb402_local/$paid")
 after=$(cpu_seconds "$local_pid")
 row "(d) voucher-paid read, batch-settlement" "$channels" "$vouchers"
 requests=$(field "$vouchers" requests)
-cpu_notes+=("(d) voucher-paid read: $requests requests (the first of each channel a deposit), hb402 CPU $(awk -v a="$before" -v b="$after" -v n="$requests" 'BEGIN { printf "%.0f", (b - a) / (n > 0 ? n : 1) * 1e6 }') µs per request")
+cpu_notes+=("(d) voucher-paid read: $requests requests (the first of each channel a deposit), hb402 CPU $(cpu_us "$before" "$after" "$requests") µs per request")
 echo
 paid_rps=$(awk -v n="$(field "$vouchers" requests)" -v e="$(field "$vouchers" non2xx)" -v s="$(field "$vouchers" seconds)" 'BEGIN { printf "%.1f", (n - e) / s }')
 echo "voucher-paid reads answered 200: $paid_rps/s; / free reads per second, $channels connections each, ${voucher_duration} s: $(awk -v v="$paid_rps" -v f="$(field "$free_same" rps)" 'BEGIN { printf "%.2f", v / f }')"
