@@ -766,6 +766,10 @@ fn claim_row(channels: &Channels, record: &ChannelRecord) -> Option<ClaimRow> {
 /// Idle channels refunded per sweep at most (the next sweep goes on).
 const IDLE_REFUNDS_PER_SWEEP: usize = 20;
 
+/// Idle channels looked at per sweep: more than are refunded, so that channels held by
+/// requests right now (which stay where they are in the listing) never use up the sweep.
+const IDLE_LISTED_PER_SWEEP: usize = 5 * IDLE_REFUNDS_PER_SWEEP;
+
 /// Refunds to their payers the deposits nobody paid with for `idle_refund_seconds`, claiming
 /// what was charged on each channel in the same transaction; the amount refunded.
 pub async fn refund_idle(gate: &Gate) -> u128 {
@@ -781,7 +785,7 @@ pub async fn refund_idle(gate: &Gate) -> u128 {
     let before = now_secs().saturating_sub(idle.as_secs());
     let listed = match gate
         .store
-        .channels_idle(before, IDLE_REFUNDS_PER_SWEEP)
+        .channels_idle(before, IDLE_LISTED_PER_SWEEP)
         .await
     {
         Ok(listed) => listed,
@@ -790,13 +794,17 @@ pub async fn refund_idle(gate: &Gate) -> u128 {
             return 0;
         }
     };
-    let mut refunded = 0;
+    let (mut refunded, mut tried) = (0, 0);
     for (id, _) in listed {
+        if tried == IDLE_REFUNDS_PER_SWEEP {
+            break;
+        }
         let owner = crate::payment::random_owner();
         // Held like a request holds it: no voucher is charged while the refund is made.
         let Some(live) = hold_for_sweep(gate, channels, &id, &owner).await else {
             continue;
         };
+        tried += 1;
         let local = live.local();
         let done = refund_idle_channel(gate, channels, &id, (&owner, local), before).await;
         // The hold ends (the record was written without it, or is released here); a channel
