@@ -796,6 +796,44 @@ async fn the_client_resends_a_pending_payment_instead_of_paying_again() {
     );
 }
 
+/// A chain with USDC and the batch contracts, a devnode, and a gateway in `dir` settling on the
+/// chain itself and offering channels (`batch`: more of `[payments.batch]`), with `n` text
+/// items stored: their URLs.
+async fn channel_stack(
+    dir: &Path,
+    batch: &str,
+    n: usize,
+) -> (LocalChain, Proc, Gateway, Vec<String>) {
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let node = devnode(node_addr, &dir.join("node"), &dir.join("node.log"));
+    let gw = Gateway::local(dir, &format!("http://{node_addr}"), &chain, batch);
+    let urls = (0..n)
+        .map(|i| {
+            let id = sign_and_upload(
+                dir,
+                &format!("text{i}"),
+                format!("read {i}, paid by voucher").as_bytes(),
+                &["Content-Type=text/plain"],
+                &[],
+                &format!("{}/upload", gw.url),
+            );
+            format!("{}/{id}", gw.url)
+        })
+        .collect();
+    (chain, node, gw, urls)
+}
+
+/// The `payment-required` header of a 402, decoded.
+fn payment_required(resp: &reqwest::Response) -> Value {
+    let header = resp.headers()["payment-required"].to_str().unwrap();
+    serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, header).unwrap(),
+    )
+    .unwrap()
+}
+
 /// The sum of what `/admin/channels` lists as charged and not claimed yet.
 async fn unclaimed(gw: &Gateway, client: &reqwest::Client) -> String {
     let listed: Value = client
@@ -818,33 +856,8 @@ async fn unclaimed(gw: &Gateway, client: &reqwest::Client) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_gateway_never_charges_a_read_twice_nor_loses_a_claim() {
     let dir = tempfile::tempdir().unwrap();
-    let chain = LocalChain::start().await;
-    chain.install_batch_settlement().await;
-    let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _node = devnode(
-        node_addr,
-        &dir.path().join("node"),
-        &dir.path().join("node.log"),
-    );
-    let mut gw = Gateway::local(
-        dir.path(),
-        &format!("http://{node_addr}"),
-        &chain,
-        "claim_interval_seconds = 2\nmin_deposit_reads = 20\n",
-    );
-    let urls: Vec<String> = (0..16)
-        .map(|i| {
-            let id = sign_and_upload(
-                dir.path(),
-                &format!("text{i}"),
-                format!("read {i}, paid by voucher").as_bytes(),
-                &["Content-Type=text/plain"],
-                &[],
-                &format!("{}/upload", gw.url),
-            );
-            format!("{}/{id}", gw.url)
-        })
-        .collect();
+    let batch = "claim_interval_seconds = 2\nmin_deposit_reads = 20\n";
+    let (chain, _node, mut gw, urls) = channel_stack(dir.path(), batch, 16).await;
     let buyer = ANVIL_ACCOUNTS[4];
     let funds = chain.usdc_balance(buyer.address).await;
     let http = client();
@@ -913,11 +926,7 @@ async fn hand_payment(
     use hb402_x402::batch::{ChannelConfig, channel_id, voucher_digest};
     let resp = client.get(url).send().await.unwrap();
     assert_eq!(resp.status(), 402, "{url}");
-    let header = resp.headers()["payment-required"].to_str().unwrap();
-    let required: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, header).unwrap(),
-    )
-    .unwrap();
+    let required = payment_required(&resp);
     let accepted = required["accepts"]
         .as_array()
         .unwrap()
@@ -981,33 +990,9 @@ async fn a_restarted_gateway_reads_the_chain_before_trusting_a_record_it_left() 
     use alloy_sol_types::SolCall as _;
     use hb402_x402::batch::{BATCH_SETTLEMENT, ChannelConfig, IBatchSettlement};
     let dir = tempfile::tempdir().unwrap();
-    let chain = LocalChain::start().await;
-    chain.install_batch_settlement().await;
-    let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _node = devnode(
-        node_addr,
-        &dir.path().join("node"),
-        &dir.path().join("node.log"),
-    );
-    let mut gw = Gateway::local(
-        dir.path(),
-        &format!("http://{node_addr}"),
-        &chain,
-        "withdraw_delay_seconds = 900\nclaim_interval_seconds = 300\nmin_deposit_reads = 20\n",
-    );
-    let urls: Vec<String> = (0..3)
-        .map(|i| {
-            let id = sign_and_upload(
-                dir.path(),
-                &format!("text{i}"),
-                format!("read {i} before and after a refund").as_bytes(),
-                &["Content-Type=text/plain"],
-                &[],
-                &format!("{}/upload", gw.url),
-            );
-            format!("{}/{id}", gw.url)
-        })
-        .collect();
+    let batch =
+        "withdraw_delay_seconds = 900\nclaim_interval_seconds = 300\nmin_deposit_reads = 20\n";
+    let (chain, _node, mut gw, urls) = channel_stack(dir.path(), batch, 3).await;
     let buyer = ANVIL_ACCOUNTS[5];
     let run = batch_pay(chain.rpc_url(), buyer.private_key, &urls[..2], None, false).await;
     assert!(run.reads.iter().all(|r| r.status == 200), "{run:?}");
@@ -1064,11 +1049,7 @@ async fn a_restarted_gateway_reads_the_chain_before_trusting_a_record_it_left() 
         .await
         .unwrap();
     assert_eq!(resp.status(), 402);
-    let header = resp.headers()["payment-required"].to_str().unwrap();
-    let required: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, header).unwrap(),
-    )
-    .unwrap();
+    let required = payment_required(&resp);
     assert_eq!(
         required["error"], "invalid_batch_settlement_evm_cumulative_exceeds_balance",
         "{required}"

@@ -356,6 +356,20 @@ impl RedisStore {
         &self.url
     }
 
+    /// The records of channels `ids` (those still there), with their ids.
+    async fn channel_records(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<(String, ChannelRecord)>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.channel_get(&id).await? {
+                out.push((id, record));
+            }
+        }
+        Ok(out)
+    }
+
     fn key(&self, kind: &str, name: &str) -> String {
         format!("{}{kind}:{name}", self.prefix)
     }
@@ -657,13 +671,7 @@ impl Store for RedisStore {
                     .arg(limit),
             )
             .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(record) = self.channel_get(&id).await? {
-                out.push((id, record));
-            }
-        }
-        Ok(out)
+        self.channel_records(ids).await
     }
 
     async fn channels_unclaimed(
@@ -687,13 +695,7 @@ impl Store for RedisStore {
                     .arg(limit),
             )
             .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(record) = self.channel_get(&id).await? {
-                out.push((id, record));
-            }
-        }
-        Ok(out)
+        self.channel_records(ids).await
     }
 
     async fn ledger_append(&self, payment: &NewPayment) -> Result<u64, StoreError> {
