@@ -279,17 +279,22 @@ price = "0.01"
         wait_listening(self.admin, "hb402 admin", &self.log);
     }
 
-    /// The ledger's entries as (resource path, state).
-    async fn ledger(&self, client: &reqwest::Client) -> Vec<(String, String)> {
-        let ledger: Value = client
-            .get(format!("{}/admin/payments?limit=1000", self.admin_url))
+    /// `GET <path>` on the admin listener, with the admin key: the JSON answer.
+    async fn admin(&self, client: &reqwest::Client, path: &str) -> Value {
+        client
+            .get(format!("{}{path}", self.admin_url))
             .bearer_auth(ADMIN_KEY)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The ledger's entries as (resource path, state).
+    async fn ledger(&self, client: &reqwest::Client) -> Vec<(String, String)> {
+        let ledger = self.admin(client, "/admin/payments?limit=1000").await;
         ledger["payments"]
             .as_array()
             .unwrap()
@@ -836,15 +841,7 @@ fn payment_required(resp: &reqwest::Response) -> Value {
 
 /// The sum of what `/admin/channels` lists as charged and not claimed yet.
 async fn unclaimed(gw: &Gateway, client: &reqwest::Client) -> String {
-    let listed: Value = client
-        .get(format!("{}/admin/channels", gw.admin_url))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = gw.admin(client, "/admin/channels").await;
     listed["unclaimed"].as_str().unwrap().to_owned()
 }
 
