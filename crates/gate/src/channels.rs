@@ -116,6 +116,9 @@ const CACHED_CHANNELS: usize = 100_000;
 /// How long a change stays in memory only, gathering others, before it is written.
 pub(crate) const WRITE_BEHIND: Duration = Duration::from_millis(50);
 
+/// How long after a failed write of channel records they are written again.
+const WRITE_RETRY: Duration = Duration::from_secs(1);
+
 /// The channel records of a process that is the store's only writer.
 #[derive(Debug, Default)]
 pub(crate) struct Memory {
@@ -1055,18 +1058,29 @@ impl BackgroundService for RecordWriter {
             tokio::select! {
                 () = channels.changed() => {}
                 _ = shutdown.changed() => {
-                    if let Err(e) = channels.write_behind(store).await {
-                        tracing::error!(error = %e, "channel records could not be written at shutdown");
-                    }
+                    write_at_shutdown(channels, store).await;
                     return;
                 }
             }
             tokio::time::sleep(WRITE_BEHIND).await;
             if let Err(e) = channels.write_behind(store).await {
-                tracing::warn!(error = %e, "channel records could not be written; trying again");
-                // Looked at again after the next pause, changed or not.
-                channels.changed.notify_one();
+                tracing::warn!(error = %e, "channel records could not be written; trying again in a second");
+                // Tried again after a pause, changed or not (they stay in memory meanwhile).
+                tokio::select! {
+                    () = tokio::time::sleep(WRITE_RETRY) => channels.changed.notify_one(),
+                    _ = shutdown.changed() => {
+                        write_at_shutdown(channels, store).await;
+                        return;
+                    }
+                }
             }
         }
+    }
+}
+
+/// The last write of the channel records changed in memory, as hb402 stops.
+async fn write_at_shutdown(channels: &Channels, store: &dyn Store) {
+    if let Err(e) = channels.write_behind(store).await {
+        tracing::error!(error = %e, "channel records could not be written at shutdown");
     }
 }
