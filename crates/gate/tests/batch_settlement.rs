@@ -955,3 +955,67 @@ async fn a_channel_whose_claim_the_chain_refuses_takes_no_more_vouchers() {
     refused(&a, &urls[2], &next, "claim_simulation_failed").await;
     drop(b);
 }
+
+/// A contract account (EIP-1271) pays: its owner signs, the channel names no payer authorizer,
+/// and hb402 has the chain check each of its signatures as the contracts do (the deposit's and
+/// every voucher's); what it charged is claimed. A signature the account does not accept is
+/// refused before anything is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_contract_account_pays_with_signatures_the_chain_checks() {
+    let batch = "min_deposit_reads = 10\nclaim_interval_seconds = 1\n";
+    let (chain, h) = stack(batch).await;
+    let urls: Vec<String> = items(&h, 8000, 4)
+        .await
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    let owner = ANVIL_ACCOUNTS[7];
+    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
+    let mut config = client_channel(&owner);
+    (config.payer, config.payerAuthorizer) = (wallet, Address::ZERO);
+    let id = channel_id(&config, 84_532);
+
+    // The deposit (ERC-3009, signed by the owner for the wallet) with the first voucher.
+    let terms = hb402_x402::batch::BatchTerms {
+        chain_id: 84_532,
+        pay_to: PAYEE_ACCOUNT.address,
+        asset: hb402_testkit::USDC,
+        asset_domain: ("USDC".into(), "2".into()),
+        amount: PRICE,
+        receiver_authorizer: config.receiverAuthorizer,
+        withdraw_delay: 900,
+    };
+    let (salt, window) = (B256::repeat_byte(9), (0, u128::from(common::now() + 600)));
+    let digest = hb402_x402::batch::deposit_digest(&terms, wallet, id, 10 * PRICE, window, salt);
+    let key = PrivateKeySigner::from_bytes(&owner.private_key).unwrap();
+    let signature = key.sign_hash_sync(&digest).unwrap();
+    let deposit = json!({
+        "type": "deposit",
+        "deposit": {"amount": (10 * PRICE).to_string(), "authorization": {"erc3009Authorization": {
+            "validAfter": "0",
+            "validBefore": window.1.to_string(),
+            "salt": salt,
+            "signature": format!("0x{}", hex::encode(signature.as_bytes())),
+        }}},
+    });
+    let header = payment(&h, &urls[0], &config, PRICE, &owner, deposit).await;
+    let (status, answer, _) = pay_voucher(&h, &urls[0], &header).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        channel(&chain, id).await.0,
+        10 * PRICE,
+        "deposited from the wallet"
+    );
+
+    for (n, url) in (2..).zip(&urls[1..3]) {
+        let next = voucher(&h, url, &config, n * PRICE, &owner).await;
+        let (status, answer, _) = pay_voucher(&h, url, &next).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let forged = voucher(&h, &urls[3], &config, 4 * PRICE, &ANVIL_ACCOUNTS[5]).await;
+    refused(&h, &urls[3], &forged, "voucher_signature").await;
+    eventually("the wallet's vouchers are claimed", || async {
+        channel(&chain, id).await == (10 * PRICE, 3 * PRICE)
+    })
+    .await;
+}

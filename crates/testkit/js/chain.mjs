@@ -25,6 +25,10 @@
 //   node chain.mjs balance --rpc URL ADDR
 //       Prints the USDC balance of ADDR in atomic units (decimal).
 //
+//   node chain.mjs wallet --rpc URL OWNER
+//       Deploys a contract account that accepts what OWNER signs (EIP-1271; see
+//       ../contracts/wallet/OwnedWallet.sol) and prints {"wallet": address}.
+//
 // Roles: anvil account #0 is deployer, owner, master minter, pauser, blacklister, lost-and-found
 // and minter. Accounts #1-#5 are funded buyers. Accounts #6-#9 are left for facilitators and
 // settlement operators (they only hold anvil's ETH).
@@ -34,7 +38,7 @@ import { createTestClient, createWalletClient, getAddress, http, publicActions }
 import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { privateKeyToAccount } from "viem/accounts";
-import { deployBatchSettlement } from "./contracts.mjs";
+import { deployBatchSettlement, deployOwnedWallet } from "./contracts.mjs";
 import {
   ANVIL_KEYS,
   CHAIN_ID,
@@ -199,6 +203,12 @@ async function batchSettlement(args) {
   process.stdout.write(`${toJson(await deployBatchSettlement({ rpc: args.rpc }))}\n`);
 }
 
+async function wallet(args) {
+  const [owner] = args._;
+  if (!owner) fail("wallet needs the owner's address");
+  process.stdout.write(`${toJson({ wallet: await deployOwnedWallet({ rpc: args.rpc, owner }) })}\n`);
+}
+
 async function balance(args) {
   const [who] = args._;
   if (!who) fail("balance needs an address");
@@ -224,10 +234,12 @@ try {
     await batchSettlement(args);
   } else if (command === "balance") {
     await balance(args);
+  } else if (command === "wallet") {
+    await wallet(args);
   } else {
     fail(
       "usage: chain.mjs setup --rpc URL [--fund ADDR]... [--amount ATOMIC] | " +
-        "batch-settlement --rpc URL | balance --rpc URL ADDR",
+        "batch-settlement --rpc URL | balance --rpc URL ADDR | wallet --rpc URL OWNER",
     );
   }
 } catch (error) {

@@ -218,3 +218,38 @@ export async function deployBatchSettlement({ rpc }) {
     deployed,
   };
 }
+
+const WALLET = join(HERE, "..", "contracts", "wallet", "OwnedWallet.sol");
+
+/**
+ * Deploys (from anvil account #0) a contract account that accepts what `owner` signs (EIP-1271,
+ * ../contracts/wallet/OwnedWallet.sol); returns its address.
+ */
+export async function deployOwnedWallet({ rpc, owner }) {
+  const solc = require("solc");
+  const input = {
+    language: "Solidity",
+    sources: { "OwnedWallet.sol": { content: readFileSync(WALLET, "utf8") } },
+    settings: { ...SETTINGS, outputSelection: { "*": { "*": ["evm.bytecode.object"] } } },
+  };
+  const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
+  const errors = (output.errors ?? []).filter((e) => e.severity === "error");
+  if (errors.length) {
+    throw new Error(`solc failed:\n${errors.map((e) => e.formattedMessage ?? e.message).join("\n")}`);
+  }
+  const code = `0x${output.contracts["OwnedWallet.sol"].OwnedWallet.evm.bytecode.object}`;
+  const wallet = createWalletClient({
+    account: privateKeyToAccount(ANVIL_KEYS[0]),
+    chain: localChain(rpc),
+    transport: http(rpc, { retryCount: 0, timeout: 30_000 }),
+    ...FAST_POLLING,
+  }).extend(publicActions);
+  const hash = await wallet.sendTransaction({
+    data: concat([code, encodeAbiParameters([{ type: "address" }], [getAddress(owner)])]),
+  });
+  const receipt = await wallet.waitForTransactionReceipt({ hash, timeout: 30_000 });
+  if (receipt.status !== "success" || !receipt.contractAddress) {
+    throw new Error(`OwnedWallet deployment failed (tx ${hash})`);
+  }
+  return getAddress(receipt.contractAddress);
+}

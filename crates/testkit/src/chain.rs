@@ -140,6 +140,48 @@ impl LocalChain {
             .unwrap_or_else(|| panic!("no settlement contract in {info}"))
     }
 
+    /// Deploys a contract account that accepts (EIP-1271) what `owner` signs, and gives it
+    /// `usdc` atomic units of USDC from anvil account #1; its address.
+    ///
+    /// # Panics
+    ///
+    /// If the deployment or the transfer fails.
+    pub async fn smart_wallet(&self, owner: Address, usdc: u128) -> Address {
+        let out = run_node(
+            "chain.mjs",
+            vec![
+                "wallet".into(),
+                "--rpc".into(),
+                self.rpc_url.clone(),
+                owner.to_string(),
+            ],
+            None,
+            SETUP_TIMEOUT,
+        )
+        .await;
+        let info: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|error| panic!("chain.mjs wallet printed {out:?}: {error}"));
+        let wallet: Address = info["wallet"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no wallet in {info}"));
+        // transfer(address,uint256)
+        let mut data = vec![0xa9, 0x05, 0x9c, 0xbb];
+        data.extend_from_slice(&[0u8; 12]);
+        data.extend_from_slice(wallet.as_slice());
+        data.extend_from_slice(&alloy_primitives::U256::from(usdc).to_be_bytes::<32>());
+        let from = crate::accounts::ANVIL_ACCOUNTS[1].address;
+        let tx = self
+            .rpc(
+                "eth_sendTransaction",
+                json!([{"from": from, "to": USDC, "data": format!("0x{}", alloy_primitives::hex::encode(data))}]),
+            )
+            .await;
+        let receipt = self.rpc("eth_getTransactionReceipt", json!([tx])).await;
+        assert_eq!(receipt["status"], "0x1", "USDC to the wallet: {receipt}");
+        wallet
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + ANVIL_READY_TIMEOUT;
         loop {

@@ -93,6 +93,11 @@ sol! {
     }
 
     /// The calls of `x402BatchSettlement` a receiver makes and the views it reads.
+    /// A contract account's signature check (EIP-1271).
+    interface IERC1271 {
+        function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4);
+    }
+
     interface IBatchSettlement {
         function deposit(ChannelConfig config, uint128 amount, address collector, bytes collectorData) external;
         function claimWithSignature(VoucherClaim[] claims, bytes authorizerSignature) external;
@@ -497,6 +502,45 @@ pub struct CheckedBatch {
     pub deposit: u128,
     /// A refund's requested amount (`None`: all of the rest, or not a refund).
     pub refund: Option<u128>,
+    /// Signatures only the chain can check (the payer is a contract, EIP-1271): the payload is
+    /// valid only once each is confirmed there.
+    pub on_chain: Vec<ChainSignature>,
+}
+
+/// A signature for the chain to check: `signer`'s `isValidSignature(digest, signature)`, as the
+/// contracts' `SignatureChecker` does when the signature does not recover to the signer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSignature {
+    /// The contract account that must accept it.
+    pub signer: Address,
+    /// What was signed.
+    pub digest: B256,
+    /// The signature, as sent.
+    pub signature: Vec<u8>,
+    /// The refusal when it is not accepted.
+    pub reason: BatchReason,
+}
+
+/// `signer`'s signature of `digest` as the contracts' `SignatureChecker` takes it: recovered
+/// locally when it is an EOA's (the one form `ecrecover` takes); else, if it could be a
+/// contract's, left for the chain to confirm (`Ok(Some)`).
+fn signed_by(
+    signer: Address,
+    digest: B256,
+    signature: Vec<u8>,
+    reason: BatchReason,
+) -> Result<Option<ChainSignature>, BatchReason> {
+    if contract_form(&signature)
+        && crate::exact::recover_signer(&digest, &signature) == Some(signer)
+    {
+        return Ok(None);
+    }
+    Ok(Some(ChainSignature {
+        signer,
+        digest,
+        signature,
+        reason,
+    }))
 }
 
 /// Checks the channel a payload names against the offer, and its voucher's signature.
@@ -521,11 +565,13 @@ fn check_channel(payload: &BatchPayload, terms: &BatchTerms) -> Result<CheckedBa
     }
     let max_claimable = amount(&voucher.max_claimable_amount)?;
     let signature = signature_bytes(&voucher.signature)?;
-    if config.payer_authorizer.is_zero() {
-        return Err(BatchReason::ContractSignature);
-    }
     let digest = voucher_digest(channel, max_claimable, terms.chain_id);
-    if !contract_form(&signature)
+    let mut on_chain = Vec::new();
+    if config.payer_authorizer.is_zero() {
+        // The payer signs, and may be a contract: the chain confirms what does not recover.
+        let reason = BatchReason::ContractSignature;
+        on_chain.extend(signed_by(config.payer, digest, signature.clone(), reason)?);
+    } else if !contract_form(&signature)
         || crate::exact::recover_signer(&digest, &signature) != Some(config.payer_authorizer)
     {
         return Err(BatchReason::VoucherSignature);
@@ -537,14 +583,17 @@ fn check_channel(payload: &BatchPayload, terms: &BatchTerms) -> Result<CheckedBa
         signature,
         deposit: 0,
         refund: None,
+        on_chain,
     })
 }
 
 /// Checks a deposit's ERC-3009 authorization: from the payer to the deposit collector, for the
-/// deposit's amount, with the channel's nonce, signed by the payer (an EOA), valid now.
+/// deposit's amount, with the channel's nonce, signed by the payer, valid now. A payer's
+/// signature that does not recover to it is left for the chain (`checked.on_chain`): USDC takes
+/// a contract account's (EIP-1271) too.
 fn check_deposit(
     deposit: &DepositJson,
-    checked: &CheckedBatch,
+    checked: &mut CheckedBatch,
     terms: &BatchTerms,
     now: u64,
 ) -> Result<u128, BatchReason> {
@@ -578,11 +627,11 @@ fn check_deposit(
         auth.salt,
     );
     let signature = signature_bytes(&auth.signature)?;
-    if !contract_form(&signature)
-        || crate::exact::recover_signer(&digest, &signature) != Some(checked.config.payer)
-    {
-        return Err(BatchReason::DepositSignature);
-    }
+    let payer = checked.config.payer;
+    let reason = BatchReason::DepositSignature;
+    checked
+        .on_chain
+        .extend(signed_by(payer, digest, signature, reason)?);
     Ok(value)
 }
 
@@ -621,7 +670,7 @@ pub fn check_state(
 ) -> Result<CheckedBatch, BatchReason> {
     let max = checked.max_claimable;
     if let BatchPayload::Deposit { deposit, .. } = payload {
-        checked.deposit = check_deposit(deposit, &checked, terms, now)?;
+        checked.deposit = check_deposit(deposit, &mut checked, terms, now)?;
     }
     let funds = view.balance.saturating_add(checked.deposit);
     if funds == 0 {
@@ -659,6 +708,15 @@ pub fn check_state(
 mod tests {
     use super::*;
     use alloy_primitives::{b256, hex};
+
+    /// Why a payload is refused: by the checks here, or (a signature left for the chain) by
+    /// the chain for an EOA payer, which accepts no signature that does not recover to it.
+    fn refusal(checked: Result<CheckedBatch, BatchReason>) -> BatchReason {
+        match checked {
+            Err(reason) => reason,
+            Ok(checked) => checked.on_chain.first().expect("refused").reason,
+        }
+    }
 
     /// The channel of the reference client's deposit on the local chain (anvil #1 pays anvil #2,
     /// chain 84532), with the digests the deployed contract's own view functions return.
@@ -814,13 +872,17 @@ mod tests {
         let payload = reference_deposit();
         let fresh = ChannelView::default();
         let checked = check_payload(&payload, &terms(), &fresh, NOW).unwrap();
+        assert!(
+            checked.on_chain.is_empty(),
+            "an EOA's signatures are checked here"
+        );
         assert_eq!(
             (checked.channel, checked.deposit, checked.max_claimable),
             (CHANNEL, 5000, 1000)
         );
 
         let refused = |terms: BatchTerms, view: ChannelView, now: u64| {
-            check_payload(&payload, &terms, &view, now).unwrap_err()
+            refusal(check_payload(&payload, &terms, &view, now))
         };
         let other = address!("0x0000000000000000000000000000000000000001");
         assert_eq!(
@@ -956,7 +1018,7 @@ mod tests {
             ..terms()
         };
         assert_eq!(
-            check_payload(&raised, &cheaper, &fresh, NOW).unwrap_err(),
+            refusal(check_payload(&raised, &cheaper, &fresh, NOW)),
             BatchReason::VoucherSignature
         );
         // The same signatures in encodings recovery takes but the contracts' ecrecover does not
@@ -984,7 +1046,7 @@ mod tests {
                 deposit: deposit.clone(),
             };
             assert_eq!(
-                check_payload(&payload, &terms(), &fresh, NOW).unwrap_err(),
+                refusal(check_payload(&payload, &terms(), &fresh, NOW)),
                 BatchReason::VoucherSignature,
                 "voucher v = {v}"
             );
@@ -997,7 +1059,7 @@ mod tests {
                 deposit: low,
             };
             assert_eq!(
-                check_payload(&payload, &terms(), &fresh, NOW).unwrap_err(),
+                refusal(check_payload(&payload, &terms(), &fresh, NOW)),
                 BatchReason::DepositSignature,
                 "deposit v = {v}"
             );
@@ -1011,7 +1073,7 @@ mod tests {
             deposit: bigger,
         };
         assert_eq!(
-            check_payload(&bigger, &terms(), &fresh, NOW).unwrap_err(),
+            refusal(check_payload(&bigger, &terms(), &fresh, NOW)),
             BatchReason::DepositSignature
         );
         // Two ways of moving the deposit at once.
@@ -1023,7 +1085,7 @@ mod tests {
             deposit: both,
         };
         assert_eq!(
-            check_payload(&both, &terms(), &fresh, NOW).unwrap_err(),
+            refusal(check_payload(&both, &terms(), &fresh, NOW)),
             BatchReason::Payload
         );
         // The same voucher without a deposit, on a channel with no balance.
@@ -1032,7 +1094,7 @@ mod tests {
             voucher: voucher.clone(),
         };
         assert_eq!(
-            check_payload(&bare, &terms(), &fresh, NOW).unwrap_err(),
+            refusal(check_payload(&bare, &terms(), &fresh, NOW)),
             BatchReason::ChannelNotFound
         );
         let funded = ChannelView {
@@ -1040,14 +1102,14 @@ mod tests {
             balance: 5000,
             total_claimed: 0,
         };
-        assert!(check_payload(&bare, &terms(), &funded, NOW).is_ok());
+        assert!(check_payload(&bare, &terms(), &funded, NOW).is_ok_and(|c| c.on_chain.is_empty()));
         let short = ChannelView {
             charged: 0,
             balance: 999,
             total_claimed: 0,
         };
         assert_eq!(
-            check_payload(&bare, &terms(), &short, NOW).unwrap_err(),
+            refusal(check_payload(&bare, &terms(), &short, NOW)),
             BatchReason::CumulativeExceedsBalance
         );
         // A contract's signature (no payer authorizer) needs the chain.
@@ -1063,7 +1125,7 @@ mod tests {
             channel_config: contract_config,
         };
         assert_eq!(
-            check_payload(&contract, &terms(), &funded, NOW).unwrap_err(),
+            refusal(check_payload(&contract, &terms(), &funded, NOW)),
             BatchReason::ContractSignature
         );
         for bad in [
@@ -1125,7 +1187,7 @@ mod tests {
         );
         for bad in ["0", "-1", "1.5", ""] {
             assert_eq!(
-                check_payload(&partial(bad), &terms(), &view, NOW).unwrap_err(),
+                refusal(check_payload(&partial(bad), &terms(), &view, NOW)),
                 BatchReason::Payload,
                 "{bad}"
             );
@@ -1135,7 +1197,7 @@ mod tests {
             ..view
         };
         assert_eq!(
-            check_payload(&refund, &terms(), &more, NOW).unwrap_err(),
+            refusal(check_payload(&refund, &terms(), &more, NOW)),
             BatchReason::CumulativeMismatch
         );
     }

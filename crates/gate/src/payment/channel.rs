@@ -6,7 +6,10 @@
 //! channel hb402 does not know yet or whose mirrored state is older than `sync_seconds`),
 //! checks the voucher's ceiling against what was charged and the balance, and takes the
 //! channel for this request with a compare-and-swap from exactly the record it checked
-//! against. Requests on one channel take turns, across a fleet sharing a store.
+//! against. Requests on one channel take turns, across a fleet sharing a store. A channel whose
+//! payer is a contract account (no payer authorizer; EIP-1271) has its signatures — the
+//! voucher's, a deposit's — checked by the chain (`isValidSignature`, one call each) once the
+//! record is read, before the channel is taken.
 //!
 //! [`ChannelHold::settle`] runs before any byte of the response: a deposit goes on chain (and
 //! the read is refused if it does not land), a refund is paid, a voucher needs nothing. The
@@ -372,6 +375,22 @@ async fn check_against(
     if checked.deposit > 0 && checked.deposit < min_deposit {
         let message = "the deposit is smaller than the offer's minDeposit";
         return Err(Refused::Payers(DEPOSIT_BELOW_MIN, message));
+    }
+    // A contract payer's signatures (EIP-1271), as the chain takes them.
+    for check in &checked.on_chain {
+        match channels.accepts(check).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let message = "the signature is not the payer's";
+                return Err(Refused::Payers(check.reason.code(), message));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, channel = %asked.id, "a contract signature could not be checked");
+                let message = "the payer's signature could not be checked; try again";
+                let refusal = refused(gate, asked.offered, STATE_UNAVAILABLE, message);
+                return Err(Refused::Other(refusal));
+            }
+        }
     }
     Ok((record, stale, checked))
 }
