@@ -400,7 +400,8 @@ pub enum BatchReason {
     ChannelIdMismatch,
     /// The voucher's signature is not its authorizer's.
     VoucherSignature,
-    /// The voucher is signed by the payer's contract (EIP-1271): the chain must check it.
+    /// The voucher's signature is not the payer's own and its contract account (EIP-1271) does
+    /// not take it: the chain's answer for a signature left to it.
     ContractSignature,
     /// The voucher's ceiling is not what was charged plus this request's price.
     CumulativeMismatch,
