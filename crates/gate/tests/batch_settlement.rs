@@ -1019,3 +1019,144 @@ async fn a_contract_account_pays_with_signatures_the_chain_checks() {
     })
     .await;
 }
+
+/// One instance on Redis, channels claimed every `claim_every` seconds.
+async fn on_redis(
+    redis: &hb402_testkit::RedisServer,
+    chain: &LocalChain,
+    claim_every: u64,
+) -> Harness {
+    Harness::start_with(Options {
+        extra_toml: format!(
+            "[store]\nkind = \"redis\"\nredis_url = \"{}\"\n{}",
+            redis.url(),
+            toml(
+                chain,
+                &format!("min_deposit_reads = 20\nclaim_interval_seconds = {claim_every}\n")
+            )
+        ),
+        ..Options::default()
+    })
+    .await
+}
+
+/// Regression (from an attack on a fleet): a deposit that fails left its channel's record in
+/// the store for good, and failed deposits did not count against anyone's failure budget, so
+/// fresh keys without funds grew the store without bound. A channel the chain has nothing in
+/// is now stored only once its deposit landed, and a deposit the chain refuses counts against
+/// the payer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_deposit_leaves_no_record_and_counts_against_its_payer() {
+    use hb402_gate::store::{RedisStore, Store as _};
+    let redis = hb402_testkit::RedisServer::start().await;
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let h = on_redis(&redis, &chain, 300).await;
+    let url = items(&h, 9000, 1).await.remove(0).0;
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    // Anvil #6 has no USDC: its deposits revert.
+    let broke = ANVIL_ACCOUNTS[6];
+    let config = client_channel(&broke);
+    let id = channel_id(&config, 84_532);
+    let terms = hb402_x402::batch::BatchTerms {
+        chain_id: 84_532,
+        pay_to: PAYEE_ACCOUNT.address,
+        asset: hb402_testkit::USDC,
+        asset_domain: ("USDC".into(), "2".into()),
+        amount: PRICE,
+        receiver_authorizer: config.receiverAuthorizer,
+        withdraw_delay: 900,
+    };
+    let key = PrivateKeySigner::from_bytes(&broke.private_key).unwrap();
+    let mut statuses = Vec::new();
+    for n in 0..12u8 {
+        let (salt, window) = (B256::repeat_byte(n), (0, u128::from(common::now() + 600)));
+        let digest =
+            hb402_x402::batch::deposit_digest(&terms, broke.address, id, 20 * PRICE, window, salt);
+        let signature = key.sign_hash_sync(&digest).unwrap();
+        let deposit = json!({
+            "type": "deposit",
+            "deposit": {"amount": (20 * PRICE).to_string(), "authorization": {"erc3009Authorization": {
+                "validAfter": "0",
+                "validBefore": window.1.to_string(),
+                "salt": salt,
+                "signature": format!("0x{}", hex::encode(signature.as_bytes())),
+            }}},
+        });
+        let header = payment(&h, &url, &config, PRICE, &broke, deposit).await;
+        let (status, required, _) = pay_voucher(&h, &url, &header).await;
+        if status == 402 {
+            assert_eq!(
+                required["error"], "invalid_batch_settlement_evm_deposit_transaction_failed",
+                "{required}"
+            );
+        }
+        statuses.push(status);
+        assert_eq!(
+            store.channel_get(&format!("{id:#x}")).await.unwrap(),
+            None,
+            "attempt {n}: no record of a channel with nothing in it"
+        );
+    }
+    assert_eq!(statuses[0], 402);
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}: throttled");
+}
+
+/// Regression (from an attack on a fleet): an instance that stopped between a refund on chain
+/// and writing it left the record with the balance from before, held by it; once its hold
+/// lapsed, another instance trusted that record (synced less than `sync_seconds` ago) and
+/// served vouchers against the balance refunded. A record taken over from a lapsed holder is
+/// now read from the chain again first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_taken_over_from_a_stopped_instance_is_read_from_the_chain_again() {
+    use alloy::sol_types::SolCall as _;
+    use hb402_gate::store::{ChannelHolder, RedisStore, Store as _};
+    let redis = hb402_testkit::RedisServer::start().await;
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let h = on_redis(&redis, &chain, 300).await;
+    let urls: Vec<String> = items(&h, 9100, 3)
+        .await
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    let buyer = ANVIL_ACCOUNTS[3];
+    let config = client_channel(&buyer);
+    let id = channel_id(&config, 84_532);
+    let run = batch_pay(chain.rpc_url(), buyer.private_key, &urls[..2], None, false).await;
+    assert!(run.reads.iter().all(|r| r.status == 200), "{run:?}");
+    assert_eq!(channel(&chain, id).await, (20 * PRICE, 0));
+
+    // What the stopped instance did: the rest refunded on chain, its hold left in the record.
+    let authorizer: PrivateKeySigner = common::RECEIVER_AUTHORIZER_KEY.parse().unwrap();
+    let (amount, nonce) = (18 * PRICE, alloy::primitives::U256::ZERO);
+    let digest = hb402_x402::batch::refund_digest(id, nonce, amount, 84_532);
+    let signature = authorizer.sign_hash_sync(&digest).unwrap();
+    let refund = IBatchSettlement::refundWithSignatureCall {
+        config: config.clone(),
+        amount,
+        nonce,
+        signature: signature.as_bytes().to_vec().into(),
+    };
+    send_as(&chain, ANVIL_ACCOUNTS[0].address, refund.abi_encode()).await;
+    assert_eq!(channel(&chain, id).await, (2 * PRICE, 0));
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let key = format!("{id:#x}");
+    let record = store.channel_get(&key).await.unwrap().expect("the record");
+    assert_eq!(record.balance, 20 * PRICE);
+    let mut left = record.clone();
+    left.version += 1;
+    left.holder = Some(ChannelHolder {
+        owner: "an instance that stopped".into(),
+        until: common::now() - 1,
+    });
+    assert!(
+        store
+            .channel_swap(&key, Some(&record), Some(&left))
+            .await
+            .unwrap()
+    );
+
+    let next = voucher(&h, &urls[2], &config, 3 * PRICE, &buyer).await;
+    refused(&h, &urls[2], &next, "cumulative_exceeds_balance").await;
+}

@@ -185,15 +185,18 @@ pub(super) async fn hold(
                 Err(Refused::Payers(code, message)) => return Err(failed(code, message)),
                 Err(Refused::Other(refusal)) => return Err(refusal),
             };
-        let taken = take(
-            gate,
-            (&id, &owner),
-            local.is_some(),
-            stored.as_ref(),
-            (record, stale),
-            now,
-        );
-        if let Some(mine) = taken.await? {
+        // A channel the chain has nothing in is stored only once its deposit landed: deposits
+        // that fail (anyone can send them, from fresh keys) leave nothing behind.
+        let mine = if stored.is_none() && record.balance == 0 && checked.deposit > 0 {
+            Some(ChannelRecord {
+                version: 0,
+                ..record
+            })
+        } else {
+            let (ids, held) = ((id.as_str(), owner.as_str()), local.is_some());
+            take(gate, ids, held, stored.as_ref(), (record, stale), now).await?
+        };
+        if let Some(mine) = mine {
             return Ok(ChannelHold {
                 live: match local {
                     Some(local) => local,
@@ -324,7 +327,9 @@ async fn check_against(
     now: u64,
 ) -> Result<(ChannelRecord, bool, CheckedBatch), Refused> {
     let mut record = stored.cloned().unwrap_or_else(|| unseen(asked.payload));
-    let stale = stored.is_none()
+    // A record taken over from a holder that lapsed (an instance that stopped mid-request) may
+    // lag what that request did on chain (a refund, a deposit): read the chain again.
+    let stale = stored.is_none_or(|r| r.holder.is_some())
         || now.saturating_sub(record.synced_at) >= channels.config.sync.as_secs()
         || record.withdraw_requested_at != 0;
     if stale && let Err(e) = channels.sync(&mut record, asked.signed.channel).await {
@@ -535,6 +540,10 @@ impl ChannelHold {
             .observe_facilitator(FacilitatorOp::Settle, started.elapsed());
         let Sent::Mined(tx) = sent else {
             tracing::warn!(?sent, payer = %self.payer, "deposit not made");
+            if matches!(sent, Sent::Reverts) {
+                // The chain refuses it (no funds, a bad authorization): the payer's doing.
+                gate.limiter.failed(&self.payer, self.client);
+            }
             return Err(self.fail(gate, DEPOSIT_FAILED).await);
         };
         gate.metrics.record_channel(ChannelEvent::Deposit);
@@ -546,6 +555,9 @@ impl ChannelHold {
             now.balance = now.balance.saturating_add(amount);
         }
         let (owner, local) = (self.owner.clone(), self.live.local());
+        if self.record.version == 0 && self.store_first(gate, &now).await {
+            return Ok(self.charging(tx.to_string(), Some(amount)));
+        }
         channels::update(gate, &self.id, |r| {
             let mine = owned_by(r, &owner, local);
             if mine {
@@ -557,6 +569,26 @@ impl ChannelHold {
         .await;
         self.record.balance = self.record.balance.max(now.balance);
         Ok(self.charging(tx.to_string(), Some(amount)))
+    }
+
+    /// Stores the record of a channel whose first deposit just landed (`now`: its figures on
+    /// chain), held by this request; `false` if another request stored one meanwhile.
+    async fn store_first(&mut self, gate: &Gate, now: &ChannelRecord) -> bool {
+        let Some(channels) = &gate.channels else {
+            return false;
+        };
+        let mut first = self.record.clone();
+        (first.version, first.balance, first.synced_at) = (1, now.balance, now.synced_at);
+        first.holder = (!self.live.local()).then(|| ChannelHolder {
+            owner: self.owner.clone(),
+            until: now_secs() + channels.config.hold.as_secs(),
+        });
+        let stored = channels.swap(gate.store.as_ref(), &self.id, None, &first);
+        if !matches!(stored.await, Ok(true)) {
+            return false;
+        }
+        self.record = first;
+        true
     }
 
     async fn refund(self, gate: &Gate) -> Result<ChannelSettled, PaymentRefusal> {
