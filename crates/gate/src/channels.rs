@@ -922,6 +922,7 @@ async fn refund_idle_channel(
 ) -> Option<u128> {
     let store = gate.store.as_ref();
     let mut record = channels.get(store, id).await.ok()??;
+    // As it was before this sweep held it (its own hold is not activity).
     let idle = record.last_request_at.max(record.synced_at) < before;
     let config = record.config.typed()?;
     let chain_id = hb402_x402::batch::channel_id(&config, channels.chain_id);

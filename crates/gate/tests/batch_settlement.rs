@@ -1020,20 +1020,13 @@ async fn a_contract_account_pays_with_signatures_the_chain_checks() {
     .await;
 }
 
-/// One instance on Redis, channels claimed every `claim_every` seconds.
-async fn on_redis(
-    redis: &hb402_testkit::RedisServer,
-    chain: &LocalChain,
-    claim_every: u64,
-) -> Harness {
+/// One instance on Redis, first deposits of 20 reads, `batch`: more of `[payments.batch]`.
+async fn on_redis(redis: &hb402_testkit::RedisServer, chain: &LocalChain, batch: &str) -> Harness {
     Harness::start_with(Options {
         extra_toml: format!(
             "[store]\nkind = \"redis\"\nredis_url = \"{}\"\n{}",
             redis.url(),
-            toml(
-                chain,
-                &format!("min_deposit_reads = 20\nclaim_interval_seconds = {claim_every}\n")
-            )
+            toml(chain, &format!("min_deposit_reads = 20\n{batch}"))
         ),
         ..Options::default()
     })
@@ -1051,7 +1044,7 @@ async fn a_failed_deposit_leaves_no_record_and_counts_against_its_payer() {
     let redis = hb402_testkit::RedisServer::start().await;
     let chain = LocalChain::start().await;
     chain.install_batch_settlement().await;
-    let h = on_redis(&redis, &chain, 300).await;
+    let h = on_redis(&redis, &chain, "claim_interval_seconds = 300\n").await;
     let url = items(&h, 9000, 1).await.remove(0).0;
     let store = RedisStore::connect(&redis.url()).await.unwrap();
     // Anvil #6 has no USDC: its deposits revert.
@@ -1114,7 +1107,7 @@ async fn a_record_taken_over_from_a_stopped_instance_is_read_from_the_chain_agai
     let redis = hb402_testkit::RedisServer::start().await;
     let chain = LocalChain::start().await;
     chain.install_batch_settlement().await;
-    let h = on_redis(&redis, &chain, 300).await;
+    let h = on_redis(&redis, &chain, "claim_interval_seconds = 300\n").await;
     let urls: Vec<String> = items(&h, 9100, 3)
         .await
         .into_iter()
@@ -1159,4 +1152,54 @@ async fn a_record_taken_over_from_a_stopped_instance_is_read_from_the_chain_agai
 
     let next = voucher(&h, &urls[2], &config, 3 * PRICE, &buyer).await;
     refused(&h, &urls[2], &next, "cumulative_exceeds_balance").await;
+}
+
+/// Regression (from an attack on a fleet): an instance killed mid-read leaves its hold in the
+/// channel's record until it lapses; the idle sweep then refunded the channel at once (its last
+/// paid read was long ago) before its payer's retry could get it. A hold left in the record is
+/// activity: the channel is idle only `idle_refund_seconds` after it lapses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_left_by_a_stopped_instance_counts_as_activity_for_idle_refunds() {
+    use hb402_gate::store::{ChannelHolder, RedisStore, Store as _};
+    let redis = hb402_testkit::RedisServer::start().await;
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let batch = "claim_interval_seconds = 1\nidle_refund_seconds = 10\n";
+    let h = on_redis(&redis, &chain, batch).await;
+    let url = items(&h, 9200, 1).await.remove(0).0;
+    let buyer = ANVIL_ACCOUNTS[4];
+    let id = channel_id(&client_channel(&buyer), 84_532);
+    let one = std::slice::from_ref(&url);
+    let run = batch_pay(chain.rpc_url(), buyer.private_key, one, None, false).await;
+    assert_eq!(run.reads[0].status, 200);
+
+    // The record as an instance killed mid-read leaves it: its hold just lapsed, the channel's
+    // last paid read long ago.
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let key = format!("{id:#x}");
+    let record = store.channel_get(&key).await.unwrap().expect("the record");
+    let mut left = record.clone();
+    let now = common::now();
+    left.version += 1;
+    (left.last_request_at, left.synced_at) = (now - 100, now - 100);
+    left.holder = Some(ChannelHolder {
+        owner: "an instance that stopped".into(),
+        until: now,
+    });
+    assert!(
+        store
+            .channel_swap(&key, Some(&record), Some(&left))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(
+        channel(&chain, id).await.0,
+        20 * PRICE,
+        "not refunded under the hold"
+    );
+    eventually("refunded once idle after the hold", || async {
+        channel(&chain, id).await == (PRICE, PRICE)
+    })
+    .await;
 }

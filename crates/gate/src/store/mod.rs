@@ -278,10 +278,11 @@ impl ChannelRecord {
     }
 
     /// When the channel was last active (its last paid read, the last read of its state on
-    /// chain, or a refund hb402 tried), if it holds a deposit not charged yet: how idle channels
-    /// are found.
+    /// chain, a refund hb402 tried, or a hold a request left in the store, lapsed or not), if it
+    /// holds a deposit not charged yet: how idle channels are found.
     pub fn refundable_since(&self) -> Option<u64> {
-        let active = self.last_request_at.max(self.synced_at);
+        let held = self.holder.as_ref().map_or(0, |h| h.until);
+        let active = self.last_request_at.max(self.synced_at).max(held);
         (self.balance > self.charged).then(|| active.max(self.refund_tried_at))
     }
 }
