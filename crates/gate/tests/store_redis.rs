@@ -162,6 +162,38 @@ async fn fails_closed_while_redis_is_down_and_reconnects() {
     );
 }
 
+/// Channels with unclaimed charges that an earlier hb402 listed in a set are listed (and so
+/// claimed) by this one: the set is moved to the sorted listing when the store connects.
+#[tokio::test]
+async fn unclaimed_channels_listed_the_earlier_way_are_moved_over() {
+    let server = RedisServer::start().await;
+    let first = RedisStore::connect(&server.url()).await.unwrap();
+    let record = store::channel(1, 2_000, 0);
+    assert!(
+        first
+            .channel_swap("0xee", None, Some(&record))
+            .await
+            .unwrap()
+    );
+    // As an earlier hb402 left it: the id in a plain set, none in the sorted listing.
+    let mut raw = RawRedis::connect(server.port()).await;
+    raw.command(&["DEL", "hb402:channels:unclaimed-by-id"])
+        .await;
+    raw.command(&["SADD", "hb402:channels:unclaimed", "0xee"])
+        .await;
+    assert_eq!(first.channels_unclaimed("", 10).await.unwrap(), vec![]);
+
+    let second = RedisStore::connect(&server.url()).await.unwrap();
+    assert_eq!(
+        second.channels_unclaimed("", 10).await.unwrap(),
+        vec![("0xee".to_owned(), record)]
+    );
+    assert_eq!(
+        raw.command(&["EXISTS", "hb402:channels:unclaimed"]).await,
+        "0"
+    );
+}
+
 /// Speaks just enough RESP to read a key's TTL without going through the store.
 struct RawRedis(tokio::net::TcpStream);
 

@@ -80,6 +80,22 @@ return 1
     )
 });
 
+/// KEYS[1] the set of unclaimed channels an earlier hb402 kept, KEYS[2] the sorted set that
+/// replaced it: moves the ids over. The number moved.
+static MIGRATE_UNCLAIMED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'set' then return 0 end
+local ids = redis.call('SMEMBERS', KEYS[1])
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[2], 0, id)
+end
+redis.call('DEL', KEYS[1])
+return #ids
+",
+    )
+});
+
 /// KEYS[1] channel key, KEYS[2] the unclaimed channels (a sorted set, all scores 0: in id
 /// order), KEYS[3] the refundable channels
 /// by last activity; ARGV the expected version or "" (none), new JSON or "" (delete), "1" if the
@@ -345,9 +361,25 @@ impl RedisStore {
             clock: options.clock,
         };
         store.ping().await.map_err(|e| StoreError::Open {
-            path: masked,
+            path: masked.clone(),
             reason: e.to_string(),
         })?;
+        // Unclaimed charges listed the way an earlier hb402 did are claimed all the same.
+        let moved: i64 = MIGRATE_UNCLAIMED
+            .key(store.key("channels", "unclaimed"))
+            .key(store.key("channels", "unclaimed-by-id"))
+            .invoke_async(&mut store.conn.clone())
+            .await
+            .map_err(|e| StoreError::Open {
+                path: masked,
+                reason: e.to_string(),
+            })?;
+        if moved > 0 {
+            tracing::info!(
+                channels = moved,
+                "unclaimed channels moved to the new listing"
+            );
+        }
         Ok(store)
     }
 
