@@ -2,8 +2,8 @@
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 
 use crate::types::{PaymentPayload, PaymentPayloadV1, PaymentPayloadV2, V1, V2};
@@ -80,14 +80,13 @@ pub struct DecodedPayment {
 pub fn decode_payment(header: &str, max: usize) -> Result<DecodedPayment, CodecError> {
     let raw = decode_json(header, max)?;
     let version = raw.get("x402Version");
+    // Read from the tree in place (`&Value` deserializes without a copy of the whole tree).
     let payload = match version.and_then(Value::as_u64) {
         Some(v) if v == u64::from(V1) => PaymentPayload::V1(
-            serde_json::from_value::<PaymentPayloadV1>(raw.clone())
-                .map_err(|e| CodecError::Json(e.to_string()))?,
+            PaymentPayloadV1::deserialize(&raw).map_err(|e| CodecError::Json(e.to_string()))?,
         ),
         Some(v) if v == u64::from(V2) => PaymentPayload::V2(
-            serde_json::from_value::<PaymentPayloadV2>(raw.clone())
-                .map_err(|e| CodecError::Json(e.to_string()))?,
+            PaymentPayloadV2::deserialize(&raw).map_err(|e| CodecError::Json(e.to_string()))?,
         ),
         _ => {
             return Err(CodecError::Version(
