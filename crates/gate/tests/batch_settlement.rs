@@ -367,6 +367,38 @@ impl SlowRead {
     }
 }
 
+/// The payload fields of a deposit of `amount` into `config`'s channel: an ERC-3009
+/// authorization from its payer (valid for ten minutes, salt `salt` repeated), signed by
+/// `signer` (the payer, or a contract payer's owner).
+fn deposit(config: &ChannelConfig, amount: u128, signer: &AnvilAccount, salt: u8) -> Value {
+    let terms = hb402_x402::batch::BatchTerms {
+        chain_id: 84_532,
+        pay_to: PAYEE_ACCOUNT.address,
+        asset: hb402_testkit::USDC,
+        asset_domain: ("USDC".into(), "2".into()),
+        amount: PRICE,
+        receiver_authorizer: config.receiverAuthorizer,
+        withdraw_delay: 900,
+    };
+    let (salt, window) = (
+        B256::repeat_byte(salt),
+        (0, u128::from(common::now() + 600)),
+    );
+    let id = channel_id(config, 84_532);
+    let digest = hb402_x402::batch::deposit_digest(&terms, config.payer, id, amount, window, salt);
+    let key = PrivateKeySigner::from_bytes(&signer.private_key).unwrap();
+    let signature = key.sign_hash_sync(&digest).unwrap();
+    json!({
+        "type": "deposit",
+        "deposit": {"amount": amount.to_string(), "authorization": {"erc3009Authorization": {
+            "validAfter": "0",
+            "validBefore": window.1.to_string(),
+            "salt": salt,
+            "signature": format!("0x{}", hex::encode(signature.as_bytes())),
+        }}},
+    })
+}
+
 /// Pays `url` with `header` and checks it is refused with 402
 /// `invalid_batch_settlement_evm_<code>`, no content; the 402's payment requirements.
 async fn refused(h: &Harness, url: &str, header: &str, code: &str) -> Value {
@@ -665,30 +697,7 @@ async fn a_long_read_keeps_its_channel_and_nothing_moves_less_than_a_minimum_dep
     let newcomer = ANVIL_ACCOUNTS[7];
     let fresh = client_channel(&newcomer);
     let fresh_id = channel_id(&fresh, 84_532);
-    let terms = hb402_x402::batch::BatchTerms {
-        chain_id: 84_532,
-        pay_to: PAYEE_ACCOUNT.address,
-        asset: hb402_testkit::USDC,
-        asset_domain: ("USDC".into(), "2".into()),
-        amount: PRICE,
-        receiver_authorizer: fresh.receiverAuthorizer,
-        withdraw_delay: 900,
-    };
-    let salt = B256::repeat_byte(7);
-    let window = (0, u128::from(common::now() + 600));
-    let digest =
-        hb402_x402::batch::deposit_digest(&terms, newcomer.address, fresh_id, PRICE, window, salt);
-    let key = PrivateKeySigner::from_bytes(&newcomer.private_key).unwrap();
-    let signature = key.sign_hash_sync(&digest).unwrap();
-    let small = json!({
-        "type": "deposit",
-        "deposit": {"amount": PRICE.to_string(), "authorization": {"erc3009Authorization": {
-            "validAfter": "0",
-            "validBefore": window.1.to_string(),
-            "salt": salt,
-            "signature": format!("0x{}", hex::encode(signature.as_bytes())),
-        }}},
-    });
+    let small = deposit(&fresh, PRICE, &newcomer, 7);
     let header = payment(&h, &big_url, &fresh, PRICE, &newcomer, small).await;
     refused(&h, &big_url, &header, "deposit_below_min_deposit").await;
     assert_eq!(channel(&chain, fresh_id).await, (0, 0));
@@ -976,29 +985,8 @@ async fn a_contract_account_pays_with_signatures_the_chain_checks() {
     let id = channel_id(&config, 84_532);
 
     // The deposit (ERC-3009, signed by the owner for the wallet) with the first voucher.
-    let terms = hb402_x402::batch::BatchTerms {
-        chain_id: 84_532,
-        pay_to: PAYEE_ACCOUNT.address,
-        asset: hb402_testkit::USDC,
-        asset_domain: ("USDC".into(), "2".into()),
-        amount: PRICE,
-        receiver_authorizer: config.receiverAuthorizer,
-        withdraw_delay: 900,
-    };
-    let (salt, window) = (B256::repeat_byte(9), (0, u128::from(common::now() + 600)));
-    let digest = hb402_x402::batch::deposit_digest(&terms, wallet, id, 10 * PRICE, window, salt);
-    let key = PrivateKeySigner::from_bytes(&owner.private_key).unwrap();
-    let signature = key.sign_hash_sync(&digest).unwrap();
-    let deposit = json!({
-        "type": "deposit",
-        "deposit": {"amount": (10 * PRICE).to_string(), "authorization": {"erc3009Authorization": {
-            "validAfter": "0",
-            "validBefore": window.1.to_string(),
-            "salt": salt,
-            "signature": format!("0x{}", hex::encode(signature.as_bytes())),
-        }}},
-    });
-    let header = payment(&h, &urls[0], &config, PRICE, &owner, deposit).await;
+    let first = deposit(&config, 10 * PRICE, &owner, 9);
+    let header = payment(&h, &urls[0], &config, PRICE, &owner, first).await;
     let (status, answer, _) = pay_voucher(&h, &urls[0], &header).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
@@ -1051,32 +1039,10 @@ async fn a_failed_deposit_leaves_no_record_and_counts_against_its_payer() {
     let broke = ANVIL_ACCOUNTS[6];
     let config = client_channel(&broke);
     let id = channel_id(&config, 84_532);
-    let terms = hb402_x402::batch::BatchTerms {
-        chain_id: 84_532,
-        pay_to: PAYEE_ACCOUNT.address,
-        asset: hb402_testkit::USDC,
-        asset_domain: ("USDC".into(), "2".into()),
-        amount: PRICE,
-        receiver_authorizer: config.receiverAuthorizer,
-        withdraw_delay: 900,
-    };
-    let key = PrivateKeySigner::from_bytes(&broke.private_key).unwrap();
     let mut statuses = Vec::new();
     for n in 0..12u8 {
-        let (salt, window) = (B256::repeat_byte(n), (0, u128::from(common::now() + 600)));
-        let digest =
-            hb402_x402::batch::deposit_digest(&terms, broke.address, id, 20 * PRICE, window, salt);
-        let signature = key.sign_hash_sync(&digest).unwrap();
-        let deposit = json!({
-            "type": "deposit",
-            "deposit": {"amount": (20 * PRICE).to_string(), "authorization": {"erc3009Authorization": {
-                "validAfter": "0",
-                "validBefore": window.1.to_string(),
-                "salt": salt,
-                "signature": format!("0x{}", hex::encode(signature.as_bytes())),
-            }}},
-        });
-        let header = payment(&h, &url, &config, PRICE, &broke, deposit).await;
+        let fields = deposit(&config, 20 * PRICE, &broke, n);
+        let header = payment(&h, &url, &config, PRICE, &broke, fields).await;
         let (status, required, _) = pay_voucher(&h, &url, &header).await;
         if status == 402 {
             assert_eq!(
