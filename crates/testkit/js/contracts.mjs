@@ -86,6 +86,16 @@ function packageVersion(name) {
   return JSON.parse(readFileSync(require.resolve(`${name}/package.json`), "utf8")).version;
 }
 
+/** A wallet client of anvil account #0 (which deploys) on the chain at `rpc`. */
+function deployer(rpc) {
+  return createWalletClient({
+    account: privateKeyToAccount(ANVIL_KEYS[0]),
+    chain: localChain(rpc),
+    transport: http(rpc, { retryCount: 0, timeout: 30_000 }),
+    ...FAST_POLLING,
+  }).extend(publicActions);
+}
+
 /** Resolves `@openzeppelin/contracts/...` imports from node_modules. */
 function findImports(path) {
   if (!path.startsWith("@openzeppelin/contracts/")) return { error: `import not found: ${path}` };
@@ -152,12 +162,7 @@ export async function compileBatchSettlement() {
  */
 export async function deployBatchSettlement({ rpc }) {
   const bytecode = await compileBatchSettlement();
-  const wallet = createWalletClient({
-    account: privateKeyToAccount(ANVIL_KEYS[0]),
-    chain: localChain(rpc),
-    transport: http(rpc, { retryCount: 0, timeout: 30_000 }),
-    ...FAST_POLLING,
-  }).extend(publicActions);
+  const wallet = deployer(rpc);
   const chainId = await wallet.getChainId();
   if (chainId !== CHAIN_ID) {
     throw new Error(`the chain at ${rpc} has id ${chainId}; start anvil with --chain-id ${CHAIN_ID}`);
@@ -238,12 +243,7 @@ export async function deployOwnedWallet({ rpc, owner }) {
     throw new Error(`solc failed:\n${errors.map((e) => e.formattedMessage ?? e.message).join("\n")}`);
   }
   const code = `0x${output.contracts["OwnedWallet.sol"].OwnedWallet.evm.bytecode.object}`;
-  const wallet = createWalletClient({
-    account: privateKeyToAccount(ANVIL_KEYS[0]),
-    chain: localChain(rpc),
-    transport: http(rpc, { retryCount: 0, timeout: 30_000 }),
-    ...FAST_POLLING,
-  }).extend(publicActions);
+  const wallet = deployer(rpc);
   const hash = await wallet.sendTransaction({
     data: concat([code, encodeAbiParameters([{ type: "address" }], [getAddress(owner)])]),
   });
