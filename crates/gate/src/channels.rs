@@ -18,9 +18,9 @@ use alloy::sol_types::SolCall;
 use async_trait::async_trait;
 use hb402_x402::FacilitatorError;
 use hb402_x402::batch::{
-    BATCH_SETTLEMENT, ChainSignature, ChannelConfig, ChannelVoucher, ClaimEntry,
-    ERC3009_DEPOSIT_COLLECTOR, Erc3009DepositJson, IBatchSettlement, IERC1271, VoucherClaim,
-    claim_batch_digest, erc3009_collector_data, refund_digest,
+    BATCH_SETTLEMENT, ChannelConfig, ChannelVoucher, ClaimEntry, ERC3009_DEPOSIT_COLLECTOR,
+    Erc3009DepositJson, IBatchSettlement, VoucherClaim, claim_batch_digest, erc3009_collector_data,
+    refund_digest,
 };
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -406,33 +406,6 @@ impl Channels {
         self.changed.notified()
     }
 
-    /// Whether the chain takes `check` as its signer's signature, as the contracts'
-    /// `SignatureChecker` does for a contract account (EIP-1271 `isValidSignature` answering
-    /// its selector); an account without code, or one whose check reverts, does not.
-    pub(crate) async fn accepts(&self, check: &ChainSignature) -> Result<bool, FacilitatorError> {
-        let call = IERC1271::isValidSignatureCall {
-            hash: check.digest,
-            signature: check.signature.clone().into(),
-        };
-        match self
-            .chain
-            .view(check.signer, call.abi_encode().into())
-            .await
-        {
-            Ok(out) => {
-                let mut magic = [0u8; 32];
-                magic[..4].copy_from_slice(&IERC1271::isValidSignatureCall::SELECTOR);
-                Ok(out.get(..32) == Some(magic.as_slice()))
-            }
-            Err(FacilitatorError::Unreachable(message))
-                if message.to_ascii_lowercase().contains("revert") =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// Done once this process lets go of some channel (from the moment it is made, even before
     /// it is awaited).
     pub(crate) fn released(&self) -> tokio::sync::futures::Notified<'_> {
@@ -661,41 +634,29 @@ pub async fn claim_all(gate: &Gate) -> u128 {
         if rows.is_empty() {
             continue;
         }
-        // A contract payer's vouchers are checked by its own code at claim time, which may
-        // cost any gas or answer otherwise then: each is claimed in a transaction of its own.
-        let (alone, together): (Vec<_>, Vec<_>) = collectable(gate, channels, rows)
-            .await
-            .into_iter()
-            .partition(|(_, row)| row.config.payerAuthorizer.is_zero());
-        claimed += claim_together(gate, channels, &together).await;
-        for row in &alone {
-            let one = std::slice::from_ref(row);
-            claimed += claim_rows(gate, channels, one).await.unwrap_or(0);
+        let rows = collectable(gate, channels, rows).await;
+        if rows.is_empty() {
+            continue;
         }
+        // One transaction for them all; if it cannot be made (a row the chain refuses), each
+        // row alone, so that one channel never holds up the claims of the others.
+        let claimed_now = match claim_rows(gate, channels, &rows).await {
+            Some(amount) => amount,
+            None if rows.len() > 1 => {
+                let mut amount = 0;
+                for row in &rows {
+                    amount += claim_rows(gate, channels, std::slice::from_ref(row))
+                        .await
+                        .unwrap_or(0);
+                }
+                amount
+            }
+            None => 0,
+        };
+        claimed += claimed_now;
     }
     *cursor() = after;
     claimed
-}
-
-/// Claims `rows` in one transaction; if it cannot be made (a row the chain refuses), each row
-/// alone, so that one channel never holds up the claims of the others. The amount claimed.
-async fn claim_together(gate: &Gate, channels: &Channels, rows: &[(String, ClaimRow)]) -> u128 {
-    if rows.is_empty() {
-        return 0;
-    }
-    match claim_rows(gate, channels, rows).await {
-        Some(amount) => amount,
-        None if rows.len() > 1 => {
-            let mut amount = 0;
-            for row in rows {
-                amount += claim_rows(gate, channels, std::slice::from_ref(row))
-                    .await
-                    .unwrap_or(0);
-            }
-            amount
-        }
-        None => 0,
-    }
 }
 
 /// Claims `rows` in one transaction and records it; the amount claimed, `None` if the

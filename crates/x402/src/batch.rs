@@ -93,11 +93,6 @@ sol! {
     }
 
     /// The calls of `x402BatchSettlement` a receiver makes and the views it reads.
-    /// A contract account's signature check (EIP-1271).
-    interface IERC1271 {
-        function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4);
-    }
-
     interface IBatchSettlement {
         function deposit(ChannelConfig config, uint128 amount, address collector, bytes collectorData) external;
         function claimWithSignature(VoucherClaim[] claims, bytes authorizerSignature) external;
@@ -400,8 +395,7 @@ pub enum BatchReason {
     ChannelIdMismatch,
     /// The voucher's signature is not its authorizer's.
     VoucherSignature,
-    /// The voucher's signature is not the payer's own and its contract account (EIP-1271) does
-    /// not take it: the chain's answer for a signature left to it.
+    /// The voucher is signed by the payer's contract (EIP-1271): the chain must check it.
     ContractSignature,
     /// The voucher's ceiling is not what was charged plus this request's price.
     CumulativeMismatch,
@@ -503,45 +497,6 @@ pub struct CheckedBatch {
     pub deposit: u128,
     /// A refund's requested amount (`None`: all of the rest, or not a refund).
     pub refund: Option<u128>,
-    /// Signatures only the chain can check (the payer is a contract, EIP-1271): the payload is
-    /// valid only once each is confirmed there.
-    pub on_chain: Vec<ChainSignature>,
-}
-
-/// A signature for the chain to check: `signer`'s `isValidSignature(digest, signature)`, as the
-/// contracts' `SignatureChecker` does when the signature does not recover to the signer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainSignature {
-    /// The contract account that must accept it.
-    pub signer: Address,
-    /// What was signed.
-    pub digest: B256,
-    /// The signature, as sent.
-    pub signature: Vec<u8>,
-    /// The refusal when it is not accepted.
-    pub reason: BatchReason,
-}
-
-/// `signer`'s signature of `digest` as the contracts' `SignatureChecker` takes it: recovered
-/// locally when it is an EOA's (the one form `ecrecover` takes); else, if it could be a
-/// contract's, left for the chain to confirm (`Ok(Some)`).
-fn signed_by(
-    signer: Address,
-    digest: B256,
-    signature: Vec<u8>,
-    reason: BatchReason,
-) -> Result<Option<ChainSignature>, BatchReason> {
-    if contract_form(&signature)
-        && crate::exact::recover_signer(&digest, &signature) == Some(signer)
-    {
-        return Ok(None);
-    }
-    Ok(Some(ChainSignature {
-        signer,
-        digest,
-        signature,
-        reason,
-    }))
 }
 
 /// Checks the channel a payload names against the offer, and its voucher's signature.
@@ -566,13 +521,11 @@ fn check_channel(payload: &BatchPayload, terms: &BatchTerms) -> Result<CheckedBa
     }
     let max_claimable = amount(&voucher.max_claimable_amount)?;
     let signature = signature_bytes(&voucher.signature)?;
-    let digest = voucher_digest(channel, max_claimable, terms.chain_id);
-    let mut on_chain = Vec::new();
     if config.payer_authorizer.is_zero() {
-        // The payer signs, and may be a contract: the chain confirms what does not recover.
-        let reason = BatchReason::ContractSignature;
-        on_chain.extend(signed_by(config.payer, digest, signature.clone(), reason)?);
-    } else if !contract_form(&signature)
+        return Err(BatchReason::ContractSignature);
+    }
+    let digest = voucher_digest(channel, max_claimable, terms.chain_id);
+    if !contract_form(&signature)
         || crate::exact::recover_signer(&digest, &signature) != Some(config.payer_authorizer)
     {
         return Err(BatchReason::VoucherSignature);
@@ -584,17 +537,14 @@ fn check_channel(payload: &BatchPayload, terms: &BatchTerms) -> Result<CheckedBa
         signature,
         deposit: 0,
         refund: None,
-        on_chain,
     })
 }
 
 /// Checks a deposit's ERC-3009 authorization: from the payer to the deposit collector, for the
-/// deposit's amount, with the channel's nonce, signed by the payer, valid now. A payer's
-/// signature that does not recover to it is left for the chain (`checked.on_chain`): USDC takes
-/// a contract account's (EIP-1271) too.
+/// deposit's amount, with the channel's nonce, signed by the payer (an EOA), valid now.
 fn check_deposit(
     deposit: &DepositJson,
-    checked: &mut CheckedBatch,
+    checked: &CheckedBatch,
     terms: &BatchTerms,
     now: u64,
 ) -> Result<u128, BatchReason> {
@@ -628,11 +578,11 @@ fn check_deposit(
         auth.salt,
     );
     let signature = signature_bytes(&auth.signature)?;
-    let payer = checked.config.payer;
-    let reason = BatchReason::DepositSignature;
-    checked
-        .on_chain
-        .extend(signed_by(payer, digest, signature, reason)?);
+    if !contract_form(&signature)
+        || crate::exact::recover_signer(&digest, &signature) != Some(checked.config.payer)
+    {
+        return Err(BatchReason::DepositSignature);
+    }
     Ok(value)
 }
 
@@ -671,7 +621,7 @@ pub fn check_state(
 ) -> Result<CheckedBatch, BatchReason> {
     let max = checked.max_claimable;
     if let BatchPayload::Deposit { deposit, .. } = payload {
-        checked.deposit = check_deposit(deposit, &mut checked, terms, now)?;
+        checked.deposit = check_deposit(deposit, &checked, terms, now)?;
     }
     let funds = view.balance.saturating_add(checked.deposit);
     if funds == 0 {
@@ -709,15 +659,6 @@ pub fn check_state(
 mod tests {
     use super::*;
     use alloy_primitives::{b256, hex};
-
-    /// Why a payload is refused: by the checks here, or (a signature left for the chain) by
-    /// the chain for an EOA payer, which accepts no signature that does not recover to it.
-    fn refusal(checked: Result<CheckedBatch, BatchReason>) -> BatchReason {
-        match checked {
-            Err(reason) => reason,
-            Ok(checked) => checked.on_chain.first().expect("refused").reason,
-        }
-    }
 
     /// The channel of the reference client's deposit on the local chain (anvil #1 pays anvil #2,
     /// chain 84532), with the digests the deployed contract's own view functions return.
@@ -873,17 +814,13 @@ mod tests {
         let payload = reference_deposit();
         let fresh = ChannelView::default();
         let checked = check_payload(&payload, &terms(), &fresh, NOW).unwrap();
-        assert!(
-            checked.on_chain.is_empty(),
-            "an EOA's signatures are checked here"
-        );
         assert_eq!(
             (checked.channel, checked.deposit, checked.max_claimable),
             (CHANNEL, 5000, 1000)
         );
 
         let refused = |terms: BatchTerms, view: ChannelView, now: u64| {
-            refusal(check_payload(&payload, &terms, &view, now))
+            check_payload(&payload, &terms, &view, now).unwrap_err()
         };
         let other = address!("0x0000000000000000000000000000000000000001");
         assert_eq!(
@@ -1019,7 +956,7 @@ mod tests {
             ..terms()
         };
         assert_eq!(
-            refusal(check_payload(&raised, &cheaper, &fresh, NOW)),
+            check_payload(&raised, &cheaper, &fresh, NOW).unwrap_err(),
             BatchReason::VoucherSignature
         );
         // The same signatures in encodings recovery takes but the contracts' ecrecover does not
@@ -1047,7 +984,7 @@ mod tests {
                 deposit: deposit.clone(),
             };
             assert_eq!(
-                refusal(check_payload(&payload, &terms(), &fresh, NOW)),
+                check_payload(&payload, &terms(), &fresh, NOW).unwrap_err(),
                 BatchReason::VoucherSignature,
                 "voucher v = {v}"
             );
@@ -1060,7 +997,7 @@ mod tests {
                 deposit: low,
             };
             assert_eq!(
-                refusal(check_payload(&payload, &terms(), &fresh, NOW)),
+                check_payload(&payload, &terms(), &fresh, NOW).unwrap_err(),
                 BatchReason::DepositSignature,
                 "deposit v = {v}"
             );
@@ -1074,7 +1011,7 @@ mod tests {
             deposit: bigger,
         };
         assert_eq!(
-            refusal(check_payload(&bigger, &terms(), &fresh, NOW)),
+            check_payload(&bigger, &terms(), &fresh, NOW).unwrap_err(),
             BatchReason::DepositSignature
         );
         // Two ways of moving the deposit at once.
@@ -1086,7 +1023,7 @@ mod tests {
             deposit: both,
         };
         assert_eq!(
-            refusal(check_payload(&both, &terms(), &fresh, NOW)),
+            check_payload(&both, &terms(), &fresh, NOW).unwrap_err(),
             BatchReason::Payload
         );
         // The same voucher without a deposit, on a channel with no balance.
@@ -1095,7 +1032,7 @@ mod tests {
             voucher: voucher.clone(),
         };
         assert_eq!(
-            refusal(check_payload(&bare, &terms(), &fresh, NOW)),
+            check_payload(&bare, &terms(), &fresh, NOW).unwrap_err(),
             BatchReason::ChannelNotFound
         );
         let funded = ChannelView {
@@ -1103,14 +1040,14 @@ mod tests {
             balance: 5000,
             total_claimed: 0,
         };
-        assert!(check_payload(&bare, &terms(), &funded, NOW).is_ok_and(|c| c.on_chain.is_empty()));
+        assert!(check_payload(&bare, &terms(), &funded, NOW).is_ok());
         let short = ChannelView {
             charged: 0,
             balance: 999,
             total_claimed: 0,
         };
         assert_eq!(
-            refusal(check_payload(&bare, &terms(), &short, NOW)),
+            check_payload(&bare, &terms(), &short, NOW).unwrap_err(),
             BatchReason::CumulativeExceedsBalance
         );
         // A contract's signature (no payer authorizer) needs the chain.
@@ -1126,7 +1063,7 @@ mod tests {
             channel_config: contract_config,
         };
         assert_eq!(
-            refusal(check_payload(&contract, &terms(), &funded, NOW)),
+            check_payload(&contract, &terms(), &funded, NOW).unwrap_err(),
             BatchReason::ContractSignature
         );
         for bad in [
@@ -1188,7 +1125,7 @@ mod tests {
         );
         for bad in ["0", "-1", "1.5", ""] {
             assert_eq!(
-                refusal(check_payload(&partial(bad), &terms(), &view, NOW)),
+                check_payload(&partial(bad), &terms(), &view, NOW).unwrap_err(),
                 BatchReason::Payload,
                 "{bad}"
             );
@@ -1198,7 +1135,7 @@ mod tests {
             ..view
         };
         assert_eq!(
-            refusal(check_payload(&refund, &terms(), &more, NOW)),
+            check_payload(&refund, &terms(), &more, NOW).unwrap_err(),
             BatchReason::CumulativeMismatch
         );
     }

@@ -6,10 +6,7 @@
 //! channel hb402 does not know yet or whose mirrored state is older than `sync_seconds`),
 //! checks the voucher's ceiling against what was charged and the balance, and takes the
 //! channel for this request with a compare-and-swap from exactly the record it checked
-//! against. Requests on one channel take turns, across a fleet sharing a store. A channel whose
-//! payer is a contract account (no payer authorizer; EIP-1271) has its signatures — the
-//! voucher's, a deposit's — checked by the chain (`isValidSignature`, one call each) once the
-//! record is read, before the channel is taken.
+//! against. Requests on one channel take turns, across a fleet sharing a store.
 //!
 //! [`ChannelHold::settle`] runs before any byte of the response: a deposit goes on chain (and
 //! the read is refused if it does not land), a refund is paid, a voucher needs nothing. The
@@ -69,6 +66,8 @@ pub(crate) struct ChannelHold {
     offered: Offered,
     network: String,
     payer: String,
+    /// The key that signed the voucher (the payer authorizer): what failures count against.
+    signer: String,
     client: Option<IpAddr>,
 }
 
@@ -129,14 +128,17 @@ pub(super) async fn hold(
         return Err(refused(gate, &offered, "unexpected_verify_error", message));
     };
     let (terms, payload, signed) = signed_payload(gate, decoded, &offer, &offered)?;
-    // The payer is known now (its signature verified): a payer or client whose channel payments
-    // keep failing is refused for a while without reading the chain for it.
+    // The signer is known now (its signature verified): a signer or client whose channel
+    // payments keep failing is refused for a while without reading the chain for it. Failures
+    // count against the key that signed, not the payer a configuration names (anyone can name
+    // someone else as the payer of a channel they authorize).
     let payer = signed.config.payer.to_checksum(None);
-    if let Err(retry_after) = gate.limiter.check(&payer, client) {
+    let signer = signed.config.payerAuthorizer.to_checksum(None);
+    if let Err(retry_after) = gate.limiter.check(&signer, client) {
         return Err(PaymentRefusal::Throttled { retry_after });
     }
     let failed = |code: &str, message: &str| {
-        gate.limiter.failed(&payer, client);
+        gate.limiter.failed(&signer, client);
         refused(gate, &offered, code, message)
     };
     let id = format!("{:#x}", signed.channel);
@@ -206,6 +208,7 @@ pub(super) async fn hold(
                 record: mine,
                 owner,
                 payer: payer.clone(),
+                signer: signer.clone(),
                 payload,
                 checked,
                 charge: charge_for(terms.amount, offered.served),
@@ -381,22 +384,6 @@ async fn check_against(
         let message = "the deposit is smaller than the offer's minDeposit";
         return Err(Refused::Payers(DEPOSIT_BELOW_MIN, message));
     }
-    // A contract payer's signatures (EIP-1271), as the chain takes them.
-    for check in &checked.on_chain {
-        match channels.accepts(check).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let message = "the signature is not the payer's";
-                return Err(Refused::Payers(check.reason.code(), message));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, channel = %asked.id, "a contract signature could not be checked");
-                let message = "the payer's signature could not be checked; try again";
-                let refusal = refused(gate, asked.offered, STATE_UNAVAILABLE, message);
-                return Err(Refused::Other(refusal));
-            }
-        }
-    }
     Ok((record, stale, checked))
 }
 
@@ -540,9 +527,9 @@ impl ChannelHold {
             .observe_facilitator(FacilitatorOp::Settle, started.elapsed());
         let Sent::Mined(tx) = sent else {
             tracing::warn!(?sent, payer = %self.payer, "deposit not made");
-            if matches!(sent, Sent::Reverts) {
+            if matches!(sent, Sent::Reverts | Sent::Reverted) {
                 // The chain refuses it (no funds, a bad authorization): the payer's doing.
-                gate.limiter.failed(&self.payer, self.client);
+                gate.limiter.failed(&self.signer, self.client);
             }
             return Err(self.fail(gate, DEPOSIT_FAILED).await);
         };
