@@ -86,10 +86,10 @@ sign_pool "$hb402/$paid" "$pool" >"$BENCH_DIR/payments-facilitator.txt"
 sign_pool "$hb402_local/$paid" "$pool" >"$BENCH_DIR/payments-local.txt"
 channels=${CHANNELS:-$paid_connections}
 # Pre-signed vouchers take ~1.3 KB each: the voucher scenario runs at most 10 s, with enough
-# for 20,000 paid reads a second (channels do not all go at the same pace; one that runs out
+# for 30,000 paid reads a second (channels do not all go at the same pace; one that runs out
 # sends no payment and its 402s count as non-2xx).
 voucher_duration=$((duration < 10 ? duration : 10))
-voucher_reads=${VOUCHER_POOL:-$((voucher_duration * 20000 / channels))}
+voucher_reads=${VOUCHER_POOL:-$((voucher_duration * 30000 / channels))}
 sign_vouchers "$hb402_local/$paid" "$channels" "$voucher_reads" >"$BENCH_DIR/vouchers.txt"
 
 echo "| scenario | connections | requests/s | p50 ms | p99 ms | errors | non-2xx |"
