@@ -7,6 +7,8 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # The logs stay for a look; the pre-signed payments and vouchers (hundreds of MB) do not.
+  rm -f "$BENCH_DIR"/vouchers.txt "$BENCH_DIR"/payments-*.txt
 }
 trap cleanup EXIT
 
