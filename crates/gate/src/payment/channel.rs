@@ -187,18 +187,9 @@ pub(super) async fn hold(
                 Err(Refused::Payers(code, message)) => return Err(failed(code, message)),
                 Err(Refused::Other(refusal)) => return Err(refusal),
             };
-        // A channel the chain has nothing in is stored only once its deposit landed: deposits
-        // that fail (anyone can send them, from fresh keys) leave nothing behind.
-        let mine = if stored.is_none() && record.balance == 0 && checked.deposit > 0 {
-            Some(ChannelRecord {
-                version: 0,
-                ..record
-            })
-        } else {
-            let (ids, held) = ((id.as_str(), owner.as_str()), local.is_some());
-            take(gate, ids, held, stored.as_ref(), (record, stale), now).await?
-        };
-        if let Some(mine) = mine {
+        let (ids, held) = ((id.as_str(), owner.as_str()), local.is_some());
+        let checked_record = (record, stale, checked.deposit > 0);
+        if let Some(mine) = take(gate, ids, held, stored.as_ref(), checked_record, now).await? {
             return Ok(ChannelHold {
                 live: match local {
                     Some(local) => local,
@@ -257,18 +248,27 @@ fn busy(gate: &Gate, offered: &Offered) -> PaymentRefusal {
 /// Takes channel `id` for `owner` from the record `stored` it was checked against: the record
 /// as this request holds it, or `None` if the record changed meanwhile (look again). A hold
 /// kept in this process (`local`) needs no write unless the chain was read (`stale`) or a lapsed
-/// holder is to be cleared; a hold kept in the store names its owner and lapse time there.
+/// holder is to be cleared; a hold kept in the store names its owner and lapse time there. A
+/// channel the chain has nothing in, paid by a `deposit`, is not stored yet (version 0): only
+/// once its deposit landed, so that deposits that fail (anyone can send them, from fresh keys)
+/// leave nothing behind.
 async fn take(
     gate: &Gate,
     (id, owner): (&str, &str),
     local: bool,
     stored: Option<&ChannelRecord>,
-    (checked, stale): (ChannelRecord, bool),
+    (checked, stale, deposit): (ChannelRecord, bool, bool),
     now: u64,
 ) -> Result<Option<ChannelRecord>, PaymentRefusal> {
     let Some(channels) = &gate.channels else {
         return Ok(None);
     };
+    if stored.is_none() && checked.balance == 0 && deposit {
+        return Ok(Some(ChannelRecord {
+            version: 0,
+            ..checked
+        }));
+    }
     if let Some(stored) = stored.filter(|s| local && !stale && s.holder.is_none()) {
         return Ok(Some(stored.clone()));
     }
