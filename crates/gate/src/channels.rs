@@ -832,9 +832,9 @@ pub async fn refund_idle(gate: &Gate) -> u128 {
     refunded
 }
 
-/// Whether `record` is held by `owner` (named, or for a hold kept in this process, `local`,
-/// with none named).
-fn held_by(record: &ChannelRecord, owner: &str, local: bool) -> bool {
+/// Whether `record` is held by `owner`: named as its holder, or, for a hold kept in this process
+/// only (`local`), with no holder named.
+pub(crate) fn held_by(record: &ChannelRecord, owner: &str, local: bool) -> bool {
     match &record.holder {
         Some(holder) => holder.owner == owner,
         None => local,

@@ -285,15 +285,6 @@ async fn take(
     Ok(taken.then_some(mine))
 }
 
-/// Whether `record` is held by `owner`: named as its holder, or, for a hold kept in this process
-/// only (`local`), with no holder named.
-fn owned_by(record: &ChannelRecord, owner: &str, local: bool) -> bool {
-    match &record.holder {
-        Some(holder) => holder.owner == owner,
-        None => local,
-    }
-}
-
 /// Wakes the requests of this process waiting for a channel.
 fn let_go(gate: &Gate) {
     if let Some(channels) = &gate.channels {
@@ -546,7 +537,7 @@ impl ChannelHold {
             return Ok(self.charging(tx.to_string(), Some(amount)));
         }
         channels::update(gate, &self.id, |r| {
-            let mine = owned_by(r, &owner, local);
+            let mine = channels::held_by(r, &owner, local);
             if mine {
                 r.balance = r.balance.max(now.balance);
                 r.synced_at = now.synced_at;
@@ -615,7 +606,7 @@ impl ChannelHold {
         let signature = self.payload.parts().1.signature.to_ascii_lowercase();
         let (owner, local) = (self.owner.clone(), self.live.local());
         let before = channels::update(gate, &self.id, |r| {
-            if !owned_by(r, &owner, local) {
+            if !channels::held_by(r, &owner, local) {
                 return false;
             }
             r.holder = None;
@@ -690,7 +681,7 @@ impl ChannelHold {
         if !self.live.local() {
             let owner = self.owner;
             channels::update(gate, &self.id, |r| {
-                let mine = owned_by(r, &owner, false);
+                let mine = channels::held_by(r, &owner, false);
                 if mine {
                     r.holder = None;
                 }
@@ -752,7 +743,7 @@ impl ChannelSettled {
             return;
         }
         let before = channels::update(gate, &id, |r| {
-            if !owned_by(r, &owner, local) {
+            if !channels::held_by(r, &owner, local) {
                 return false;
             }
             r.holder = None;
