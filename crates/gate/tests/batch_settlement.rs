@@ -55,21 +55,7 @@ async fn items(h: &Harness, first: usize, n: usize) -> Vec<(String, Vec<u8>)> {
                 Tag::new("Content-Type", "text/plain"),
                 Tag::new("Seq", i.to_string()),
             ];
-            let it = item(seed, tags, &data);
-            let resp = h
-                .client
-                .post(format!("{}/upload", h.url))
-                .body(it.to_bytes())
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status();
-            assert!(
-                status.is_success(),
-                "{status} {}",
-                resp.text().await.unwrap()
-            );
-            (format!("{}/{}", h.url, it.id()), data)
+            (upload(h, &item(seed, tags, &data)).await, data)
         })
         .buffered(4)
         .collect()
@@ -310,6 +296,11 @@ async fn pay_voucher(h: &Harness, url: &str, header: &str) -> (u16, Value, Vec<u
 async fn big_item(h: &Harness, seed: u8, byte: u8) -> (String, Vec<u8>) {
     let data = vec![byte; 16 << 20];
     let it = item(seed, vec![Tag::new("Content-Type", "text/plain")], &data);
+    (upload(h, &it).await, data)
+}
+
+/// Uploads `it` (checking it is stored); its URL.
+async fn upload(h: &Harness, it: &hb402_ans104::DataItem) -> String {
     let resp = h
         .client
         .post(format!("{}/upload", h.url))
@@ -317,8 +308,13 @@ async fn big_item(h: &Harness, seed: u8, byte: u8) -> (String, Vec<u8>) {
         .send()
         .await
         .unwrap();
-    assert!(resp.status().is_success());
-    (format!("{}/{}", h.url, it.id()), data)
+    let status = resp.status();
+    assert!(
+        status.is_success(),
+        "{status} {}",
+        resp.text().await.unwrap()
+    );
+    format!("{}/{}", h.url, it.id())
 }
 
 /// A paid GET over a raw connection that reads its head, then the rest when told.
@@ -410,19 +406,6 @@ async fn refused(h: &Harness, url: &str, header: &str, code: &str) -> Value {
         "{required}"
     );
     required
-}
-
-/// `GET /admin/channels` with the admin key.
-async fn admin_channels(h: &Harness) -> Value {
-    h.client
-        .get(format!("{}/admin/channels", h.admin_url))
-        .bearer_auth(common::ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// Voucher payments finished so far, charged or not.
@@ -555,7 +538,7 @@ async fn hand_made_vouchers_are_refused_and_charged_once_for_what_went_out() {
     // The operator sees what is charged and not claimed yet; nobody else does.
     let admin = format!("{}/admin/channels", h.admin_url);
     assert_eq!(h.client.get(&admin).send().await.unwrap().status(), 401);
-    let listed = admin_channels(&h).await;
+    let listed = h.admin("/admin/channels").await;
     assert_eq!(listed["unclaimed"], charged_text.as_str(), "{listed}");
     assert_eq!(listed["channels"][0]["channel_id"], format!("{id:#x}"));
     assert_eq!(listed["channels"][0]["charged"], charged_text.as_str());
@@ -719,17 +702,7 @@ async fn instances_sharing_redis_take_turns_on_a_channel() {
             "min_deposit_reads = 20\nclaim_interval_seconds = 300\nhold_seconds = 5\n"
         )
     );
-    let a = Harness::start_with(Options {
-        extra_toml: extra.clone(),
-        ..Options::default()
-    })
-    .await;
-    let b = Harness::start_with(Options {
-        extra_toml: extra,
-        node_url: Some(a.node().url()),
-        ..Options::default()
-    })
-    .await;
+    let (a, b) = Harness::fleet(extra).await;
     let stored = items(&a, 5000, 1).await;
     let on_a = stored[0].0.clone();
     let on_b = on_a.replace(&a.url, &b.url);
@@ -824,7 +797,7 @@ async fn a_channel_emptied_by_its_payer_never_holds_up_the_claims_of_others() {
         channel(&chain, kept_id).await == (10 * PRICE, 2 * PRICE)
     })
     .await;
-    let listed = admin_channels(&h).await;
+    let listed = h.admin("/admin/channels").await;
     assert_eq!(listed["unclaimed"], "0", "{listed}");
 }
 
@@ -941,12 +914,7 @@ async fn a_channel_whose_claim_the_chain_refuses_takes_no_more_vouchers() {
             .unwrap()
     );
 
-    let b = Harness::start_with(Options {
-        extra_toml: fleet(1),
-        node_url: Some(a.node().url()),
-        ..Options::default()
-    })
-    .await;
+    let b = a.beside(fleet(1)).await;
     eventually("the claim is refused and recorded", || async {
         store
             .channel_get(&id)

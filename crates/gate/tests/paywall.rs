@@ -464,17 +464,7 @@ async fn instances_sharing_redis_refuse_a_payment_used_on_either() {
         facilitator.url(),
         PAYEE_ACCOUNT.address_checksummed()
     );
-    let a = Harness::start_with(Options {
-        extra_toml: extra.clone(),
-        ..Options::default()
-    })
-    .await;
-    let b = Harness::start_with(Options {
-        extra_toml: extra,
-        node_url: Some(a.node().url()),
-        ..Options::default()
-    })
-    .await;
+    let (a, b) = Harness::fleet(extra).await;
     let it = item(41, vec![], b"fleet");
     let resp = a
         .client

@@ -66,6 +66,28 @@ impl Harness {
         Self::start_with(Options::default()).await
     }
 
+    /// Two instances with `extra_toml` in front of one node (a fleet, when it names a shared
+    /// store).
+    pub async fn fleet(extra_toml: String) -> (Harness, Harness) {
+        let a = Self::start_with(Options {
+            extra_toml: extra_toml.clone(),
+            ..Options::default()
+        })
+        .await;
+        let b = a.beside(extra_toml).await;
+        (a, b)
+    }
+
+    /// Another instance, with `extra_toml`, in front of this one's node.
+    pub async fn beside(&self, extra_toml: String) -> Harness {
+        Self::start_with(Options {
+            extra_toml,
+            node_url: Some(self.node().url()),
+            ..Options::default()
+        })
+        .await
+    }
+
     pub async fn start_with(options: Options) -> Harness {
         let node_dir = tempfile::tempdir().unwrap();
         let state_dir = tempfile::tempdir().unwrap();
@@ -143,8 +165,13 @@ impl Harness {
 
     /// The payments ledger (`GET /admin/payments` on the admin listener).
     pub async fn ledger(&self) -> serde_json::Value {
+        self.admin("/admin/payments").await
+    }
+
+    /// `GET <path>` on the admin listener with the admin key: the JSON answer.
+    pub async fn admin(&self, path: &str) -> serde_json::Value {
         self.client
-            .get(format!("{}/admin/payments", self.admin_url))
+            .get(format!("{}{path}", self.admin_url))
             .bearer_auth(ADMIN_KEY)
             .send()
             .await
