@@ -88,6 +88,18 @@ impl ChainProbe {
         }
     }
 
+    /// Calls `to` with `input` without a transaction (`eth_call`): what it returns.
+    pub(crate) async fn view(
+        &self,
+        to: Address,
+        input: alloy::primitives::Bytes,
+    ) -> Result<alloy::primitives::Bytes, ChainError> {
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .to(to)
+            .input(input.into());
+        self.rpc(self.provider.call(request)).await
+    }
+
     /// Whether transaction `tx` succeeded and moved the authorized transfer.
     async fn transferred_in(&self, a: &Authorization, tx: B256) -> Result<bool, ChainError> {
         let Some(receipt) = self.rpc(self.provider.get_transaction_receipt(tx)).await? else {

@@ -3,7 +3,8 @@
 //! vouchers and settles them on a schedule and at shutdown.
 //!
 //! Claims are signed by the receiver authorizer (`claimWithSignature`) and sent by the operator
-//! key of local settlement, like every other transaction hb402 sends. The sweeper claims every
+//! key of local settlement, like every other transaction hb402 sends, or by a facilitator
+//! ([`link`]). The sweeper claims every
 //! channel with unclaimed charges each `claim_interval`, which the configuration bounds to a
 //! third of the withdraw delay: a timed withdrawal a payer starts cannot finalize before what
 //! hb402 charged on its channel is claimed.
@@ -26,11 +27,16 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::BatchConfig;
-use crate::facilitator::{LocalSettlement, Sent};
+use crate::facilitator::Sent;
 use crate::gate::Gate;
 use crate::items::now_secs;
 use crate::metrics::{ChannelAmount, ChannelEvent};
 use crate::store::{ChannelRecord, Store, StoreError};
+
+mod link;
+
+pub(crate) use link::{Link, ViaFacilitator};
+use link::{Purpose, claim_payload, refund_payload};
 
 /// Vouchers claimed per transaction at most.
 const CLAIMS_PER_TRANSACTION: usize = 100;
@@ -54,7 +60,7 @@ pub struct Channels {
     /// The configuration.
     pub(crate) config: BatchConfig,
     authorizer: PrivateKeySigner,
-    chain: Arc<LocalSettlement>,
+    link: Link,
     chain_id: u64,
     /// Woken whenever this process lets go of a channel, so that a request waiting for it
     /// goes on at once (other instances of a fleet are looked at again after a short wait).
@@ -132,6 +138,7 @@ impl std::fmt::Debug for Channels {
         f.debug_struct("Channels")
             .field("receiver_authorizer", &self.authorizer.address())
             .field("chain_id", &self.chain_id)
+            .field("link", &self.link)
             .finish_non_exhaustive()
     }
 }
@@ -146,13 +153,12 @@ pub(crate) struct ClaimRow {
 }
 
 impl Channels {
-    /// Channels on `chain_id`, sending through `chain`.
+    /// Channels on `config.chain_id`, reaching it through `link`.
     ///
     /// `sole_writer`: no other process writes the store's channel records (an embedded file).
-    pub fn new(
+    pub(crate) fn new(
         config: BatchConfig,
-        chain: Arc<LocalSettlement>,
-        chain_id: u64,
+        link: Link,
         sole_writer: bool,
     ) -> Result<Self, FacilitatorError> {
         let authorizer: PrivateKeySigner =
@@ -161,10 +167,10 @@ impl Channels {
                 .parse()
                 .map_err(|_| FacilitatorError::Unsupported("invalid receiver authorizer".into()))?;
         Ok(Channels {
+            chain_id: config.chain_id,
             config,
             authorizer,
-            chain,
-            chain_id,
+            link,
             released: tokio::sync::Notify::new(),
             memory: sole_writer.then(Default::default),
             changed: tokio::sync::Notify::new(),
@@ -424,7 +430,7 @@ impl Channels {
 
     async fn read<C: SolCall>(&self, call: C) -> Result<C::Return, FacilitatorError> {
         let out = self
-            .chain
+            .link
             .view(BATCH_SETTLEMENT, call.abi_encode().into())
             .await?;
         C::abi_decode_returns(&out)
@@ -453,14 +459,21 @@ impl Channels {
     }
 
     /// Sends a deposit the payer authorized (ERC-3009 `receiveWithAuthorization` by the
-    /// deposit collector).
+    /// deposit collector); `payload`: the payer's, which a facilitator is given as it came.
     pub(crate) async fn deposit(
         &self,
         config: &ChannelConfig,
-        amount: u128,
+        (amount, payload): (u128, &hb402_x402::batch::BatchPayload),
         auth: &Erc3009DepositJson,
         signature: Vec<u8>,
     ) -> Sent {
+        if let Link::Facilitator(via) = &self.link {
+            let Ok(payload) = serde_json::to_value(payload) else {
+                return Sent::Reverts;
+            };
+            let offer = (config.receiver, config.token);
+            return via.settle(offer, amount, payload, Purpose::Deposit).await;
+        }
         let (Ok(after), Ok(before)) = (
             U256::from_str_radix(&auth.valid_after, 10),
             U256::from_str_radix(&auth.valid_before, 10),
@@ -513,16 +526,25 @@ impl Channels {
 
     /// Claims `rows` in one transaction.
     pub(crate) async fn claim(&self, rows: &[ClaimRow]) -> Sent {
-        self.send(self.claim_call(rows).abi_encode()).await
+        let call = self.claim_call(rows);
+        match (&self.link, rows.first()) {
+            (Link::Facilitator(via), Some(first)) => {
+                let offer = (first.config.receiver, first.config.token);
+                let payload = claim_payload(&call);
+                via.settle(offer, 0, payload, Purpose::Operator).await
+            }
+            _ => self.send(call.abi_encode()).await,
+        }
     }
 
     /// Refunds `amount` of a channel to its payer, after claiming `claim` (what hb402 charged
-    /// and has not claimed yet), in one transaction.
+    /// and has not claimed yet), in one transaction; `voucher`: the channel's latest (ceiling
+    /// and signature), which a facilitator is shown.
     pub(crate) async fn refund(
         &self,
         config: &ChannelConfig,
-        amount: u128,
-        nonce: u128,
+        (amount, nonce): (u128, u128),
+        voucher: (u128, &[u8]),
         claim: Option<ClaimRow>,
     ) -> Sent {
         let id = hb402_x402::batch::channel_id(config, self.chain_id);
@@ -533,13 +555,16 @@ impl Channels {
             nonce,
             signature: self.sign(&refund_digest(id, nonce, amount, self.chain_id)),
         };
+        let claim = claim.map(|row| self.claim_call(&[row]));
+        if let Link::Facilitator(via) = &self.link {
+            let payload = refund_payload(&refund, id, voucher, claim.as_ref());
+            let offer = (config.receiver, config.token);
+            return via.settle(offer, 0, payload, Purpose::Operator).await;
+        }
         let input = match claim {
             None => refund.abi_encode(),
-            Some(row) => IBatchSettlement::multicallCall {
-                data: vec![
-                    self.claim_call(&[row]).abi_encode().into(),
-                    refund.abi_encode().into(),
-                ],
+            Some(claim) => IBatchSettlement::multicallCall {
+                data: vec![claim.abi_encode().into(), refund.abi_encode().into()],
             }
             .abi_encode(),
         };
@@ -557,8 +582,22 @@ impl Channels {
         if due == 0 {
             return None;
         }
-        let call = IBatchSettlement::settleCall { receiver, token };
-        match self.send(call.abi_encode()).await {
+        let sent = match &self.link {
+            Link::Facilitator(via) => {
+                let payload = serde_json::json!({
+                    "type": "settle",
+                    "receiver": receiver,
+                    "token": token,
+                });
+                via.settle((receiver, token), 0, payload, Purpose::Operator)
+                    .await
+            }
+            Link::Local(_) => {
+                let call = IBatchSettlement::settleCall { receiver, token };
+                self.send(call.abi_encode()).await
+            }
+        };
+        match sent {
             Sent::Mined(_) => Some(due),
             other => {
                 tracing::warn!(?other, %receiver, "settle transaction failed");
@@ -568,7 +607,11 @@ impl Channels {
     }
 
     async fn send(&self, input: Vec<u8>) -> Sent {
-        self.chain.send_call(BATCH_SETTLEMENT, input.into()).await
+        match &self.link {
+            Link::Local(local) => local.send_call(BATCH_SETTLEMENT, input.into()).await,
+            // (Every transaction of a facilitator link is sent by its caller above.)
+            Link::Facilitator(_) => Sent::Unsent,
+        }
     }
 }
 
@@ -913,8 +956,11 @@ async fn refund_idle_channel(
         return Some(0);
     }
     let newly_claimed = record.charged - record.total_claimed;
+    let signature = alloy::primitives::hex::decode(record.signature.trim_start_matches("0x"))
+        .unwrap_or_default();
+    let voucher = (record.signed_max, signature.as_slice());
     let tx = match channels
-        .refund(&config, remainder, record.refund_nonce, claim)
+        .refund(&config, (remainder, record.refund_nonce), voucher, claim)
         .await
     {
         Sent::Mined(tx) => tx,

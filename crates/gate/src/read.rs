@@ -539,10 +539,10 @@ pub(crate) fn price(
         size: shape.total,
         expires_at: meta.expires_at,
     });
-    if let (Some(batch), PaymentMode::Local { chain_id, .. }) = (&payments.batch, &payments.mode) {
+    if let Some(batch) = &payments.batch {
         let channel_offers: Vec<_> = offers
             .iter()
-            .filter(|o| o.terms.asset.chain_id == *chain_id)
+            .filter(|o| o.terms.asset.chain_id == batch.chain_id)
             .filter_map(|o| pricing::batch_offer(batch, o))
             .collect();
         offers.extend(channel_offers);

@@ -61,7 +61,6 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         Arc::new(Upstream::new(&config.upstream).map_err(|e| BuildError::Upstream(e.to_string()))?);
     let metrics = Arc::new(Metrics::new());
     let (facilitator, local) = facilitator(&config)?;
-    let channels = channels(&config, local)?;
     let receipt_key = match &config.payments.receipt_secret {
         Some(secret) => secret.expose().to_vec(),
         None => {
@@ -78,6 +77,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         .map(|url| crate::chain::ChainProbe::new(url, config.payments.verify_timeout))
         .transpose()
         .map_err(|e| BuildError::Unsupported(e.to_string()))?;
+    let channels = channels(&config, (facilitator.clone(), local), chain.clone())?;
     let limiter = crate::limiter::FailureLimiter::new(
         config.payments.max_failures_per_payer,
         config.payments.max_failures_per_client,
@@ -181,20 +181,33 @@ fn connect_redis(url: &str) -> Result<crate::store::RedisStore, BuildError> {
         .map_err(BuildError::Store)
 }
 
-/// `batch-settlement` channels, when `[payments.batch]` offers them (local settlement only:
-/// they send through its pipeline).
+/// `batch-settlement` channels, when `[payments.batch]` offers them: sending through local
+/// settlement's pipeline, or through the facilitator (reading the chain over `chain`).
 fn channels(
     config: &Config,
-    local: Option<Arc<crate::facilitator::LocalSettlement>>,
+    (facilitator, local): Backend,
+    chain: Option<crate::chain::ChainProbe>,
 ) -> Result<Option<Arc<crate::channels::Channels>>, BuildError> {
-    let (Some(batch), Some(local), crate::config::PaymentMode::Local { chain_id, .. }) =
-        (&config.payments.batch, local, &config.payments.mode)
-    else {
+    use crate::channels::{Link, ViaFacilitator};
+    let Some(batch) = &config.payments.batch else {
         return Ok(None);
+    };
+    let link = match (local, facilitator, chain) {
+        (Some(local), _, _) => Link::Local(local),
+        (None, Some(facilitator), Some(chain)) => {
+            let assets = config.payments.accept.iter().map(|t| t.asset.clone());
+            let assets = assets.filter(|a| a.chain_id == batch.chain_id).collect();
+            Link::Facilitator(ViaFacilitator::new(chain, facilitator, batch, assets))
+        }
+        _ => {
+            let why =
+                "batch-settlement channels need local settlement, or a facilitator and an RPC";
+            return Err(BuildError::Unsupported(why.into()));
+        }
     };
     // The embedded store has one writer, this process: channel records may live in memory.
     let sole_writer = matches!(config.store.kind, StoreKind::Redb);
-    let channels = crate::channels::Channels::new(batch.clone(), local, *chain_id, sole_writer)
+    let channels = crate::channels::Channels::new(batch.clone(), link, sole_writer)
         .map_err(|e| BuildError::Unsupported(e.to_string()))?;
     Ok(Some(Arc::new(channels)))
 }

@@ -13,7 +13,10 @@ use base64::Engine as _;
 use common::{Harness, Options, item, metric};
 use futures_util::StreamExt as _;
 use hb402_ans104::Tag;
-use hb402_testkit::{ANVIL_ACCOUNTS, AnvilAccount, LocalChain, PAYEE_ACCOUNT, batch_pay};
+use hb402_testkit::{
+    ANVIL_ACCOUNTS, AnvilAccount, FACILITATOR_ACCOUNT, Facilitator, LocalChain, PAYEE_ACCOUNT,
+    batch_pay,
+};
 use hb402_x402::batch::{BATCH_SETTLEMENT, ChannelConfig, IBatchSettlement, channel_id};
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -208,6 +211,160 @@ async fn a_thousand_reads_pay_one_deposit_a_few_claims_and_exactly_their_charges
         metric(&h, "hb402_channel_events_total{event=\"deposit\"}").await,
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_facilitator_the_stock_client_deposits_reads_and_is_refunded_the_rest() {
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let batch = "min_deposit_reads = 60\nclaim_interval_seconds = 2\nsettle_interval_seconds = 2\n";
+    let h = through(&chain, &facilitator, batch).await;
+    let stored = items(&h, 2000, 50).await;
+    let urls: Vec<String> = stored.iter().map(|(u, _)| u.clone()).collect();
+    let buyer = ANVIL_ACCOUNTS[3];
+    let (payee_before, buyer_before) = (
+        chain.usdc_balance(PAYEE_ACCOUNT.address).await,
+        chain.usdc_balance(buyer.address).await,
+    );
+    let sent_before = transactions_of(&chain, FACILITATOR_ACCOUNT.address).await;
+
+    // Half the reads, then a claim sweep and a settle by the facilitator, then the rest.
+    let run = batch_pay(chain.rpc_url(), buyer.private_key, &urls[..25], None, false).await;
+    let id = channel_id(&client_channel(&buyer), 84_532);
+    eventually("the first charges are claimed and settled", || async {
+        channel(&chain, id).await == (60 * PRICE, 25 * PRICE)
+            && chain.usdc_balance(PAYEE_ACCOUNT.address).await == payee_before + 25 * PRICE
+    })
+    .await;
+    let rest = batch_pay(
+        chain.rpc_url(),
+        buyer.private_key,
+        &urls[25..],
+        Some(&urls[0]),
+        false,
+    )
+    .await;
+    for (read, (url, data)) in run.reads.iter().chain(&rest.reads).zip(&stored) {
+        assert_eq!(read.status, 200, "{url}");
+        assert_eq!(read.sha256, sha256(data), "{url} served other bytes");
+    }
+    assert_eq!(run.deposits.len(), 1, "one deposit");
+    let deposited: u128 = run
+        .deposits
+        .iter()
+        .chain(&rest.deposits)
+        .map(|d| d["amount"].as_str().unwrap().parse::<u128>().unwrap())
+        .sum();
+    assert_eq!(run.charged() + rest.charged(), 50 * PRICE);
+    let refund = rest
+        .refund
+        .as_ref()
+        .unwrap_or_else(|| panic!("{:?}", rest.refund_error));
+    assert_eq!(refund["success"], true, "{refund}");
+    let back = (deposited - 50 * PRICE).to_string();
+    assert_eq!(refund["amount"], back, "the rest comes back");
+    assert_eq!(channel(&chain, id).await, (50 * PRICE, 50 * PRICE));
+    eventually("the payee is paid every charge", || async {
+        chain.usdc_balance(PAYEE_ACCOUNT.address).await == payee_before + 50 * PRICE
+    })
+    .await;
+    assert_eq!(
+        chain.usdc_balance(buyer.address).await,
+        buyer_before - 50 * PRICE
+    );
+    assert_eq!(
+        chain.usdc_balance(BATCH_SETTLEMENT).await,
+        0,
+        "nothing left in escrow"
+    );
+    // Deposit, claim, settle, the refund (with the last claim) and the last settle: all sent
+    // by the facilitator's key.
+    let sent = transactions_of(&chain, FACILITATOR_ACCOUNT.address).await - sent_before;
+    assert!(
+        (5..=8).contains(&sent),
+        "the facilitator sent {sent} transactions"
+    );
+    assert_eq!(
+        metric(&h, "hb402_channel_events_total{event=\"deposit\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&h, "hb402_channel_amount_atomic_total{kind=\"settled\"}").await,
+        (50 * PRICE) as f64
+    );
+}
+
+/// hb402 offering channels whose transactions `facilitator` sends (no operator key: hb402 reads
+/// the chain and signs as receiver authorizer only).
+async fn through(chain: &LocalChain, facilitator: &Facilitator, batch: &str) -> Harness {
+    let toml = format!(
+        "[payments]\nmode = \"facilitator\"\nfacilitator_url = \"{}\"\nrpc_url = \"{}\"\n\
+         chain_id = 84532\n\
+         [payments.batch]\nreceiver_authorizer_key = \"${{HB402_TEST_RECEIVER_AUTHORIZER_KEY}}\"\n\
+         withdraw_delay_seconds = 900\n{batch}\n\
+         [[payments.accept]]\nnetwork = \"base-sepolia\"\npay_to = \"{}\"\n\
+         [[pricing.rules]]\ncontent_types = [\"text/*\"]\nprice = \"0.001\"\n",
+        facilitator.url(),
+        chain.rpc_url(),
+        PAYEE_ACCOUNT.address_checksummed()
+    );
+    Harness::start_with(Options {
+        extra_toml: toml,
+        ..Options::default()
+    })
+    .await
+}
+
+/// A deposit the facilitator refuses (the payer has no USDC) is the payer's failure: refused
+/// with hb402's own words, no channel kept, and the payer throttled before the facilitator is
+/// asked again and again.
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_facilitator_a_refused_deposit_counts_against_its_payer() {
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let h = through(&chain, &facilitator, "claim_interval_seconds = 300\n").await;
+    let url = items(&h, 2100, 1).await.remove(0).0;
+    // Anvil #6 has no USDC.
+    let broke = ANVIL_ACCOUNTS[6];
+    let config = client_channel(&broke);
+    let mut statuses = Vec::new();
+    for n in 0..12u8 {
+        let fields = deposit(&config, 100 * PRICE, &broke, n);
+        let header = payment(&h, &url, &config, PRICE, &broke, fields).await;
+        let (status, required, _) = pay_voucher(&h, &url, &header).await;
+        if status == 402 {
+            assert_eq!(
+                required["error"], "invalid_batch_settlement_evm_deposit_transaction_failed",
+                "{required}"
+            );
+            let text = required.to_string();
+            assert!(
+                !text.contains("simulation"),
+                "the facilitator's words: {text}"
+            );
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses[0], 402);
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}: throttled");
+    let asked = facilitator.logs().matches("POST /settle").count();
+    assert!(asked < 12, "the facilitator was asked {asked} times");
+    let id = channel_id(&config, 84_532);
+    assert_eq!(channel(&chain, id).await, (0, 0));
+    assert_eq!(
+        metric(&h, "hb402_channel_events_total{event=\"deposit\"}").await,
+        0.0
+    );
+}
+
+/// How many transactions `account` sent.
+async fn transactions_of(chain: &LocalChain, account: Address) -> u64 {
+    let count = chain
+        .rpc("eth_getTransactionCount", json!([account, "latest"]))
+        .await;
+    u64::from_str_radix(count.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
 }
 
 /// A voucher made by hand for `url`: the batch offer of its 402 accepted, `config`'s channel,

@@ -1032,7 +1032,15 @@ async fn a_restarted_gateway_reads_the_chain_before_trusting_a_record_it_left() 
                     "data": format!("0x{}", hex::encode(call.abi_encode()))}]),
         )
         .await;
-    let receipt = chain.rpc("eth_getTransactionReceipt", json!([tx])).await;
+    // (Mined at once by anvil, yet its receipt may take a moment to be served under load.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let receipt = loop {
+        let receipt = chain.rpc("eth_getTransactionReceipt", json!([tx])).await;
+        if !receipt.is_null() || Instant::now() > deadline {
+            break receipt;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(receipt["status"], "0x1", "{receipt}");
     gw.restart();
 

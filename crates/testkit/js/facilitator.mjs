@@ -15,12 +15,14 @@
 // for a body that is not JSON); 500 {"error"} when the facilitator throws; a settle aborted by a
 // hook answers 200 {success:false, errorReason, network}. Each request is logged to stderr.
 //
-// Registered kinds: v2 `exact` on eip155:84532 and v1 `exact` on base-sepolia, both settled by
-// the given key over the RPC.
+// Registered kinds: v2 `exact` and `batch-settlement` on eip155:84532 and v1 `exact` on
+// base-sepolia, all settled by the given key over the RPC (`batch-settlement` needs the
+// contracts `node chain.mjs batch-settlement` deploys).
 
 import { createServer } from "node:http";
 import { x402Facilitator } from "@x402/core/facilitator";
 import { toFacilitatorEvmSigner } from "@x402/evm";
+import { BatchSettlementEvmScheme } from "@x402/evm/batch-settlement/facilitator";
 import { ExactEvmScheme } from "@x402/evm/exact/facilitator";
 import { ExactEvmSchemeV1 } from "@x402/evm/exact/v1/facilitator";
 import { createWalletClient, http, publicActions } from "viem";
@@ -66,6 +68,8 @@ const evmSigner = toFacilitatorEvmSigner(
 
 const facilitator = new x402Facilitator();
 facilitator.register(NETWORK_V2, new ExactEvmScheme(evmSigner));
+// Without a receiver-authorizer key of its own: the server signs its claims and refunds.
+facilitator.register(NETWORK_V2, new BatchSettlementEvmScheme(evmSigner));
 facilitator.registerV1(NETWORK_V1, new ExactEvmSchemeV1(evmSigner));
 
 function reply(res, status, body) {

@@ -239,6 +239,20 @@ impl ChannelConfigJson {
     }
 }
 
+impl From<&ChannelConfig> for ChannelConfigJson {
+    fn from(c: &ChannelConfig) -> Self {
+        ChannelConfigJson {
+            payer: c.payer,
+            payer_authorizer: c.payerAuthorizer,
+            receiver: c.receiver,
+            receiver_authorizer: c.receiverAuthorizer,
+            token: c.token,
+            withdraw_delay: c.withdrawDelay.to::<u64>(),
+            salt: c.salt,
+        }
+    }
+}
+
 /// A signed voucher as payloads carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -676,6 +690,19 @@ mod tests {
 
     const CHANNEL: B256 =
         b256!("0x36019b206adfd1569f695771aa56534a4fcffd032efad72948e0e8b8016aac21");
+
+    #[test]
+    fn a_configuration_in_payload_form_is_the_same_channel() {
+        let config = reference_config();
+        let json = ChannelConfigJson::from(&config);
+        assert_eq!(json.typed(), Some(config));
+        let text = serde_json::to_value(&json).unwrap();
+        assert_eq!(text["withdrawDelay"], 900);
+        assert_eq!(
+            serde_json::from_value::<ChannelConfigJson>(text).unwrap(),
+            json
+        );
+    }
 
     #[test]
     fn digests_match_the_reference_client_and_the_contract() {

@@ -406,6 +406,8 @@ pub struct PaymentsConfig {
 /// `[payments.batch]`: escrow channels paid with cumulative vouchers, claimed in batches.
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
+    /// The chain channels live on.
+    pub chain_id: u64,
     /// The key that signs claims and refunds.
     pub receiver_authorizer_key: Secret,
     /// Its address: the offers' `receiverAuthorizer`.
@@ -622,7 +624,7 @@ fn payments(
         None
     };
     let upload_price = upload_price(f, &accept, &mode)?;
-    let batch = batch(p.batch.as_ref(), &mode, env)?;
+    let batch = batch(p, &mode, env)?;
     Ok(PaymentsConfig {
         mode,
         registry,
@@ -649,22 +651,40 @@ fn payments(
     })
 }
 
-/// Validates `[payments.batch]`: local settlement only, and a claim schedule that always
-/// claims before a withdrawal the payer starts can take the charged funds away.
+/// Validates `[payments.batch]`: the chain channels live on (local settlement's, or with a
+/// facilitator `payments.chain_id`, read over `payments.rpc_url`), and a claim schedule that
+/// always claims before a withdrawal the payer starts can take the charged funds away.
 fn batch(
-    b: Option<&super::file::BatchFile>,
+    p: &super::file::PaymentsFile,
     mode: &PaymentMode,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<BatchConfig>, ConfigError> {
-    let Some(b) = b.filter(|b| b.enabled) else {
+    let Some(b) = p.batch.as_ref().filter(|b| b.enabled) else {
         return Ok(None);
     };
-    if !matches!(mode, PaymentMode::Local { .. }) {
-        return Err(invalid(
-            "payments.batch",
-            "batch-settlement channels need payments.mode = \"local\" (hb402 sends deposits, claims and refunds itself)",
-        ));
-    }
+    let chain_id = match mode {
+        PaymentMode::Local { chain_id, .. } => *chain_id,
+        PaymentMode::Facilitator { .. } => {
+            if p.rpc_url.is_none() {
+                return Err(invalid(
+                    "payments.rpc_url",
+                    "batch-settlement channels with a facilitator need an EVM JSON-RPC URL to read the channels' state (the facilitator sends their transactions)",
+                ));
+            }
+            p.chain_id.ok_or_else(|| {
+                invalid(
+                    "payments.chain_id",
+                    "batch-settlement channels with a facilitator need the chain id",
+                )
+            })?
+        }
+        PaymentMode::Off => {
+            return Err(invalid(
+                "payments.batch",
+                "batch-settlement channels need payments.mode = \"local\" or \"facilitator\"",
+            ));
+        }
+    };
     let key = b.receiver_authorizer_key.as_deref().ok_or_else(|| {
         invalid(
             "payments.batch.receiver_authorizer_key",
@@ -728,6 +748,7 @@ fn batch(
         ));
     }
     Ok(Some(BatchConfig {
+        chain_id,
         receiver_authorizer_key,
         receiver_authorizer,
         withdraw_delay: Duration::from_secs(delay),
@@ -1731,7 +1752,7 @@ mod tests {
     }
 
     #[test]
-    fn channels_need_local_settlement_a_key_and_a_claim_schedule_within_the_delay() {
+    fn channels_need_a_chain_to_read_a_key_and_a_claim_schedule_within_the_delay() {
         let local = "version = 1\n[payments]\nmode = \"local\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
                      operator_key = \"${KEY}\"\nchain_id = 84532\n";
         let batch = "[payments.batch]\nreceiver_authorizer_key = \"${KEY}\"\n";
@@ -1755,7 +1776,12 @@ mod tests {
         assert!(off.payments.batch.is_none());
         let facilitator = "version = 1\n[payments]\nmode = \"facilitator\"\n\
                            facilitator_url = \"http://127.0.0.1:1\"\n";
-        assert!(err(&format!("{facilitator}{batch}")).contains("payments.mode = \"local\""));
+        assert!(err(&format!("{facilitator}{batch}")).contains("payments.rpc_url"));
+        let read = format!("{facilitator}rpc_url = \"http://127.0.0.1:2\"\n");
+        assert!(err(&format!("{read}{batch}")).contains("payments.chain_id"));
+        let with = load(&format!("{read}chain_id = 84532\n{batch}")).unwrap();
+        assert_eq!(with.payments.batch.unwrap().chain_id, 84532);
+        assert_eq!(b.chain_id, 84532, "local settlement's chain");
         assert!(err(&format!("{local}[payments.batch]\n")).contains("receiver_authorizer_key"));
         let secret = "[payments.batch]\nreceiver_authorizer_key = \"${ADMIN}\"\n";
         assert!(err(&format!("{local}{secret}")).contains("private key"));

@@ -512,7 +512,12 @@ impl ChannelHold {
             .unwrap_or_default();
         let started = Instant::now();
         let sent = channels
-            .deposit(&self.checked.config, amount, auth, signature)
+            .deposit(
+                &self.checked.config,
+                (amount, &self.payload),
+                auth,
+                signature,
+            )
             .await;
         gate.metrics
             .observe_facilitator(FacilitatorOp::Settle, started.elapsed());
@@ -594,8 +599,17 @@ impl ChannelHold {
             signature: self.checked.signature.clone(),
             total: record.charged,
         });
+        let voucher = (
+            self.checked.max_claimable,
+            self.checked.signature.as_slice(),
+        );
         let sent = channels
-            .refund(&self.checked.config, amount, record.refund_nonce, claim)
+            .refund(
+                &self.checked.config,
+                (amount, record.refund_nonce),
+                voucher,
+                claim,
+            )
             .await;
         let Sent::Mined(tx) = sent else {
             tracing::warn!(?sent, payer = %self.payer, "refund not made");

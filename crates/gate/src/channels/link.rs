@@ -1,0 +1,306 @@
+//! How channels reach the chain. With local settlement hb402 reads over its RPC and sends
+//! deposits, claims, refunds and `settle` with the operator key. With a facilitator, hb402 reads
+//! the channels' state over `payments.rpc_url` (plain `eth_call`s, no key) and the facilitator
+//! sends the transactions: its `/settle` takes the `batch-settlement` payloads of `@x402/evm`'s
+//! facilitator — the client's `deposit` as it came, and `claim`, `refund` and `settle` payloads
+//! that hb402 makes, with the receiver authorizer's signatures made by hb402 (the facilitator
+//! needs no key of the operator's).
+
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256, Bytes};
+use hb402_x402::batch::{ChannelConfigJson, IBatchSettlement};
+use hb402_x402::facilitator::SETTLEMENT_PENDING;
+use hb402_x402::{Facilitator, FacilitatorError, SettleResponse, VerifyRequest};
+use serde_json::{Value, json};
+
+use crate::chain::ChainProbe;
+use crate::facilitator::{LocalSettlement, Sent};
+
+/// The way to the chain.
+pub(crate) enum Link {
+    /// hb402 reads and sends itself (`payments.mode = "local"`).
+    Local(Arc<LocalSettlement>),
+    /// Reads over an RPC; transactions through a facilitator.
+    Facilitator(ViaFacilitator),
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Link::Local(_) => "Link::Local",
+            Link::Facilitator(_) => "Link::Facilitator",
+        })
+    }
+}
+
+impl Link {
+    /// Calls `to` with `input` without a transaction.
+    pub(crate) async fn view(&self, to: Address, input: Bytes) -> Result<Bytes, FacilitatorError> {
+        match self {
+            Link::Local(local) => local.view(to, input).await,
+            Link::Facilitator(via) => via
+                .reads
+                .view(to, input)
+                .await
+                .map_err(|e| FacilitatorError::Unreachable(e.to_string())),
+        }
+    }
+}
+
+/// A facilitator that sends channel transactions, and the RPC channel state is read over.
+pub(crate) struct ViaFacilitator {
+    reads: ChainProbe,
+    facilitator: Arc<dyn Facilitator>,
+    /// `eip155:<chain id>`.
+    network: String,
+    receiver_authorizer: Address,
+    withdraw_delay: u64,
+    /// The tokens offered on the chain: their EIP-712 domains, which a deposit's
+    /// authorization is checked under.
+    assets: Vec<hb402_x402::Asset>,
+}
+
+/// What a facilitator-sent transaction is for: which of its refusals are the payer's doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A payer's deposit: a refusal of its authorization or voucher is the payer's doing.
+    Deposit,
+    /// Anything hb402 asks for (claims, refunds, `settle`).
+    Operator,
+}
+
+impl ViaFacilitator {
+    /// Channels of `batch`'s chain, read over `reads`, sent by `facilitator`, in `assets`.
+    pub(crate) fn new(
+        reads: ChainProbe,
+        facilitator: Arc<dyn Facilitator>,
+        batch: &crate::config::BatchConfig,
+        assets: Vec<hb402_x402::Asset>,
+    ) -> Self {
+        ViaFacilitator {
+            reads,
+            facilitator,
+            network: format!("eip155:{}", batch.chain_id),
+            receiver_authorizer: batch.receiver_authorizer,
+            withdraw_delay: batch.withdraw_delay.as_secs(),
+            assets,
+        }
+    }
+
+    /// The offer a payload is sent under: a `batch-settlement` offer of `token` to `receiver`.
+    fn requirements(&self, receiver: Address, token: Address, amount: u128) -> Value {
+        let asset = self.assets.iter().find(|a| a.address == token);
+        json!({
+            "scheme": hb402_x402::batch::SCHEME_BATCH,
+            "network": self.network,
+            "asset": token,
+            "amount": amount.to_string(),
+            "payTo": receiver,
+            "maxTimeoutSeconds": 300,
+            "extra": {
+                "receiverAuthorizer": self.receiver_authorizer,
+                "withdrawDelay": self.withdraw_delay,
+                "name": asset.map(|a| a.eip712_name.as_str()),
+                "version": asset.map(|a| a.eip712_version.as_str()),
+            },
+        })
+    }
+
+    /// Asks the facilitator to settle `payload` under the offer of `token` to `receiver`.
+    pub(crate) async fn settle(
+        &self,
+        (receiver, token): (Address, Address),
+        amount: u128,
+        payload: Value,
+        purpose: Purpose,
+    ) -> Sent {
+        let requirements = self.requirements(receiver, token, amount);
+        let request = VerifyRequest {
+            x402_version: 2,
+            payment_payload: json!({
+                "x402Version": 2,
+                "accepted": requirements,
+                "payload": payload,
+            }),
+            payment_requirements: requirements,
+        };
+        sent(self.facilitator.settle(&request).await, purpose)
+    }
+}
+
+/// What became of a transaction the facilitator was asked for, as [`Sent`] tells it of one
+/// hb402 sent: mined; refused by the simulation (or, for a deposit, refused as the payer's
+/// doing); mined and reverted; not sent; or not known yet.
+pub(crate) fn sent(answer: Result<SettleResponse, FacilitatorError>, purpose: Purpose) -> Sent {
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::warn!(error = %e, "facilitator unreachable");
+            return Sent::Unknown;
+        }
+    };
+    if answer.success {
+        return match answer.transaction.parse::<B256>() {
+            Ok(tx) => Sent::Mined(tx),
+            Err(_) => Sent::Unknown,
+        };
+    }
+    let reason = answer.error_reason.as_deref().unwrap_or_default();
+    let operational = [
+        "invalid_batch_settlement_evm_rpc_read_failed",
+        "invalid_batch_settlement_evm_authorizer_not_configured",
+        "invalid_batch_settlement_evm_authorizer_address_mismatch",
+        "invalid_batch_settlement_evm_scheme",
+        "invalid_batch_settlement_evm_network_mismatch",
+        "invalid_batch_settlement_evm_payload_type",
+    ];
+    match reason {
+        SETTLEMENT_PENDING => Sent::Unknown,
+        r if r.ends_with("_transaction_failed") && !answer.transaction.is_empty() => Sent::Reverted,
+        r if r.ends_with("_simulation_failed") => Sent::Reverts,
+        r if purpose == Purpose::Deposit
+            && r.starts_with("invalid_batch_settlement_evm_")
+            && !operational.contains(&r) =>
+        {
+            Sent::Reverts
+        }
+        _ => Sent::Unsent,
+    }
+}
+
+/// The `claim` payload of a `claimWithSignature` call.
+pub(crate) fn claim_payload(call: &IBatchSettlement::claimWithSignatureCall) -> Value {
+    json!({
+        "type": "claim",
+        "claims": call.claims.iter().map(|c| json!({
+            "voucher": {
+                "channel": ChannelConfigJson::from(&c.voucher.channel),
+                "maxClaimableAmount": c.voucher.maxClaimableAmount.to_string(),
+            },
+            "signature": c.signature,
+            "totalClaimed": c.totalClaimed.to_string(),
+        })).collect::<Vec<_>>(),
+        "claimAuthorizerSignature": call.authorizerSignature,
+    })
+}
+
+/// The `refund` payload of a `refundWithSignature` call, after `claim` when there is one;
+/// `voucher`: the channel's latest (its ceiling and signature).
+pub(crate) fn refund_payload(
+    refund: &IBatchSettlement::refundWithSignatureCall,
+    channel_id: B256,
+    voucher: (u128, &[u8]),
+    claim: Option<&IBatchSettlement::claimWithSignatureCall>,
+) -> Value {
+    let mut payload = json!({
+        "type": "refund",
+        "channelConfig": ChannelConfigJson::from(&refund.config),
+        "voucher": {
+            "channelId": channel_id,
+            "maxClaimableAmount": voucher.0.to_string(),
+            "signature": Bytes::copy_from_slice(voucher.1),
+        },
+        "amount": refund.amount.to_string(),
+        "refundNonce": refund.nonce.to_string(),
+        "claims": [],
+        "refundAuthorizerSignature": refund.signature,
+    });
+    if let Some(claim) = claim {
+        let claims = claim_payload(claim);
+        payload["claims"] = claims["claims"].clone();
+        payload["claimAuthorizerSignature"] = claims["claimAuthorizerSignature"].clone();
+    }
+    payload
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(success: bool, reason: Option<&str>, tx: &str) -> SettleResponse {
+        SettleResponse {
+            success,
+            error_reason: reason.map(str::to_owned),
+            error_message: None,
+            payer: None,
+            transaction: tx.to_owned(),
+            network: "eip155:84532".into(),
+        }
+    }
+
+    #[test]
+    fn facilitator_answers_read_as_what_became_of_the_transaction() {
+        let tx = format!("0x{}", "ab".repeat(32));
+        let cases: [(SettleResponse, Purpose, &str); 9] = [
+            (answer(true, None, &tx), Purpose::Operator, "Mined"),
+            (answer(true, None, "0x12"), Purpose::Operator, "Unknown"),
+            (
+                answer(false, Some(SETTLEMENT_PENDING), &tx),
+                Purpose::Deposit,
+                "Unknown",
+            ),
+            (
+                answer(
+                    false,
+                    Some("invalid_batch_settlement_evm_claim_transaction_failed"),
+                    &tx,
+                ),
+                Purpose::Operator,
+                "Reverted",
+            ),
+            (
+                answer(
+                    false,
+                    Some("invalid_batch_settlement_evm_claim_transaction_failed"),
+                    "",
+                ),
+                Purpose::Operator,
+                "Unsent",
+            ),
+            (
+                answer(
+                    false,
+                    Some("invalid_batch_settlement_evm_claim_simulation_failed"),
+                    "",
+                ),
+                Purpose::Operator,
+                "Reverts",
+            ),
+            (
+                answer(
+                    false,
+                    Some("invalid_batch_settlement_evm_voucher_signature"),
+                    "",
+                ),
+                Purpose::Deposit,
+                "Reverts",
+            ),
+            (
+                answer(
+                    false,
+                    Some("invalid_batch_settlement_evm_voucher_signature"),
+                    "",
+                ),
+                Purpose::Operator,
+                "Unsent",
+            ),
+            (
+                answer(
+                    false,
+                    Some("invalid_batch_settlement_evm_rpc_read_failed"),
+                    "",
+                ),
+                Purpose::Deposit,
+                "Unsent",
+            ),
+        ];
+        for (answer, purpose, want) in cases {
+            let reason = answer.error_reason.clone();
+            let got = format!("{:?}", sent(Ok(answer), purpose));
+            assert!(got.starts_with(want), "{reason:?} {purpose:?}: {got}");
+        }
+        let down = sent(Err(FacilitatorError::Timeout(5)), Purpose::Operator);
+        assert!(matches!(down, Sent::Unknown), "{down:?}");
+    }
+}
