@@ -36,6 +36,7 @@ async fn pay(store: &RedbStore, n: usize) {
             pay_to: "payee".into(),
             amount: "10000".into(),
             lock_key: key.clone(),
+            kind: Default::default(),
         })
         .await
         .unwrap();

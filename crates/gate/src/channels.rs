@@ -31,7 +31,7 @@ use crate::facilitator::Sent;
 use crate::gate::Gate;
 use crate::items::now_secs;
 use crate::metrics::{ChannelAmount, ChannelEvent};
-use crate::store::{ChannelRecord, Store, StoreError};
+use crate::store::{ChannelRecord, NewPayment, PaymentKind, PaymentState, Store, StoreError};
 
 mod link;
 
@@ -571,9 +571,9 @@ impl Channels {
         self.send(input).await
     }
 
-    /// Sweeps what was claimed for `receiver` in `token` to it; the amount swept, or `None` when
-    /// there was nothing to sweep or it failed.
-    pub(crate) async fn settle(&self, receiver: Address, token: Address) -> Option<u128> {
+    /// Sweeps what was claimed for `receiver` in `token` to it; the amount swept and the
+    /// transaction, or `None` when there was nothing to sweep or it failed.
+    pub(crate) async fn settle(&self, receiver: Address, token: Address) -> Option<(u128, B256)> {
         let owed = self
             .read(IBatchSettlement::receiversCall { receiver, token })
             .await
@@ -598,7 +598,7 @@ impl Channels {
             }
         };
         match sent {
-            Sent::Mined(_) => Some(due),
+            Sent::Mined(tx) => Some((due, tx)),
             other => {
                 tracing::warn!(?other, %receiver, "settle transaction failed");
                 None
@@ -611,6 +611,67 @@ impl Channels {
             Link::Local(local) => local.send_call(BATCH_SETTLEMENT, input.into()).await,
             // (Every transaction of a facilitator link is sent by its caller above.)
             Link::Facilitator(_) => Sent::Unsent,
+        }
+    }
+}
+
+/// What a channel transaction moved, as the ledger (`/admin/payments`) keeps it.
+#[derive(Debug)]
+pub(crate) struct Moved {
+    pub(crate) kind: PaymentKind,
+    /// The channel, or for a deposit the read it came with.
+    pub(crate) resource: String,
+    /// `channel:<id>`, or `settle:<payee>`.
+    pub(crate) key: String,
+    /// The payer (none for `settle`).
+    pub(crate) payer: String,
+    pub(crate) pay_to: Address,
+    pub(crate) token: Address,
+    pub(crate) amount: u128,
+}
+
+impl Moved {
+    /// `amount` moved on channel `id` (of `config`).
+    pub(crate) fn on(kind: PaymentKind, id: &str, config: &ChannelConfig, amount: u128) -> Self {
+        Moved {
+            kind,
+            resource: id.to_owned(),
+            key: format!("channel:{id}"),
+            payer: config.payer.to_checksum(None),
+            pay_to: config.receiver,
+            token: config.token,
+            amount,
+        }
+    }
+
+    /// Enters it in the ledger as settled by `tx`. Nothing for a zero amount; a failure of the
+    /// store is logged only (the ledger is an audit trail; the chain has the money).
+    pub(crate) async fn enter(self, gate: &Gate, tx: B256) {
+        let Some(channels) = &gate.channels else {
+            return;
+        };
+        if self.amount == 0 {
+            return;
+        }
+        let payment = NewPayment {
+            resource: self.resource,
+            network: format!("eip155:{}", channels.chain_id),
+            asset: format!("{:#x}", self.token),
+            payer: self.payer,
+            pay_to: self.pay_to.to_checksum(None),
+            amount: self.amount.to_string(),
+            lock_key: self.key,
+            kind: self.kind,
+        };
+        let settled = PaymentState::Settled {
+            transaction: format!("{tx:#x}"),
+        };
+        let entered = match gate.store.ledger_append(&payment).await {
+            Ok(id) => gate.store.ledger_update(id, settled).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = entered {
+            tracing::error!(error = %e, kind = ?payment.kind, "ledger entry failed");
         }
     }
 }
@@ -738,6 +799,9 @@ async fn claim_rows(gate: &Gate, channels: &Channels, rows: &[(String, ClaimRow)
         claimed += amount;
         gate.metrics
             .record_channel_amount(ChannelAmount::Claimed, amount);
+        Moved::on(PaymentKind::ChannelClaim, id, &row.config, amount)
+            .enter(gate, tx)
+            .await;
     }
     tracing::info!(%tx, vouchers = rows.len(), "claimed");
     Some(claimed)
@@ -988,6 +1052,12 @@ async fn refund_idle_channel(
         tracing::error!(channel = %id, "refund paid but the channel's record was not updated; the next sync corrects it");
     }
     tracing::info!(channel = %id, %tx, refunded = remainder, "idle channel refunded");
+    Moved::on(PaymentKind::ChannelClaim, id, &config, newly_claimed)
+        .enter(gate, tx)
+        .await;
+    Moved::on(PaymentKind::ChannelRefund, id, &config, remainder)
+        .enter(gate, tx)
+        .await;
     gate.metrics.record_channel(ChannelEvent::Refund);
     gate.metrics
         .record_channel_amount(ChannelAmount::Refunded, remainder);
@@ -1013,11 +1083,21 @@ pub async fn settle_all(gate: &Gate) -> u128 {
     pairs.dedup();
     let mut swept = 0;
     for (receiver, token) in pairs {
-        if let Some(amount) = channels.settle(receiver, token).await {
+        if let Some((amount, tx)) = channels.settle(receiver, token).await {
             gate.metrics.record_channel(ChannelEvent::Settle);
             gate.metrics
                 .record_channel_amount(ChannelAmount::Settled, amount);
             swept += amount;
+            let moved = Moved {
+                kind: PaymentKind::ChannelSettle,
+                resource: format!("settle:{receiver}"),
+                key: format!("settle:{receiver}"),
+                payer: String::new(),
+                pay_to: receiver,
+                token,
+                amount,
+            };
+            moved.enter(gate, tx).await;
         }
     }
     swept

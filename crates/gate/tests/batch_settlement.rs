@@ -211,6 +211,19 @@ async fn a_thousand_reads_pay_one_deposit_a_few_claims_and_exactly_their_charges
         metric(&h, "hb402_channel_events_total{event=\"deposit\"}").await,
         1.0
     );
+    // The ledger has every transaction that moved the buyer's money.
+    eventually("the last settle is in the ledger", || async {
+        channel_ledger(&h).await.get("channel_settle").map(|k| k.1) == Some(charged)
+    })
+    .await;
+    let ledger = channel_ledger(&h).await;
+    let deposit = &ledger["channel_deposit"];
+    assert_eq!((deposit.0, deposit.1), (1, 1200 * PRICE), "{ledger:?}");
+    assert_eq!(deposit.2[0], run.deposits[0]["transaction"], "{ledger:?}");
+    assert_eq!(ledger["channel_claim"].1, charged, "{ledger:?}");
+    let refunds = &ledger["channel_refund"];
+    assert_eq!((refunds.0, refunds.1), (1, 200 * PRICE), "{ledger:?}");
+    assert_eq!(refunds.2[0], refund["transaction"], "{ledger:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -293,6 +306,15 @@ async fn through_a_facilitator_the_stock_client_deposits_reads_and_is_refunded_t
         metric(&h, "hb402_channel_amount_atomic_total{kind=\"settled\"}").await,
         (50 * PRICE) as f64
     );
+    let ledger = channel_ledger(&h).await;
+    assert_eq!(ledger["channel_deposit"].1, deposited, "{ledger:?}");
+    assert_eq!(ledger["channel_claim"].1, 50 * PRICE, "{ledger:?}");
+    assert_eq!(
+        ledger["channel_refund"].1,
+        deposited - 50 * PRICE,
+        "{ledger:?}"
+    );
+    assert_eq!(ledger["channel_settle"].1, 50 * PRICE, "{ledger:?}");
 }
 
 /// hb402 offering channels whose transactions `facilitator` sends (no operator key: hb402 reads
@@ -357,6 +379,28 @@ async fn through_a_facilitator_a_refused_deposit_counts_against_its_payer() {
         metric(&h, "hb402_channel_events_total{event=\"deposit\"}").await,
         0.0
     );
+}
+
+/// The ledger's channel entries (`/admin/payments`), by kind: how many, their sum, and the
+/// transactions; every one settled, on the local chain.
+async fn channel_ledger(
+    h: &Harness,
+) -> std::collections::BTreeMap<String, (usize, u128, Vec<String>)> {
+    let ledger = h.admin("/admin/payments?limit=1000").await;
+    let mut kinds = std::collections::BTreeMap::<String, (usize, u128, Vec<String>)>::new();
+    for entry in ledger["payments"].as_array().unwrap() {
+        let kind = entry["kind"].as_str().unwrap();
+        if !kind.starts_with("channel_") {
+            continue;
+        }
+        assert_eq!(entry["state"], "settled", "{entry}");
+        assert_eq!(entry["network"], "eip155:84532", "{entry}");
+        let k = kinds.entry(kind.to_owned()).or_default();
+        k.0 += 1;
+        k.1 += entry["amount"].as_str().unwrap().parse::<u128>().unwrap();
+        k.2.push(entry["transaction"].as_str().unwrap().to_owned());
+    }
+    kinds
 }
 
 /// How many transactions `account` sent.

@@ -139,6 +139,7 @@ async fn expired_items_past_their_tombstone_leave_the_node_and_the_store() {
         pay_to: "0xc".into(),
         amount: "1".into(),
         lock_key: "k".into(),
+        kind: Default::default(),
     };
     for state in [
         PaymentState::Settled {

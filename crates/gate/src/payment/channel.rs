@@ -26,12 +26,12 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::{Offered, PaymentRefusal, random_owner, required};
-use crate::channels::{self, ClaimRow};
+use crate::channels::{self, ClaimRow, Moved};
 use crate::facilitator::Sent;
 use crate::gate::Gate;
 use crate::items::now_secs;
 use crate::metrics::{ChannelAmount, ChannelEvent, FacilitatorOp, PaymentRequiredReason};
-use crate::store::{ChannelHolder, ChannelRecord};
+use crate::store::{ChannelHolder, ChannelRecord, PaymentKind as Kind};
 
 /// How long a request waits for another one holding its channel.
 const BUSY_WAIT: Duration = Duration::from_secs(2);
@@ -532,6 +532,9 @@ impl ChannelHold {
         gate.metrics.record_channel(ChannelEvent::Deposit);
         gate.metrics
             .record_channel_amount(ChannelAmount::Deposited, amount);
+        let mut moved = Moved::on(Kind::ChannelDeposit, &self.id, &self.checked.config, amount);
+        moved.resource.clone_from(&self.offered.resource.url);
+        moved.enter(gate, tx).await;
         // The balance as the chain has it now (another deposit may have landed meanwhile).
         let mut now = self.record.clone();
         if channels.sync(&mut now, self.checked.channel).await.is_err() {
@@ -640,6 +643,13 @@ impl ChannelHold {
         metrics.record_channel(ChannelEvent::Refund);
         metrics.record_channel_amount(ChannelAmount::Refunded, amount);
         metrics.record_channel_amount(ChannelAmount::Claimed, newly_claimed);
+        let config = &self.checked.config;
+        Moved::on(Kind::ChannelClaim, &self.id, config, newly_claimed)
+            .enter(gate, tx)
+            .await;
+        Moved::on(Kind::ChannelRefund, &self.id, config, amount)
+            .enter(gate, tx)
+            .await;
         let mut after = self.record.clone();
         after.balance = after.balance.saturating_sub(amount);
         after.total_claimed = charged;

@@ -41,7 +41,7 @@ use crate::gate::Gate;
 use crate::metrics::{
     AssetLabel, FacilitatorOp, NetworkLabel, PaymentRequiredReason, PaymentResult,
 };
-use crate::store::{LockRecord, LockState, NewPayment, PaymentState, StoreError};
+use crate::store::{LockRecord, LockState, NewPayment, PaymentKind, PaymentState, StoreError};
 pub(crate) use channel::{ChannelHold, ChannelSettled};
 
 /// How long a lock outlives its authorization's `validBefore` (clock skew between hb402 and the
@@ -1040,6 +1040,7 @@ async fn ledger_append(gate: &Gate, hold: &ExactHold) -> Option<u64> {
         pay_to: hold.paid.authorization.to.to_checksum(None),
         amount: hold.paid.amount.clone(),
         lock_key: hold.key.clone(),
+        kind: PaymentKind::Exact,
     };
     match gate.store.ledger_append(&payment).await {
         Ok(id) => Some(id),

@@ -187,8 +187,29 @@ pub struct NewPayment {
     pub pay_to: String,
     /// Amount in atomic units, as a decimal string (may exceed 64 bits).
     pub amount: String,
-    /// The replay-lock key the payment holds (chain, asset, from, nonce).
+    /// The replay-lock key the payment holds (chain, asset, from, nonce); for a channel's
+    /// transaction, the channel (`channel:<id>`) or the payee swept to (`settle:<payee>`).
     pub lock_key: String,
+    /// What moved the money (entries of older ledgers: `exact`).
+    #[serde(default)]
+    pub kind: PaymentKind,
+}
+
+/// What a ledger entry records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    /// An `exact` payment: one transfer for one request.
+    #[default]
+    Exact,
+    /// A deposit into a `batch-settlement` channel (`resource`: the read it came with).
+    ChannelDeposit,
+    /// A channel's vouchers claimed on chain: `amount` newly claimed (`resource`: the channel).
+    ChannelClaim,
+    /// A channel's uncharged rest refunded to its payer (`resource`: the channel).
+    ChannelRefund,
+    /// Claimed funds swept to the payee (`settle`; no payer).
+    ChannelSettle,
 }
 
 /// One ledger entry.
@@ -475,6 +496,7 @@ mod tests {
                 pay_to: "0xc".into(),
                 amount: "10000".into(),
                 lock_key: "k".into(),
+                kind: Default::default(),
             },
             state: PaymentState::Settled {
                 transaction: "0xt".into(),
@@ -484,6 +506,19 @@ mod tests {
         assert_eq!(v["state"], "settled");
         assert_eq!(v["transaction"], "0xt");
         assert_eq!(v["amount"], "10000");
-        assert_eq!(serde_json::from_value::<PaymentRecord>(v).unwrap(), r);
+        assert_eq!(v["kind"], "exact");
+        assert_eq!(
+            serde_json::from_value::<PaymentRecord>(v.clone()).unwrap(),
+            r
+        );
+        // An entry an older hb402 wrote has no kind: it was an `exact` payment.
+        let mut older = v;
+        older.as_object_mut().unwrap().remove("kind");
+        assert_eq!(serde_json::from_value::<PaymentRecord>(older).unwrap(), r);
+        let mut claim = r.clone();
+        claim.payment.kind = PaymentKind::ChannelClaim;
+        let v = serde_json::to_value(&claim).unwrap();
+        assert_eq!(v["kind"], "channel_claim");
+        assert_eq!(serde_json::from_value::<PaymentRecord>(v).unwrap(), claim);
     }
 }

@@ -895,6 +895,7 @@ mod tests {
                 pay_to: "0xc".into(),
                 amount: "10000".into(),
                 lock_key: "k".into(),
+                kind: Default::default(),
             },
             state: PaymentState::Failed { reason: "x".into() },
         };

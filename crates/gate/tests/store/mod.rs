@@ -45,6 +45,7 @@ pub fn payment(n: u32) -> NewPayment {
         pay_to: "0x2222222222222222222222222222222222222222".into(),
         amount: "10000".into(),
         lock_key: format!("84532:usdc:payer:nonce{n}"),
+        kind: Default::default(),
     }
 }
 
