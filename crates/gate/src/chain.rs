@@ -100,6 +100,23 @@ impl ChainProbe {
         self.rpc(self.provider.call(request)).await
     }
 
+    /// Whether calling `to` with `input` reverts (the node answered the `eth_call` with an
+    /// error); `None` when the node could not be asked or did not answer in time.
+    pub(crate) async fn reverts(
+        &self,
+        to: Address,
+        input: alloy::primitives::Bytes,
+    ) -> Option<bool> {
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .to(to)
+            .input(input.into());
+        match tokio::time::timeout(self.timeout, self.provider.call(request).into_future()).await {
+            Ok(Ok(_)) => Some(false),
+            Ok(Err(alloy::transports::RpcError::ErrorResp(_))) => Some(true),
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
     /// Whether transaction `tx` succeeded and moved the authorized transfer.
     async fn transferred_in(&self, a: &Authorization, tx: B256) -> Result<bool, ChainError> {
         let Some(receipt) = self.rpc(self.provider.get_transaction_receipt(tx)).await? else {

@@ -467,13 +467,6 @@ impl Channels {
         auth: &Erc3009DepositJson,
         signature: Vec<u8>,
     ) -> Sent {
-        if let Link::Facilitator(via) = &self.link {
-            let Ok(payload) = serde_json::to_value(payload) else {
-                return Sent::Reverts;
-            };
-            let offer = (config.receiver, config.token);
-            return via.settle(offer, amount, payload, Purpose::Deposit).await;
-        }
         let (Ok(after), Ok(before)) = (
             U256::from_str_radix(&auth.valid_after, 10),
             U256::from_str_radix(&auth.valid_before, 10),
@@ -486,6 +479,14 @@ impl Channels {
             collector: ERC3009_DEPOSIT_COLLECTOR,
             collectorData: erc3009_collector_data(after, before, auth.salt, signature).into(),
         };
+        if let Link::Facilitator(via) = &self.link {
+            let Ok(payload) = serde_json::to_value(payload) else {
+                return Sent::Reverts;
+            };
+            let offer = (config.receiver, config.token);
+            let call = (amount, call.abi_encode().into());
+            return via.settle(offer, call, payload, Purpose::Deposit).await;
+        }
         self.send(call.abi_encode()).await
     }
 
@@ -531,7 +532,8 @@ impl Channels {
             (Link::Facilitator(via), Some(first)) => {
                 let offer = (first.config.receiver, first.config.token);
                 let payload = claim_payload(&call);
-                via.settle(offer, 0, payload, Purpose::Operator).await
+                let call = (0, call.abi_encode().into());
+                via.settle(offer, call, payload, Purpose::Operator).await
             }
             _ => self.send(call.abi_encode()).await,
         }
@@ -556,18 +558,19 @@ impl Channels {
             signature: self.sign(&refund_digest(id, nonce, amount, self.chain_id)),
         };
         let claim = claim.map(|row| self.claim_call(&[row]));
-        if let Link::Facilitator(via) = &self.link {
-            let payload = refund_payload(&refund, id, voucher, claim.as_ref());
-            let offer = (config.receiver, config.token);
-            return via.settle(offer, 0, payload, Purpose::Operator).await;
-        }
-        let input = match claim {
+        let input = match &claim {
             None => refund.abi_encode(),
             Some(claim) => IBatchSettlement::multicallCall {
                 data: vec![claim.abi_encode().into(), refund.abi_encode().into()],
             }
             .abi_encode(),
         };
+        if let Link::Facilitator(via) = &self.link {
+            let payload = refund_payload(&refund, id, voucher, claim.as_ref());
+            let offer = (config.receiver, config.token);
+            let call = (0, input.into());
+            return via.settle(offer, call, payload, Purpose::Operator).await;
+        }
         self.send(input).await
     }
 
@@ -582,6 +585,7 @@ impl Channels {
         if due == 0 {
             return None;
         }
+        let call = IBatchSettlement::settleCall { receiver, token }.abi_encode();
         let sent = match &self.link {
             Link::Facilitator(via) => {
                 let payload = serde_json::json!({
@@ -589,13 +593,11 @@ impl Channels {
                     "receiver": receiver,
                     "token": token,
                 });
-                via.settle((receiver, token), 0, payload, Purpose::Operator)
+                let call = (0, call.into());
+                via.settle((receiver, token), call, payload, Purpose::Operator)
                     .await
             }
-            Link::Local(_) => {
-                let call = IBatchSettlement::settleCall { receiver, token };
-                self.send(call.abi_encode()).await
-            }
+            Link::Local(_) => self.send(call).await,
         };
         match sent {
             Sent::Mined(tx) => Some((due, tx)),
@@ -1052,18 +1054,28 @@ async fn refund_idle_channel(
         tracing::error!(channel = %id, "refund paid but the channel's record was not updated; the next sync corrects it");
     }
     tracing::info!(channel = %id, %tx, refunded = remainder, "idle channel refunded");
-    Moved::on(PaymentKind::ChannelClaim, id, &config, newly_claimed)
-        .enter(gate, tx)
-        .await;
-    Moved::on(PaymentKind::ChannelRefund, id, &config, remainder)
-        .enter(gate, tx)
-        .await;
-    gate.metrics.record_channel(ChannelEvent::Refund);
-    gate.metrics
-        .record_channel_amount(ChannelAmount::Refunded, remainder);
-    gate.metrics
-        .record_channel_amount(ChannelAmount::Claimed, newly_claimed);
+    refunded(gate, (id, &config), (newly_claimed, remainder), tx).await;
     Some(remainder)
+}
+
+/// Counts and enters in the ledger a refund of channel `id` mined in `tx`: `claimed` claimed
+/// with it, `amount` given back to the payer.
+pub(crate) async fn refunded(
+    gate: &Gate,
+    (id, config): (&str, &ChannelConfig),
+    (claimed, amount): (u128, u128),
+    tx: B256,
+) {
+    let metrics = &gate.metrics;
+    metrics.record_channel(ChannelEvent::Refund);
+    metrics.record_channel_amount(ChannelAmount::Refunded, amount);
+    metrics.record_channel_amount(ChannelAmount::Claimed, claimed);
+    Moved::on(PaymentKind::ChannelClaim, id, config, claimed)
+        .enter(gate, tx)
+        .await;
+    Moved::on(PaymentKind::ChannelRefund, id, config, amount)
+        .enter(gate, tx)
+        .await;
 }
 
 /// Sweeps what was claimed to each payee of the offers; the amount swept.

@@ -379,6 +379,82 @@ async fn through_a_facilitator_a_refused_deposit_counts_against_its_payer() {
         metric(&h, "hb402_channel_events_total{event=\"deposit\"}").await,
         0.0
     );
+    // The payer's refusals, not failures of the chain (which alert the operator).
+    assert_eq!(
+        metric(&h, "hb402_channel_events_total{event=\"chain_failure\"}").await,
+        0.0
+    );
+    assert!(metric(&h, "hb402_channel_events_total{event=\"refused\"}").await >= 10.0);
+}
+
+/// Regression (from an attack): a facilitator that could not send a deposit (no gas) or could
+/// not simulate it (its RPC down) answers like one refusing the payer's authorization; hb402
+/// counted that against honest payers, and throttled them for the failure window. Now a
+/// deposit the facilitator did not send counts against nobody, and one it calls reverting is
+/// the payer's doing only if it reverts over hb402's own RPC too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_facilitator_that_cannot_send_never_counts_against_honest_payers() {
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let blind = Facilitator::start_with(
+        &chain,
+        FACILITATOR_ACCOUNT.private_key,
+        hb402_testkit::FacilitatorOptions {
+            rpc_url: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let broke = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let batch = "claim_interval_seconds = 300\n";
+    let (h_blind, h_broke) = (
+        through(&chain, &blind, batch).await,
+        through(&chain, &broke, batch).await,
+    );
+    let gas = chain
+        .rpc(
+            "eth_getBalance",
+            json!([FACILITATOR_ACCOUNT.address, "latest"]),
+        )
+        .await;
+    chain
+        .rpc(
+            "anvil_setBalance",
+            json!([FACILITATOR_ACCOUNT.address, "0x0"]),
+        )
+        .await;
+    let buyer = ANVIL_ACCOUNTS[2];
+    let config = client_channel(&buyer);
+    for h in [&h_blind, &h_broke] {
+        let url = items(h, 2200, 1).await.remove(0).0;
+        for n in 0..12u8 {
+            let fields = deposit(&config, 100 * PRICE, &buyer, n);
+            let header = payment(h, &url, &config, PRICE, &buyer, fields).await;
+            let (status, required, _) = pay_voucher(h, &url, &header).await;
+            assert_eq!(status, 402, "attempt {n}: {required}");
+            assert_eq!(
+                required["error"], "invalid_batch_settlement_evm_deposit_transaction_failed",
+                "{required}"
+            );
+        }
+        assert_eq!(
+            metric(h, "hb402_channel_events_total{event=\"refused\"}").await,
+            0.0,
+            "no refusal was the payer's"
+        );
+    }
+    assert!(blind.logs().contains("POST /settle"), "{}", blind.logs());
+    // Once the facilitator has gas again, the same payer pays at once.
+    chain
+        .rpc(
+            "anvil_setBalance",
+            json!([FACILITATOR_ACCOUNT.address, gas]),
+        )
+        .await;
+    let url = items(&h_broke, 2300, 1).await.remove(0).0;
+    let run = batch_pay(chain.rpc_url(), buyer.private_key, &[url], None, false).await;
+    assert_eq!(run.reads[0].status, 200, "{run:?}");
+    assert_eq!(run.deposits.len(), 1, "{run:?}");
 }
 
 /// The ledger's channel entries (`/admin/payments`), by kind: how many, their sum, and the
@@ -1130,7 +1206,11 @@ async fn a_channel_whose_claim_the_chain_refuses_takes_no_more_vouchers() {
         "nothing claimed"
     );
     let next = voucher(&a, &urls[2], &config, 3 * PRICE, &buyer).await;
-    refused(&a, &urls[2], &next, "claim_simulation_failed").await;
+    // The channel's state, not a failure of the payer's (whose budget it would use up, for
+    // every channel of theirs): refused the same way however often, never throttled.
+    for _ in 0..12 {
+        refused(&a, &urls[2], &next, "claim_simulation_failed").await;
+    }
     drop(b);
 }
 

@@ -17,6 +17,9 @@ pub struct FacilitatorOptions {
     /// Bound on each receipt wait during settlement (the reference default is 180 s). A settle
     /// whose receipt does not arrive in time answers `settlement_pending` with the hash.
     pub confirmation_timeout: Option<Duration>,
+    /// The RPC it reads and sends over, instead of the chain's (one that does not answer makes
+    /// a facilitator that cannot simulate nor send anything).
+    pub rpc_url: Option<String>,
 }
 
 /// A running reference facilitator (`facilitator.mjs`); killed when dropped.
@@ -57,7 +60,7 @@ impl Facilitator {
         command.current_dir(crate::js::js_dir()).args([
             "facilitator.mjs",
             "--rpc",
-            chain.rpc_url(),
+            options.rpc_url.as_deref().unwrap_or(chain.rpc_url()),
             "--key",
             &format!("{signer_key:#x}"),
             "--port",

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use alloy::primitives::{Address, B256, Bytes};
-use hb402_x402::batch::{ChannelConfigJson, IBatchSettlement};
+use hb402_x402::batch::{BATCH_SETTLEMENT, ChannelConfigJson, IBatchSettlement};
 use hb402_x402::facilitator::SETTLEMENT_PENDING;
 use hb402_x402::{Facilitator, FacilitatorError, SettleResponse, VerifyRequest};
 use serde_json::{Value, json};
@@ -107,11 +107,16 @@ impl ViaFacilitator {
         })
     }
 
-    /// Asks the facilitator to settle `payload` under the offer of `token` to `receiver`.
+    /// Asks the facilitator to settle `payload` under the offer of `token` to `receiver`;
+    /// `call`: the batch contract's call the facilitator is to make of it.
+    ///
+    /// A facilitator tells a call that reverts from one it could not simulate (its RPC failed)
+    /// by its message only: when it says the call reverts, hb402 runs the call itself over its
+    /// own RPC, and only if it reverts there too is it the payer's doing or the channel's.
     pub(crate) async fn settle(
         &self,
         (receiver, token): (Address, Address),
-        amount: u128,
+        (amount, call): (u128, Bytes),
         payload: Value,
         purpose: Purpose,
     ) -> Sent {
@@ -125,7 +130,20 @@ impl ViaFacilitator {
             }),
             payment_requirements: requirements,
         };
-        sent(self.facilitator.settle(&request).await, purpose)
+        match sent(self.facilitator.settle(&request).await, purpose) {
+            Sent::Reverts => match self.reads.reverts(BATCH_SETTLEMENT, call).await {
+                Some(true) => Sent::Reverts,
+                reverts => {
+                    tracing::warn!(
+                        ?purpose,
+                        ?reverts,
+                        "the facilitator refused a call that does not revert here"
+                    );
+                    Sent::Unsent
+                }
+            },
+            other => other,
+        }
     }
 }
 
@@ -157,7 +175,12 @@ pub(crate) fn sent(answer: Result<SettleResponse, FacilitatorError>, purpose: Pu
     ];
     match reason {
         SETTLEMENT_PENDING => Sent::Unknown,
-        r if r.ends_with("_transaction_failed") && !answer.transaction.is_empty() => Sent::Reverted,
+        // Mined and reverted; or, with no transaction, not sent (the facilitator's gas, its
+        // nonce, its RPC): nobody's doing but the facilitator's.
+        r if r.ends_with("_transaction_failed") => match answer.transaction.is_empty() {
+            true => Sent::Unsent,
+            false => Sent::Reverted,
+        },
         r if r.ends_with("_simulation_failed") => Sent::Reverts,
         r if purpose == Purpose::Deposit
             && r.starts_with("invalid_batch_settlement_evm_")
@@ -232,7 +255,7 @@ mod tests {
     #[test]
     fn facilitator_answers_read_as_what_became_of_the_transaction() {
         let tx = format!("0x{}", "ab".repeat(32));
-        let cases: [(SettleResponse, Purpose, &str); 9] = [
+        let cases: [(SettleResponse, Purpose, &str); 10] = [
             (answer(true, None, &tx), Purpose::Operator, "Mined"),
             (answer(true, None, "0x12"), Purpose::Operator, "Unknown"),
             (
@@ -289,6 +312,15 @@ mod tests {
                 answer(
                     false,
                     Some("invalid_batch_settlement_evm_rpc_read_failed"),
+                    "",
+                ),
+                Purpose::Deposit,
+                "Unsent",
+            ),
+            (
+                answer(
+                    false,
+                    Some("invalid_batch_settlement_evm_deposit_transaction_failed"),
                     "",
                 ),
                 Purpose::Deposit,

@@ -342,7 +342,13 @@ async fn check_against(
         // Content served on a voucher the chain will not pay is given away: whatever made
         // hb402 and the contract disagree, the channel stops taking vouchers.
         let message = "the chain refuses this channel's vouchers; it takes no more";
-        return Err(Refused::Payers(CLAIM_REFUSED, message));
+        // (The channel's state, not this payment's fault: nobody's failure budget.)
+        return Err(Refused::Other(refused(
+            gate,
+            asked.offered,
+            CLAIM_REFUSED,
+            message,
+        )));
     }
     let view = ChannelView {
         charged: record.charged,
@@ -526,6 +532,9 @@ impl ChannelHold {
             if matches!(sent, Sent::Reverts | Sent::Reverted) {
                 // The chain refuses it (no funds, a bad authorization): the payer's doing.
                 gate.limiter.failed(&self.signer, self.client);
+                return Err(self
+                    .fail_as(gate, DEPOSIT_FAILED, ChannelEvent::Refused)
+                    .await);
             }
             return Err(self.fail(gate, DEPOSIT_FAILED).await);
         };
@@ -639,17 +648,8 @@ impl ChannelHold {
         if before.is_none() {
             tracing::error!(channel = %self.id, "refund paid but the channel's record was not updated; the next sync corrects it");
         }
-        let metrics = &gate.metrics;
-        metrics.record_channel(ChannelEvent::Refund);
-        metrics.record_channel_amount(ChannelAmount::Refunded, amount);
-        metrics.record_channel_amount(ChannelAmount::Claimed, newly_claimed);
-        let config = &self.checked.config;
-        Moved::on(Kind::ChannelClaim, &self.id, config, newly_claimed)
-            .enter(gate, tx)
-            .await;
-        Moved::on(Kind::ChannelRefund, &self.id, config, amount)
-            .enter(gate, tx)
-            .await;
+        let channel = (self.id.as_str(), &self.checked.config);
+        channels::refunded(gate, channel, (newly_claimed, amount), tx).await;
         let mut after = self.record.clone();
         after.balance = after.balance.saturating_sub(amount);
         after.total_claimed = charged;
@@ -678,10 +678,16 @@ impl ChannelHold {
 
     /// Gives the channel back and says why nothing was charged.
     async fn fail(self, gate: &Gate, code: &str) -> PaymentRefusal {
-        gate.metrics.record_channel(match code {
+        let event = match code {
             REFUND_NO_BALANCE | REFUND_AMOUNT_INVALID => ChannelEvent::Refused,
             _ => ChannelEvent::ChainFailure,
-        });
+        };
+        self.fail_as(gate, code, event).await
+    }
+
+    /// [`Self::fail`], counted as `event`.
+    async fn fail_as(self, gate: &Gate, code: &str, event: ChannelEvent) -> PaymentRefusal {
+        gate.metrics.record_channel(event);
         let message = match code {
             REFUND_NO_BALANCE => "the channel holds nothing that was not charged",
             REFUND_AMOUNT_INVALID => {
