@@ -123,6 +123,7 @@ fn offer(challenge: &str) -> Option<(Value, Value, BatchTerms)> {
         amount: accepted["amount"].as_str()?.parse().ok()?,
         receiver_authorizer: extra["receiverAuthorizer"].as_str()?.parse().ok()?,
         withdraw_delay: extra["withdrawDelay"].as_u64()?,
+        contract_payers: false,
     };
     Some((required, accepted, terms))
 }

@@ -24,6 +24,11 @@ sol! {
     }
 }
 
+/// The most gas a contract account's signature check (EIP-1271 `isValidSignature`) is given
+/// when hb402 asks it: a wallet's check takes a few tens of thousands; one that wants more is
+/// taken as refusing (it could otherwise make every read cost the node a block's gas).
+pub const SIGNATURE_CHECK_GAS: u64 = 200_000;
+
 /// How far back a used authorization's transaction is looked for.
 const LOOKBACK_BLOCKS: u64 = 50_000;
 
@@ -98,6 +103,38 @@ impl ChainProbe {
             .to(to)
             .input(input.into());
         self.rpc(self.provider.call(request)).await
+    }
+
+    /// Whether contract account `signer` takes `signature` of `digest` (EIP-1271: its
+    /// `isValidSignature` answers its own selector), given [`SIGNATURE_CHECK_GAS`]. An account
+    /// without code, a check that reverts, runs out of gas or answers anything else: `false`.
+    pub(crate) async fn accepts(
+        &self,
+        signer: Address,
+        digest: B256,
+        signature: &[u8],
+    ) -> Result<bool, ChainError> {
+        use alloy::sol_types::SolCall as _;
+        use hb402_x402::batch::IERC1271::isValidSignatureCall;
+        let call = isValidSignatureCall {
+            hash: digest,
+            signature: signature.to_vec().into(),
+        };
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .to(signer)
+            .input(call.abi_encode().into())
+            .gas_limit(SIGNATURE_CHECK_GAS);
+        let answer = self.provider.call(request).into_future();
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(out)) => {
+                let mut magic = [0u8; 32];
+                magic[..4].copy_from_slice(&isValidSignatureCall::SELECTOR);
+                Ok(out.get(..32) == Some(magic.as_slice()))
+            }
+            Ok(Err(alloy::transports::RpcError::ErrorResp(_))) => Ok(false),
+            Ok(Err(e)) => Err(ChainError(e.to_string())),
+            Err(_) => Err(ChainError("timed out".into())),
+        }
     }
 
     /// Whether calling `to` with `input` reverts (the node answered the `eth_call` with an

@@ -44,6 +44,15 @@ const CLAIMS_PER_TRANSACTION: usize = 100;
 /// Claim transactions per sweep at most (the next sweep goes on).
 const CLAIM_ROUNDS: usize = 20;
 
+/// The most gas a transaction of one channel may use (a deposit, a contract payer's claim, a
+/// refund): they may run code of the payer's (EIP-1271), which can spend more once mined than
+/// when simulated. Enough for a claim and a wallet's signature check many times over.
+const ONE_CHANNEL_GAS: u64 = 500_000;
+
+/// How long after the chain refused a contract payer's claim it is tried again: its code may
+/// refuse it on purpose, and each try costs gas.
+const CONTRACT_CLAIM_RETRY_SECONDS: u64 = 3600;
+
 /// Read-modify-write attempts on one channel record before giving up.
 const UPDATE_ATTEMPTS: usize = 8;
 
@@ -61,6 +70,8 @@ pub struct Channels {
     pub(crate) config: BatchConfig,
     authorizer: PrivateKeySigner,
     link: Link,
+    /// Reads of the chain (a contract payer's signature checks).
+    reads: crate::chain::ChainProbe,
     chain_id: u64,
     /// Woken whenever this process lets go of a channel, so that a request waiting for it
     /// goes on at once (other instances of a fleet are looked at again after a short wait).
@@ -158,7 +169,7 @@ impl Channels {
     /// `sole_writer`: no other process writes the store's channel records (an embedded file).
     pub(crate) fn new(
         config: BatchConfig,
-        link: Link,
+        (link, reads): (Link, crate::chain::ChainProbe),
         sole_writer: bool,
     ) -> Result<Self, FacilitatorError> {
         let authorizer: PrivateKeySigner =
@@ -171,6 +182,7 @@ impl Channels {
             config,
             authorizer,
             link,
+            reads,
             released: tokio::sync::Notify::new(),
             memory: sole_writer.then(Default::default),
             changed: tokio::sync::Notify::new(),
@@ -412,6 +424,20 @@ impl Channels {
         self.changed.notified()
     }
 
+    /// Whether the chain takes `check` as its signer's signature, as the contracts'
+    /// `SignatureChecker` does for a contract account (EIP-1271 `isValidSignature` answering
+    /// its selector), given at most [`SIGNATURE_CHECK_GAS`](crate::chain::SIGNATURE_CHECK_GAS):
+    /// an account without code, or one whose check reverts or runs out of gas, does not.
+    pub(crate) async fn accepts(
+        &self,
+        check: &hb402_x402::batch::ChainSignature,
+    ) -> Result<bool, FacilitatorError> {
+        self.reads
+            .accepts(check.signer, check.digest, &check.signature)
+            .await
+            .map_err(|e| FacilitatorError::Unreachable(e.to_string()))
+    }
+
     /// Done once this process lets go of some channel (from the moment it is made, even before
     /// it is awaited).
     pub(crate) fn released(&self) -> tokio::sync::futures::Notified<'_> {
@@ -487,7 +513,7 @@ impl Channels {
             let call = (amount, call.abi_encode().into());
             return via.settle(offer, call, payload, Purpose::Deposit).await;
         }
-        self.send(call.abi_encode()).await
+        self.send(call.abi_encode(), Some(ONE_CHANNEL_GAS)).await
     }
 
     fn sign(&self, digest: &B256) -> Bytes {
@@ -535,7 +561,12 @@ impl Channels {
                 let call = (0, call.abi_encode().into());
                 via.settle(offer, call, payload, Purpose::Operator).await
             }
-            _ => self.send(call.abi_encode()).await,
+            _ => {
+                // A contract payer's claim is sent alone (its code runs in it).
+                let contract = rows.iter().any(|r| r.config.payerAuthorizer.is_zero());
+                let cap = contract.then_some(ONE_CHANNEL_GAS);
+                self.send(call.abi_encode(), cap).await
+            }
         }
     }
 
@@ -571,7 +602,7 @@ impl Channels {
             let call = (0, input.into());
             return via.settle(offer, call, payload, Purpose::Operator).await;
         }
-        self.send(input).await
+        self.send(input, Some(ONE_CHANNEL_GAS)).await
     }
 
     /// Sweeps what was claimed for `receiver` in `token` to it; the amount swept and the
@@ -597,7 +628,7 @@ impl Channels {
                 via.settle((receiver, token), call, payload, Purpose::Operator)
                     .await
             }
-            Link::Local(_) => self.send(call).await,
+            Link::Local(_) => self.send(call, None).await,
         };
         match sent {
             Sent::Mined(tx) => Some((due, tx)),
@@ -608,9 +639,13 @@ impl Channels {
         }
     }
 
-    async fn send(&self, input: Vec<u8>) -> Sent {
+    async fn send(&self, input: Vec<u8>, gas_cap: Option<u64>) -> Sent {
         match &self.link {
-            Link::Local(local) => local.send_call(BATCH_SETTLEMENT, input.into()).await,
+            Link::Local(local) => {
+                local
+                    .send_call(BATCH_SETTLEMENT, input.into(), gas_cap)
+                    .await
+            }
             // (Every transaction of a facilitator link is sent by its caller above.)
             Link::Facilitator(_) => Sent::Unsent,
         }
@@ -731,38 +766,60 @@ pub async fn claim_all(gate: &Gate) -> u128 {
             continue;
         };
         after = last.clone();
+        let now = now_secs();
         let rows: Vec<(String, ClaimRow)> = listed
             .into_iter()
-            .filter(|(id, _)| !done.contains(id))
+            .filter(|(id, record)| !done.contains(id) && claim_due(record, now))
             .filter_map(|(id, record)| claim_row(channels, &record).map(|row| (id, row)))
             .collect();
         done.extend(rows.iter().map(|(id, _)| id.clone()));
         if rows.is_empty() {
             continue;
         }
-        let rows = collectable(gate, channels, rows).await;
-        if rows.is_empty() {
-            continue;
+        // A contract payer's vouchers are checked by its own code at claim time, which may
+        // answer otherwise then, or cost more: each is claimed in a transaction of its own,
+        // its gas capped.
+        let (alone, together): (Vec<_>, Vec<_>) = collectable(gate, channels, rows)
+            .await
+            .into_iter()
+            .partition(|(_, row)| row.config.payerAuthorizer.is_zero());
+        claimed += claim_together(gate, channels, &together).await;
+        for row in &alone {
+            let one = std::slice::from_ref(row);
+            claimed += claim_rows(gate, channels, one).await.unwrap_or(0);
         }
-        // One transaction for them all; if it cannot be made (a row the chain refuses), each
-        // row alone, so that one channel never holds up the claims of the others.
-        let claimed_now = match claim_rows(gate, channels, &rows).await {
-            Some(amount) => amount,
-            None if rows.len() > 1 => {
-                let mut amount = 0;
-                for row in &rows {
-                    amount += claim_rows(gate, channels, std::slice::from_ref(row))
-                        .await
-                        .unwrap_or(0);
-                }
-                amount
-            }
-            None => 0,
-        };
-        claimed += claimed_now;
     }
     *cursor() = after;
     claimed
+}
+
+/// Whether a channel's claim is to be tried now: always, but for a contract payer's whose
+/// claim the chain refused, tried again only [`CONTRACT_CLAIM_RETRY_SECONDS`] later.
+fn claim_due(record: &ChannelRecord, now: u64) -> bool {
+    let contract = record.config.payer_authorizer.is_zero();
+    let refused = record.claim_refused_at;
+    !contract || refused == 0 || now >= refused.saturating_add(CONTRACT_CLAIM_RETRY_SECONDS)
+}
+
+/// Claims `rows` in one transaction; if it cannot be made (a row the chain refuses), each row
+/// alone, so that one channel never holds up the claims of the others. The amount claimed.
+async fn claim_together(gate: &Gate, channels: &Channels, rows: &[(String, ClaimRow)]) -> u128 {
+    if rows.is_empty() {
+        return 0;
+    }
+    match claim_rows(gate, channels, rows).await {
+        Some(amount) => amount,
+        None if rows.len() > 1 => {
+            let mut amount = 0;
+            for row in rows {
+                amount += claim_rows(gate, channels, std::slice::from_ref(row))
+                    .await
+                    .unwrap_or(0);
+            }
+            amount
+        }
+        None => 0,
+    }
 }
 
 /// Claims `rows` in one transaction and records it; the amount claimed, `None` if the

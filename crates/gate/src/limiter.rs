@@ -100,6 +100,13 @@ impl FailureLimiter {
         }
     }
 
+    /// Counts a failure of `client`'s that no payer is known to be behind.
+    pub(crate) fn failed_client(&self, client: Option<IpAddr>) {
+        if let (Some(clients), Some(ip)) = (&self.clients, client) {
+            clients.failed(client_key(ip));
+        }
+    }
+
     /// Counts a failure of `payer`, from `client`.
     pub(crate) fn failed(&self, payer: &str, client: Option<IpAddr>) {
         self.payers.failed(payer.to_ascii_lowercase());

@@ -177,6 +177,7 @@ pub fn batch_offer(batch: &crate::config::BatchConfig, exact: &Offer) -> Option<
         receiver_authorizer: batch.receiver_authorizer,
         withdraw_delay: batch.withdraw_delay.as_secs(),
         min_deposit,
+        contract_payers: batch.contract_payers,
     };
     Some(Offer::batch(exact, terms))
 }

@@ -193,11 +193,12 @@ fn channels(
         return Ok(None);
     };
     let link = match (local, facilitator, chain) {
-        (Some(local), _, _) => Link::Local(local),
+        (Some(local), _, Some(chain)) => (Link::Local(local), chain),
         (None, Some(facilitator), Some(chain)) => {
             let assets = config.payments.accept.iter().map(|t| t.asset.clone());
             let assets = assets.filter(|a| a.chain_id == batch.chain_id).collect();
-            Link::Facilitator(ViaFacilitator::new(chain, facilitator, batch, assets))
+            let via = ViaFacilitator::new(chain.clone(), facilitator, batch, assets);
+            (Link::Facilitator(via), chain)
         }
         _ => {
             let why =

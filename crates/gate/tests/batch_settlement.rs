@@ -93,12 +93,18 @@ async fn channel(chain: &LocalChain, id: B256) -> (u128, u128) {
     (c.balance, c.totalClaimed)
 }
 
-/// Sends a transaction from `from` (anvil's accounts are unlocked) and checks it succeeded.
+/// Sends a transaction to the batch contract from `from` (anvil's accounts are unlocked) and
+/// checks it succeeded.
 async fn send_as(chain: &LocalChain, from: Address, data: Vec<u8>) {
+    send_to(chain, from, BATCH_SETTLEMENT, data).await;
+}
+
+/// Sends a transaction to `to` from `from` and checks it succeeded.
+async fn send_to(chain: &LocalChain, from: Address, to: Address, data: Vec<u8>) {
     let tx = chain
         .rpc(
             "eth_sendTransaction",
-            json!([{"from": from, "to": BATCH_SETTLEMENT, "data": format!("0x{}", hex::encode(data))}]),
+            json!([{"from": from, "to": to, "data": format!("0x{}", hex::encode(data))}]),
         )
         .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -652,6 +658,7 @@ fn deposit(config: &ChannelConfig, amount: u128, signer: &AnvilAccount, salt: u8
         amount: PRICE,
         receiver_authorizer: config.receiverAuthorizer,
         withdraw_delay: 900,
+        contract_payers: false,
     };
     let (salt, window) = (
         B256::repeat_byte(salt),
@@ -1235,6 +1242,160 @@ async fn a_contract_account_payment_is_refused_before_anything_moves() {
     refused(&h, &url, &header, "voucher_signature").await;
     assert_eq!(channel(&chain, id).await, (0, 0), "nothing deposited");
     assert_eq!(chain.usdc_balance(wallet).await, 100 * PRICE);
+}
+
+/// Makes the test wallet misbehave (`OwnedWallet.setMode`: 0 honest, 1 refuses, 2 burns the
+/// gas it is given, 3 reverts once mined).
+async fn wallet_mode(chain: &LocalChain, wallet: Address, owner: &AnvilAccount, mode: u8) {
+    let mut data = alloy::primitives::keccak256("setMode(uint8)")[..4].to_vec();
+    data.extend_from_slice(&alloy::primitives::U256::from(mode).to_be_bytes::<32>());
+    send_to(chain, owner.address, wallet, data).await;
+}
+
+/// The latest block's number.
+async fn block_number(chain: &LocalChain) -> u64 {
+    let n = chain.rpc("eth_blockNumber", json!([])).await;
+    u64::from_str_radix(n.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// The transactions `account` sent in blocks after `since`, each with the gas it used.
+async fn gas_used_by(chain: &LocalChain, account: Address, since: u64) -> Vec<u64> {
+    let hex = |v: &Value| u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16);
+    let mut used = Vec::new();
+    for n in since + 1..=block_number(chain).await {
+        let block = chain
+            .rpc("eth_getBlockByNumber", json!([format!("{n:#x}"), true]))
+            .await;
+        for tx in block["transactions"].as_array().unwrap() {
+            if tx["from"].as_str().unwrap().parse::<Address>().unwrap() == account {
+                let receipt = chain
+                    .rpc("eth_getTransactionReceipt", json!([tx["hash"]]))
+                    .await;
+                used.push(hex(&receipt["gasUsed"]).unwrap());
+            }
+        }
+    }
+    used
+}
+
+/// Where the operator takes them (`contract_payers = true`), a contract account pays: its
+/// signatures (the deposit's, each voucher's) are confirmed by its own code on chain, its
+/// vouchers claimed in transactions of their own, and what it was charged reaches the payee.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_contract_account_pays_where_the_operator_takes_them() {
+    let batch = "min_deposit_reads = 10\nclaim_interval_seconds = 1\nsettle_interval_seconds = 1\n\
+                 contract_payers = true\n";
+    let (chain, h) = stack(batch).await;
+    let urls: Vec<String> = items(&h, 8100, 4).await.into_iter().map(|i| i.0).collect();
+    let owner = ANVIL_ACCOUNTS[7];
+    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
+    let mut config = client_channel(&owner);
+    (config.payer, config.payerAuthorizer) = (wallet, Address::ZERO);
+    let id = channel_id(&config, 84_532);
+    let payee_before = chain.usdc_balance(PAYEE_ACCOUNT.address).await;
+
+    // Vouchers its owner did not sign: the wallet's code refuses them, and anyone naming it as
+    // payer does not get it throttled (the failures are the sender's).
+    let stranger = voucher(&h, &urls[0], &config, 5 * PRICE, &ANVIL_ACCOUNTS[5]).await;
+    for _ in 0..12 {
+        refused(&h, &urls[0], &stranger, "voucher_signature").await;
+    }
+    let first = deposit(&config, 10 * PRICE, &owner, 1);
+    let header = payment(&h, &urls[0], &config, PRICE, &owner, first).await;
+    assert_eq!(pay_voucher(&h, &urls[0], &header).await.0, 200);
+    for (n, url) in urls.iter().enumerate().skip(1) {
+        let max = (n as u128 + 1) * PRICE;
+        let header = voucher(&h, url, &config, max, &owner).await;
+        assert_eq!(pay_voucher(&h, url, &header).await.0, 200, "read {n}");
+    }
+    eventually("the charges are claimed and settled", || async {
+        channel(&chain, id).await == (10 * PRICE, 4 * PRICE)
+            && chain.usdc_balance(PAYEE_ACCOUNT.address).await == payee_before + 4 * PRICE
+    })
+    .await;
+    assert_eq!(chain.usdc_balance(wallet).await, 90 * PRICE);
+}
+
+/// A contract payer's code can tell a read-time check, a simulation and a mined transaction
+/// apart, and spend any gas it is given. The operator's cost stays bounded: a deposit or claim
+/// that would need more gas than one channel's cap is never sent; a claim that reverts once
+/// mined costs at most the cap and is not sent again for an hour, and the channel takes no
+/// more vouchers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_contract_payer_costs_the_operator_a_bounded_gas() {
+    let batch = "min_deposit_reads = 10\nclaim_interval_seconds = 1\ncontract_payers = true\n";
+    let (chain, h) = stack(batch).await;
+    let urls: Vec<String> = items(&h, 8200, 3).await.into_iter().map(|i| i.0).collect();
+    let owner = ANVIL_ACCOUNTS[7];
+    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
+    let mut config = client_channel(&owner);
+    (config.payer, config.payerAuthorizer) = (wallet, Address::ZERO);
+    let id = channel_id(&config, 84_532);
+    let operator = hb402_testkit::OPERATOR_ACCOUNT.address;
+
+    // Spending all the gas it is given: its deposit would need more than the cap, and is
+    // never sent (each refusal the payer's).
+    wallet_mode(&chain, wallet, &owner, 2).await;
+    let since = block_number(&chain).await;
+    for salt in 0..3 {
+        let first = deposit(&config, 10 * PRICE, &owner, salt);
+        let header = payment(&h, &urls[0], &config, PRICE, &owner, first).await;
+        let (status, required, _) = pay_voucher(&h, &urls[0], &header).await;
+        assert_eq!(status, 402, "{required}");
+    }
+    let sent = gas_used_by(&chain, operator, since).await;
+    assert!(sent.is_empty(), "sent: {sent:?}");
+    assert_eq!(channel(&chain, id).await, (0, 0), "nothing deposited");
+
+    // Honest for the deposit and a read, then refusing once mined: the claim reverts.
+    wallet_mode(&chain, wallet, &owner, 0).await;
+    let first = deposit(&config, 10 * PRICE, &owner, 4);
+    let header = payment(&h, &urls[1], &config, PRICE, &owner, first).await;
+    assert_eq!(pay_voucher(&h, &urls[1], &header).await.0, 200);
+    let since = block_number(&chain).await;
+    wallet_mode(&chain, wallet, &owner, 3).await;
+    eventually("the claim is refused", || async {
+        h.admin("/admin/channels").await["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["claim_refused_at"].as_u64().unwrap_or(0) > 0)
+    })
+    .await;
+    // Several sweeps later: nothing sent again.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let sent = gas_used_by(&chain, operator, since).await;
+    assert_eq!(sent.len(), 1, "one claim sent, not one per sweep: {sent:?}");
+    assert!(sent[0] <= 500_000, "the claim used {} gas", sent[0]);
+    assert_eq!(
+        channel(&chain, id).await,
+        (10 * PRICE, 0),
+        "nothing claimed"
+    );
+    let next = voucher(&h, &urls[2], &config, 2 * PRICE, &owner).await;
+    refused(&h, &urls[2], &next, "claim_simulation_failed").await;
+
+    // Another channel of the wallet, honest for its deposit and a read, then burning all the
+    // gas it is given: its claim would need more than the cap, and is never sent.
+    wallet_mode(&chain, wallet, &owner, 0).await;
+    let mut other = config.clone();
+    other.salt = B256::repeat_byte(1);
+    let first = deposit(&other, 10 * PRICE, &owner, 5);
+    let header = payment(&h, &urls[2], &other, PRICE, &owner, first).await;
+    assert_eq!(pay_voucher(&h, &urls[2], &header).await.0, 200);
+    let since = block_number(&chain).await;
+    wallet_mode(&chain, wallet, &owner, 2).await;
+    let other_id = format!("{:#x}", channel_id(&other, 84_532));
+    eventually("the second claim is refused", || async {
+        h.admin("/admin/channels").await["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["channel_id"] == other_id && c["claim_refused_at"].as_u64().unwrap_or(0) > 0)
+    })
+    .await;
+    let sent = gas_used_by(&chain, operator, since).await;
+    assert!(sent.is_empty(), "sent: {sent:?}");
 }
 
 /// One instance on Redis, first deposits of 20 reads, `batch`: more of `[payments.batch]`.

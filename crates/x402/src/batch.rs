@@ -93,6 +93,11 @@ sol! {
     }
 
     /// The calls of `x402BatchSettlement` a receiver makes and the views it reads.
+    /// A contract account's signature check (EIP-1271).
+    interface IERC1271 {
+        function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4);
+    }
+
     interface IBatchSettlement {
         function deposit(ChannelConfig config, uint128 amount, address collector, bytes collectorData) external;
         function claimWithSignature(VoucherClaim[] claims, bytes authorizerSignature) external;
@@ -377,6 +382,9 @@ pub struct BatchTerms {
     pub receiver_authorizer: Address,
     /// `extra.withdrawDelay`, seconds.
     pub withdraw_delay: u64,
+    /// Whether a contract account (EIP-1271) may pay: signatures that do not recover to their
+    /// signer are then left for the chain ([`CheckedBatch::on_chain`]) instead of refused.
+    pub contract_payers: bool,
 }
 
 /// What the server knows of a channel when a payment comes: what it has charged, and the
@@ -511,6 +519,46 @@ pub struct CheckedBatch {
     pub deposit: u128,
     /// A refund's requested amount (`None`: all of the rest, or not a refund).
     pub refund: Option<u128>,
+    /// Signatures only the chain can check (the payer is a contract, EIP-1271): the payload is
+    /// valid only once each is confirmed there.
+    pub on_chain: Vec<ChainSignature>,
+}
+
+/// A signature for the chain to check: `signer`'s `isValidSignature(digest, signature)`, as the
+/// contracts' `SignatureChecker` does when the signature does not recover to the signer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSignature {
+    /// The contract account that must accept it.
+    pub signer: Address,
+    /// What was signed.
+    pub digest: B256,
+    /// The signature, as sent.
+    pub signature: Vec<u8>,
+    /// The refusal when it is not accepted.
+    pub reason: BatchReason,
+}
+
+/// `signer`'s signature of `digest` as the contracts' `SignatureChecker` takes it: recovered
+/// here when it is an EOA's (in the one form `ecrecover` takes); else, when `terms` take
+/// contract accounts, left for the chain to confirm (`Some`); else refused with `reason`.
+fn signed_by(
+    (signer, digest, signature): (Address, B256, &[u8]),
+    terms: &BatchTerms,
+    reason: BatchReason,
+) -> Result<Option<ChainSignature>, BatchReason> {
+    if contract_form(signature) && crate::exact::recover_signer(&digest, signature) == Some(signer)
+    {
+        return Ok(None);
+    }
+    if !terms.contract_payers {
+        return Err(reason);
+    }
+    Ok(Some(ChainSignature {
+        signer,
+        digest,
+        signature: signature.to_vec(),
+        reason,
+    }))
 }
 
 /// Checks the channel a payload names against the offer, and its voucher's signature.
@@ -535,11 +583,13 @@ fn check_channel(payload: &BatchPayload, terms: &BatchTerms) -> Result<CheckedBa
     }
     let max_claimable = amount(&voucher.max_claimable_amount)?;
     let signature = signature_bytes(&voucher.signature)?;
-    if config.payer_authorizer.is_zero() {
-        return Err(BatchReason::ContractSignature);
-    }
     let digest = voucher_digest(channel, max_claimable, terms.chain_id);
-    if !contract_form(&signature)
+    let mut on_chain = Vec::new();
+    if config.payer_authorizer.is_zero() {
+        // The payer signs, and may be a contract: the chain confirms what does not recover.
+        let signed = (config.payer, digest, signature.as_slice());
+        on_chain.extend(signed_by(signed, terms, BatchReason::ContractSignature)?);
+    } else if !contract_form(&signature)
         || crate::exact::recover_signer(&digest, &signature) != Some(config.payer_authorizer)
     {
         return Err(BatchReason::VoucherSignature);
@@ -551,14 +601,17 @@ fn check_channel(payload: &BatchPayload, terms: &BatchTerms) -> Result<CheckedBa
         signature,
         deposit: 0,
         refund: None,
+        on_chain,
     })
 }
 
 /// Checks a deposit's ERC-3009 authorization: from the payer to the deposit collector, for the
-/// deposit's amount, with the channel's nonce, signed by the payer (an EOA), valid now.
+/// deposit's amount, with the channel's nonce, signed by the payer, valid now. A contract
+/// payer's signature (when the terms take them) is left for the chain (`checked.on_chain`):
+/// USDC takes EIP-1271 signatures too.
 fn check_deposit(
     deposit: &DepositJson,
-    checked: &CheckedBatch,
+    checked: &mut CheckedBatch,
     terms: &BatchTerms,
     now: u64,
 ) -> Result<u128, BatchReason> {
@@ -592,11 +645,9 @@ fn check_deposit(
         auth.salt,
     );
     let signature = signature_bytes(&auth.signature)?;
-    if !contract_form(&signature)
-        || crate::exact::recover_signer(&digest, &signature) != Some(checked.config.payer)
-    {
-        return Err(BatchReason::DepositSignature);
-    }
+    let signed = (checked.config.payer, digest, signature.as_slice());
+    let on_chain = signed_by(signed, terms, BatchReason::DepositSignature)?;
+    checked.on_chain.extend(on_chain);
     Ok(value)
 }
 
@@ -635,7 +686,7 @@ pub fn check_state(
 ) -> Result<CheckedBatch, BatchReason> {
     let max = checked.max_claimable;
     if let BatchPayload::Deposit { deposit, .. } = payload {
-        checked.deposit = check_deposit(deposit, &checked, terms, now)?;
+        checked.deposit = check_deposit(deposit, &mut checked, terms, now)?;
     }
     let funds = view.balance.saturating_add(checked.deposit);
     if funds == 0 {
@@ -797,6 +848,7 @@ mod tests {
             amount: 1000,
             receiver_authorizer: address!("0xF700794002FA597b646764b9422954303bab2003"),
             withdraw_delay: 900,
+            contract_payers: false,
         }
     }
 
@@ -1093,6 +1145,21 @@ mod tests {
             check_payload(&contract, &terms(), &funded, NOW).unwrap_err(),
             BatchReason::ContractSignature
         );
+        // Where contract accounts may pay, the chain is asked to confirm it instead.
+        let taking = BatchTerms {
+            contract_payers: true,
+            ..terms()
+        };
+        let left = check_payload(&contract, &taking, &funded, NOW).unwrap();
+        let [asked] = left.on_chain.as_slice() else {
+            panic!("{:?}", left.on_chain)
+        };
+        assert_eq!(asked.signer, contract.parts().0.payer);
+        assert_eq!(asked.reason, BatchReason::ContractSignature);
+        assert_eq!(asked.digest, voucher_digest(left.channel, 1000, 84_532));
+        // An EOA's own signature is still checked here, and never left for the chain.
+        let own = check_payload(&bare, &taking, &funded, NOW).unwrap();
+        assert!(own.on_chain.is_empty());
         for bad in [
             serde_json::json!({"type": "voucher"}),
             serde_json::json!({"type": "claim", "claims": []}),
@@ -1220,6 +1287,7 @@ mod tests {
             receiver_authorizer: address!("0xF700794002FA597b646764b9422954303bab2003"),
             withdraw_delay: 900,
             min_deposit: U256::from(10_000),
+            contract_payers: false,
         };
         let exact = Offer::new(&registry, terms, &resource).unwrap();
         let offer = Offer::batch(&exact, batch);

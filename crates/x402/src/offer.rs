@@ -95,6 +95,9 @@ pub struct BatchOffer {
     pub withdraw_delay: u64,
     /// The smallest first deposit asked for (atomic units).
     pub min_deposit: U256,
+    /// Whether a payer that is a contract account (EIP-1271) is taken: its signatures are then
+    /// left for the chain to confirm ([`crate::batch::CheckedBatch::on_chain`]).
+    pub contract_payers: bool,
 }
 
 impl Offer {
@@ -199,6 +202,7 @@ impl Offer {
             amount: u128::try_from(self.terms.amount).ok()?,
             receiver_authorizer: batch.receiver_authorizer,
             withdraw_delay: batch.withdraw_delay,
+            contract_payers: batch.contract_payers,
         })
     }
 

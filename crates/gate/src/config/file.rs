@@ -373,6 +373,7 @@ pub(crate) struct BatchFile {
     pub(crate) sync_seconds: u64,
     pub(crate) hold_seconds: u64,
     pub(crate) idle_refund_seconds: u64,
+    pub(crate) contract_payers: bool,
 }
 
 impl Default for BatchFile {
@@ -387,6 +388,7 @@ impl Default for BatchFile {
             sync_seconds: 60,
             hold_seconds: 60,
             idle_refund_seconds: 0,
+            contract_payers: false,
         }
     }
 }

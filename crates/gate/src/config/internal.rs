@@ -427,6 +427,8 @@ pub struct BatchConfig {
     /// After how long without a paid read a channel's uncharged deposit is refunded to its
     /// payer (`None`: never; the payer asks for it).
     pub idle_refund: Option<Duration>,
+    /// Whether payers that are contract accounts (EIP-1271) are taken.
+    pub contract_payers: bool,
 }
 
 impl PaymentsConfig {
@@ -761,6 +763,7 @@ fn batch(
         sync: within_third("payments.batch.sync_seconds", b.sync_seconds)?,
         hold: Duration::from_secs(b.hold_seconds),
         idle_refund: (idle > 0).then(|| Duration::from_secs(idle)),
+        contract_payers: b.contract_payers,
     }))
 }
 

@@ -225,12 +225,14 @@ impl LocalSettlement {
     }
 
     /// Sends a call of `to` in a transaction of its own (after a simulation: a call that
-    /// reverts is not sent) and waits, bounded by `receipt_timeout`, for its receipt.
-    pub(crate) async fn send_call(&self, to: Address, input: Bytes) -> Sent {
+    /// reverts is not sent) and waits, bounded by `receipt_timeout`, for its receipt;
+    /// `gas_cap`: the most gas it may be given (a call that needs more is not sent).
+    pub(crate) async fn send_call(&self, to: Address, input: Bytes, gas_cap: Option<u64>) -> Sent {
         let call = Queued {
             token: to,
             input,
             alone: true,
+            gas_cap,
         };
         let (tx, waiting) = match self.pipeline.send(call).await {
             Dispatch::Tx(tx, waiting) => (tx, waiting),
@@ -462,6 +464,7 @@ impl LocalSettlement {
             token: c.token,
             input: self.transfer_input(c),
             alone: matches!(c.verified.signature_check, SignatureCheck::Deferred),
+            gas_cap: None,
         }
     }
 

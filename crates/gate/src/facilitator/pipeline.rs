@@ -99,6 +99,11 @@ pub(super) struct Transfer {
     /// payer's own contract (ERC-1271), which may spend any gas it is given and so make a whole
     /// batch run out of it.
     pub(super) alone: bool,
+    /// The most gas its transaction may be given (sent alone): a call that needs more is
+    /// refused as reverting, and the limit never exceeds it, whatever the simulation said. For
+    /// calls that run code of someone else's (a contract payer's EIP-1271 check), which may
+    /// spend more when mined than when simulated.
+    pub(super) gas_cap: Option<u64>,
 }
 
 /// What the sender did with a transfer.
@@ -639,9 +644,19 @@ impl SenderTask {
         if jobs.is_empty() {
             return;
         }
-        let gas = gas.saturating_add(gas * GAS_MARGIN_PERCENT / 100);
+        let mut limit = gas.saturating_add(gas * GAS_MARGIN_PERCENT / 100);
+        if let [job] = jobs.as_slice()
+            && let Some(cap) = job.transfer.gas_cap
+        {
+            if gas > cap {
+                tracing::warn!(gas, cap, "a capped call needs more gas than it may use");
+                answer_all(jobs, || Dispatch::Reverts);
+                return;
+            }
+            limit = limit.min(cap);
+        }
         let (to, input) = self.encode(&jobs, true);
-        self.broadcast(jobs, to, input, gas).await;
+        self.broadcast(jobs, to, input, limit).await;
     }
 
     /// The gas of one transaction for `jobs` by `eth_estimateGas` (every call required to
@@ -987,6 +1002,7 @@ mod tests {
             token: Address::repeat_byte(n),
             input: Bytes::new(),
             alone: false,
+            gas_cap: None,
         };
         (Job { transfer, reply }, answer)
     }

@@ -133,10 +133,15 @@ pub(super) async fn hold(
     // count against the key that signed, not the payer a configuration names (anyone can name
     // someone else as the payer of a channel they authorize).
     let payer = signed.config.payer.to_checksum(None);
-    let signer = signed.config.payerAuthorizer.to_checksum(None);
+    let signer = match signed.config.payerAuthorizer {
+        // A contract account signs as the payer (EIP-1271).
+        a if a.is_zero() => payer.clone(),
+        a => a.to_checksum(None),
+    };
     if let Err(retry_after) = gate.limiter.check(&signer, client) {
         return Err(PaymentRefusal::Throttled { retry_after });
     }
+    confirm_voucher(gate, channels, &signed.on_chain, &offered, client).await?;
     let failed = |code: &str, message: &str| {
         gate.limiter.failed(&signer, client);
         refused(gate, &offered, code, message)
@@ -310,6 +315,55 @@ enum Refused {
     Other(PaymentRefusal),
 }
 
+/// [`confirm`] of a contract payer's voucher signature: it is the payer's once the chain says
+/// so; until then a refusal counts against the client only (anyone can name a contract as
+/// payer).
+async fn confirm_voucher(
+    gate: &Gate,
+    channels: &channels::Channels,
+    checks: &[batch::ChainSignature],
+    offered: &Offered,
+    client: Option<IpAddr>,
+) -> Result<(), PaymentRefusal> {
+    match confirm(gate, channels, checks, offered).await {
+        Ok(()) => Ok(()),
+        Err(Refused::Payers(code, message)) => {
+            gate.limiter.failed_client(client);
+            Err(refused(gate, offered, code, message))
+        }
+        Err(Refused::Other(refusal)) => Err(refusal),
+    }
+}
+
+/// Has the chain confirm `checks`, a contract payer's signatures (EIP-1271), one call each.
+async fn confirm(
+    gate: &Gate,
+    channels: &channels::Channels,
+    checks: &[batch::ChainSignature],
+    offered: &Offered,
+) -> Result<(), Refused> {
+    for check in checks {
+        match channels.accepts(check).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let message = "the signature is not the payer's";
+                return Err(Refused::Payers(check.reason.code(), message));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a contract signature could not be checked");
+                let message = "the payer's signature could not be checked; try again";
+                return Err(Refused::Other(refused(
+                    gate,
+                    offered,
+                    STATE_UNAVAILABLE,
+                    message,
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The checks of a payment against its channel's record (`stored`, synced from the chain when
 /// unseen, older than `sync_seconds` or under a pending withdrawal): the record as it should be
 /// stored, whether it was synced, and the payload checked.
@@ -381,6 +435,12 @@ async fn check_against(
         let message = "the deposit is smaller than the offer's minDeposit";
         return Err(Refused::Payers(DEPOSIT_BELOW_MIN, message));
     }
+    // A contract payer's deposit authorization (its voucher's was confirmed already).
+    let deposit_checks = checked
+        .on_chain
+        .get(asked.signed.on_chain.len()..)
+        .unwrap_or(&[]);
+    confirm(gate, channels, deposit_checks, asked.offered).await?;
     Ok((record, stale, checked))
 }
 

@@ -6,14 +6,34 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 
 /// A contract account for the tests of hb402: it holds tokens and accepts (EIP-1271) what its
 /// owner, an EOA, signs. Payments from it are checked on chain, as a smart wallet's are.
+///
+/// Its owner can make it misbehave, as a hostile payer's wallet would (`setMode`):
+/// 0 honest; 1 refuses every signature; 2 spends all but 60000 of the gas it is given, then
+/// answers honestly; 3 answers honestly to calls and simulations (gas price 0) and reverts in
+/// mined transactions.
 contract OwnedWallet is IERC1271 {
     address public immutable owner;
+    uint8 public mode;
 
     constructor(address owner_) {
         owner = owner_;
     }
 
+    function setMode(uint8 mode_) external {
+        require(msg.sender == owner, "owner only");
+        mode = mode_;
+    }
+
     function isValidSignature(bytes32 hash, bytes calldata signature) external view returns (bytes4) {
+        if (mode == 1) {
+            return 0xffffffff;
+        }
+        if (mode == 2) {
+            while (gasleft() > 60000) {}
+        }
+        if (mode == 3 && tx.gasprice > 0) {
+            revert("refused once mined");
+        }
         (address signer, ECDSA.RecoverError error,) = ECDSA.tryRecover(hash, signature);
         if (error == ECDSA.RecoverError.NoError && signer == owner) {
             return IERC1271.isValidSignature.selector;
