@@ -105,6 +105,27 @@ impl ChainProbe {
         self.rpc(self.provider.call(request)).await
     }
 
+    /// An `eth_call` of `to` with `input` (given `gas` when set): what it returned, `Ok(Err)`
+    /// when the node answered with an error (the call reverts or runs out of gas), `Err` when
+    /// the node could not be asked or did not answer in time.
+    async fn try_call(
+        &self,
+        to: Address,
+        input: Vec<u8>,
+        gas: Option<u64>,
+    ) -> Result<Result<alloy::primitives::Bytes, ()>, ChainError> {
+        let mut request = alloy::rpc::types::TransactionRequest::default()
+            .to(to)
+            .input(input.into());
+        request.gas = gas;
+        match tokio::time::timeout(self.timeout, self.provider.call(request).into_future()).await {
+            Ok(Ok(out)) => Ok(Ok(out)),
+            Ok(Err(alloy::transports::RpcError::ErrorResp(_))) => Ok(Err(())),
+            Ok(Err(e)) => Err(ChainError(e.to_string())),
+            Err(_) => Err(ChainError("timed out".into())),
+        }
+    }
+
     /// Whether contract account `signer` takes `signature` of `digest` (EIP-1271: its
     /// `isValidSignature` answers its own selector), given [`SIGNATURE_CHECK_GAS`]. An account
     /// without code, a check that reverts, runs out of gas or answers anything else: `false`.
@@ -120,21 +141,12 @@ impl ChainProbe {
             hash: digest,
             signature: signature.to_vec().into(),
         };
-        let request = alloy::rpc::types::TransactionRequest::default()
-            .to(signer)
-            .input(call.abi_encode().into())
-            .gas_limit(SIGNATURE_CHECK_GAS);
-        let answer = self.provider.call(request).into_future();
-        match tokio::time::timeout(self.timeout, answer).await {
-            Ok(Ok(out)) => {
-                let mut magic = [0u8; 32];
-                magic[..4].copy_from_slice(&isValidSignatureCall::SELECTOR);
-                Ok(out.get(..32) == Some(magic.as_slice()))
-            }
-            Ok(Err(alloy::transports::RpcError::ErrorResp(_))) => Ok(false),
-            Ok(Err(e)) => Err(ChainError(e.to_string())),
-            Err(_) => Err(ChainError("timed out".into())),
-        }
+        let mut magic = [0u8; 32];
+        magic[..4].copy_from_slice(&isValidSignatureCall::SELECTOR);
+        let answer = self
+            .try_call(signer, call.abi_encode(), Some(SIGNATURE_CHECK_GAS))
+            .await?;
+        Ok(answer.is_ok_and(|out| out.get(..32) == Some(magic.as_slice())))
     }
 
     /// Whether calling `to` with `input` reverts (the node answered the `eth_call` with an
@@ -144,14 +156,8 @@ impl ChainProbe {
         to: Address,
         input: alloy::primitives::Bytes,
     ) -> Option<bool> {
-        let request = alloy::rpc::types::TransactionRequest::default()
-            .to(to)
-            .input(input.into());
-        match tokio::time::timeout(self.timeout, self.provider.call(request).into_future()).await {
-            Ok(Ok(_)) => Some(false),
-            Ok(Err(alloy::transports::RpcError::ErrorResp(_))) => Some(true),
-            Ok(Err(_)) | Err(_) => None,
-        }
+        let answer = self.try_call(to, input.to_vec(), None).await.ok()?;
+        Some(answer.is_err())
     }
 
     /// Whether transaction `tx` succeeded and moved the authorized transfer.

@@ -793,8 +793,9 @@ pub async fn claim_all(gate: &Gate) -> u128 {
     claimed
 }
 
-/// Whether a channel's claim is to be tried now: always, but for a contract payer's whose
-/// claim the chain refused, tried again only [`CONTRACT_CLAIM_RETRY_SECONDS`] later.
+/// Whether a channel's claim is to be tried now (by a claim sweep or an idle refund): always,
+/// but for a contract payer's whose claim the chain refused, tried again only
+/// [`CONTRACT_CLAIM_RETRY_SECONDS`] later.
 fn claim_due(record: &ChannelRecord, now: u64) -> bool {
     let contract = record.config.payer_authorizer.is_zero();
     let refused = record.claim_refused_at;
@@ -1059,7 +1060,8 @@ async fn refund_idle_channel(
         true => Some(claim_row(channels, &record)?),
         false => None,
     };
-    if !idle || remainder == 0 || record.withdraw_requested_at != 0 {
+    let claim_waits = claim.is_some() && !claim_due(&record, now_secs());
+    if !idle || remainder == 0 || record.withdraw_requested_at != 0 || claim_waits {
         // Not to be refunded now: the record as the chain has it (idle again from now).
         channels
             .update(store, id, |r| {
@@ -1090,6 +1092,16 @@ async fn refund_idle_channel(
         other => {
             gate.metrics.record_channel(ChannelEvent::ChainFailure);
             tracing::warn!(channel = %id, ?other, "idle channel refund failed");
+            // A contract payer's code refusing the claim in it: claimed again only later.
+            let refused = matches!(other, Sent::Reverts | Sent::Reverted);
+            if refused && newly_claimed > 0 && config.payerAuthorizer.is_zero() {
+                let now = now_secs();
+                update(gate, id, |r| {
+                    r.claim_refused_at = now;
+                    true
+                })
+                .await;
+            }
             return None;
         }
     };

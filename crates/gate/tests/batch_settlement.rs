@@ -357,24 +357,7 @@ async fn through_a_facilitator_a_refused_deposit_counts_against_its_payer() {
     // Anvil #6 has no USDC.
     let broke = ANVIL_ACCOUNTS[6];
     let config = client_channel(&broke);
-    let mut statuses = Vec::new();
-    for n in 0..12u8 {
-        let fields = deposit(&config, 100 * PRICE, &broke, n);
-        let header = payment(&h, &url, &config, PRICE, &broke, fields).await;
-        let (status, required, _) = pay_voucher(&h, &url, &header).await;
-        if status == 402 {
-            assert_eq!(
-                required["error"], "invalid_batch_settlement_evm_deposit_transaction_failed",
-                "{required}"
-            );
-            let text = required.to_string();
-            assert!(
-                !text.contains("simulation"),
-                "the facilitator's words: {text}"
-            );
-        }
-        statuses.push(status);
-    }
+    let statuses = failing_deposits(&h, &url, &config, 100 * PRICE, &broke).await;
     assert_eq!(statuses[0], 402);
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}: throttled");
     let asked = facilitator.logs().matches("POST /settle").count();
@@ -391,6 +374,35 @@ async fn through_a_facilitator_a_refused_deposit_counts_against_its_payer() {
         0.0
     );
     assert!(metric(&h, "hb402_channel_events_total{event=\"refused\"}").await >= 10.0);
+}
+
+/// Sends 12 deposits of `amount` into `config`'s channel for `url`, signed by `signer` (fresh
+/// authorizations each), none of which lands: each refusal is hb402's own
+/// `…deposit_transaction_failed` (nothing of a facilitator's or the chain's words). Their
+/// statuses.
+async fn failing_deposits(
+    h: &Harness,
+    url: &str,
+    config: &ChannelConfig,
+    amount: u128,
+    signer: &AnvilAccount,
+) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for n in 0..12u8 {
+        let fields = deposit(config, amount, signer, n);
+        let header = payment(h, url, config, PRICE, signer, fields).await;
+        let (status, required, _) = pay_voucher(h, url, &header).await;
+        if status == 402 {
+            assert_eq!(
+                required["error"], "invalid_batch_settlement_evm_deposit_transaction_failed",
+                "{required}"
+            );
+            let text = required.to_string();
+            assert!(!text.contains("simulation"), "another's words: {text}");
+        }
+        statuses.push(status);
+    }
+    statuses
 }
 
 /// Regression (from an attack): a facilitator that could not send a deposit (no gas) or could
@@ -433,16 +445,11 @@ async fn a_facilitator_that_cannot_send_never_counts_against_honest_payers() {
     let config = client_channel(&buyer);
     for h in [&h_blind, &h_broke] {
         let url = items(h, 2200, 1).await.remove(0).0;
-        for n in 0..12u8 {
-            let fields = deposit(&config, 100 * PRICE, &buyer, n);
-            let header = payment(h, &url, &config, PRICE, &buyer, fields).await;
-            let (status, required, _) = pay_voucher(h, &url, &header).await;
-            assert_eq!(status, 402, "attempt {n}: {required}");
-            assert_eq!(
-                required["error"], "invalid_batch_settlement_evm_deposit_transaction_failed",
-                "{required}"
-            );
-        }
+        let statuses = failing_deposits(h, &url, &config, 100 * PRICE, &buyer).await;
+        assert!(
+            statuses.iter().all(|s| *s == 402),
+            "{statuses:?}: never 429"
+        );
         assert_eq!(
             metric(h, "hb402_channel_events_total{event=\"refused\"}").await,
             0.0,
@@ -1323,7 +1330,8 @@ async fn a_contract_account_pays_where_the_operator_takes_them() {
 /// more vouchers.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_contract_payer_costs_the_operator_a_bounded_gas() {
-    let batch = "min_deposit_reads = 10\nclaim_interval_seconds = 1\ncontract_payers = true\n";
+    let batch = "min_deposit_reads = 10\nclaim_interval_seconds = 1\ncontract_payers = true\n\
+                 idle_refund_seconds = 10\n";
     let (chain, h) = stack(batch).await;
     let urls: Vec<String> = items(&h, 8200, 3).await.into_iter().map(|i| i.0).collect();
     let owner = ANVIL_ACCOUNTS[7];
@@ -1362,8 +1370,20 @@ async fn a_hostile_contract_payer_costs_the_operator_a_bounded_gas() {
             .any(|c| c["claim_refused_at"].as_u64().unwrap_or(0) > 0)
     })
     .await;
-    // Several sweeps later: nothing sent again.
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    // Neither the payer's refund (it would claim first) nor, once the channel is idle, its idle
+    // refund is sent: the claim in them is refused.
+    let refund = payment(
+        &h,
+        &urls[1],
+        &config,
+        PRICE,
+        &owner,
+        json!({"type": "refund"}),
+    )
+    .await;
+    refused(&h, &urls[1], &refund, "claim_simulation_failed").await;
+    // Many sweeps later, the channel idle: nothing sent again.
+    tokio::time::sleep(std::time::Duration::from_secs(14)).await;
     let sent = gas_used_by(&chain, operator, since).await;
     assert_eq!(sent.len(), 1, "one claim sent, not one per sweep: {sent:?}");
     assert!(sent[0] <= 500_000, "the claim used {} gas", sent[0]);
@@ -1398,6 +1418,38 @@ async fn a_hostile_contract_payer_costs_the_operator_a_bounded_gas() {
     assert!(sent.is_empty(), "sent: {sent:?}");
 }
 
+/// Regression (from an attack): a voucher is public once claimed (it is in the claim's
+/// calldata), and a stranger resending it in refusable payloads got its payer throttled. A
+/// refusal of a voucher no newer than one the payer signed before counts against the client
+/// only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_voucher_anyone_may_hold_never_gets_its_payer_throttled() {
+    let (chain, h) = stack("min_deposit_reads = 10\nclaim_interval_seconds = 1\n").await;
+    let urls: Vec<String> = items(&h, 8300, 2).await.into_iter().map(|i| i.0).collect();
+    let buyer = ANVIL_ACCOUNTS[4];
+    let config = client_channel(&buyer);
+    let first = deposit(&config, 10 * PRICE, &buyer, 1);
+    let header = payment(&h, &urls[0], &config, PRICE, &buyer, first).await;
+    assert_eq!(pay_voucher(&h, &urls[0], &header).await.0, 200);
+    let id = channel_id(&config, 84_532);
+    eventually("the voucher is claimed", || async {
+        channel(&chain, id).await.1 == PRICE
+    })
+    .await;
+    for _ in 0..12 {
+        let zero = json!({"type": "refund", "amount": "0"});
+        let replay = payment(&h, &urls[0], &config, PRICE, &buyer, zero).await;
+        let (status, required, _) = pay_voucher(&h, &urls[0], &replay).await;
+        assert_eq!(status, 402, "{required}");
+    }
+    let next = voucher(&h, &urls[1], &config, 2 * PRICE, &buyer).await;
+    assert_eq!(
+        pay_voucher(&h, &urls[1], &next).await.0,
+        200,
+        "the payer reads on"
+    );
+}
+
 /// One instance on Redis, first deposits of 20 reads, `batch`: more of `[payments.batch]`.
 async fn on_redis(redis: &hb402_testkit::RedisServer, chain: &LocalChain, batch: &str) -> Harness {
     Harness::start_with(Options {
@@ -1429,24 +1481,12 @@ async fn a_failed_deposit_leaves_no_record_and_counts_against_its_payer() {
     let broke = ANVIL_ACCOUNTS[6];
     let config = client_channel(&broke);
     let id = channel_id(&config, 84_532);
-    let mut statuses = Vec::new();
-    for n in 0..12u8 {
-        let fields = deposit(&config, 20 * PRICE, &broke, n);
-        let header = payment(&h, &url, &config, PRICE, &broke, fields).await;
-        let (status, required, _) = pay_voucher(&h, &url, &header).await;
-        if status == 402 {
-            assert_eq!(
-                required["error"], "invalid_batch_settlement_evm_deposit_transaction_failed",
-                "{required}"
-            );
-        }
-        statuses.push(status);
-        assert_eq!(
-            store.channel_get(&format!("{id:#x}")).await.unwrap(),
-            None,
-            "attempt {n}: no record of a channel with nothing in it"
-        );
-    }
+    let statuses = failing_deposits(&h, &url, &config, 20 * PRICE, &broke).await;
+    assert_eq!(
+        store.channel_get(&format!("{id:#x}")).await.unwrap(),
+        None,
+        "no record of a channel with nothing in it"
+    );
     assert_eq!(statuses[0], 402);
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}: throttled");
 }

@@ -185,12 +185,12 @@ pub(super) async fn hold(
             offer: &offer,
             offered: &offered,
             id: &id,
+            client,
         };
         let (record, stale, checked) =
             match check_against(gate, channels, &asked, stored.as_ref(), now).await {
                 Ok(found) => found,
-                Err(Refused::Payers(code, message)) => return Err(failed(code, message)),
-                Err(Refused::Other(refusal)) => return Err(refusal),
+                Err(why) => return Err(counted(gate, why, (&asked, stored.as_ref()), &failed)),
             };
         let (ids, held) = ((id.as_str(), owner.as_str()), local.is_some());
         let checked_record = (record, stale, checked.deposit > 0);
@@ -305,14 +305,45 @@ struct Asked<'a> {
     offer: &'a Offer,
     offered: &'a Offered,
     id: &'a str,
+    client: Option<IpAddr>,
 }
 
 /// Why a channel payment's state checks refused it.
 enum Refused {
     /// The payer's doing (counted against its failure budget): the code and a message.
     Payers(&'static str, &'static str),
+    /// The voucher is not the one the channel's state calls for: the corrective 402.
+    Mismatch(PaymentRefusal),
     /// Anything else, answered as it is.
     Other(PaymentRefusal),
+}
+
+/// The answer to a payment [`check_against`] refused, counted against whom it is due:
+/// `failed` (the signer and the client) for the payer's doing, but the client only for a
+/// voucher no newer than one the payer signed before (claimed vouchers are public: anyone may
+/// send them) and for a contract payer's mismatch (its signature check cost a call).
+fn counted(
+    gate: &Gate,
+    why: Refused,
+    (asked, stored): (&Asked<'_>, Option<&ChannelRecord>),
+    failed: &dyn Fn(&str, &str) -> PaymentRefusal,
+) -> PaymentRefusal {
+    let replayed = stored.is_some_and(|r| asked.signed.max_claimable <= r.signed_max);
+    let contract = !asked.signed.on_chain.is_empty();
+    match why {
+        Refused::Payers(code, message) if replayed => {
+            gate.limiter.failed_client(asked.client);
+            refused(gate, asked.offered, code, message)
+        }
+        Refused::Payers(code, message) => failed(code, message),
+        Refused::Mismatch(refusal) => {
+            if contract {
+                gate.limiter.failed_client(asked.client);
+            }
+            refusal
+        }
+        Refused::Other(refusal) => refusal,
+    }
 }
 
 /// [`confirm`] of a contract payer's voucher signature: it is the payer's once the chain says
@@ -331,7 +362,7 @@ async fn confirm_voucher(
             gate.limiter.failed_client(client);
             Err(refused(gate, offered, code, message))
         }
-        Err(Refused::Other(refusal)) => Err(refusal),
+        Err(Refused::Mismatch(refusal) | Refused::Other(refusal)) => Err(refusal),
     }
 }
 
@@ -392,7 +423,9 @@ async fn check_against(
         let message = "the payer started a withdrawal from this channel; it takes no more vouchers";
         return Err(Refused::Payers(WITHDRAWAL_PENDING, message));
     }
-    if record.claim_refused_at != 0 && !refund {
+    // A refund would claim the unclaimed charges first, which the chain refuses.
+    let claim_needed = !refund || record.charged > record.total_claimed;
+    if record.claim_refused_at != 0 && claim_needed {
         // Content served on a voucher the chain will not pay is given away: whatever made
         // hb402 and the contract disagree, the channel stops taking vouchers.
         let message = "the chain refuses this channel's vouchers; it takes no more";
@@ -422,7 +455,7 @@ async fn check_against(
                     presented,
                     r,
                 );
-                return Err(Refused::Other(refusal));
+                return Err(Refused::Mismatch(refusal));
             }
             Err(r) => return Err(Refused::Payers(r.code(), "the channel payment was refused")),
         };
@@ -685,7 +718,7 @@ impl ChannelHold {
             .await;
         let Sent::Mined(tx) = sent else {
             tracing::warn!(?sent, payer = %self.payer, "refund not made");
-            return Err(self.fail(gate, REFUND_FAILED).await);
+            return Err(self.refund_failed(gate, &sent).await);
         };
         let newly_claimed = record.charged - record.total_claimed;
         let (charged, max) = (record.charged, self.checked.max_claimable);
@@ -743,6 +776,26 @@ impl ChannelHold {
             _ => ChannelEvent::ChainFailure,
         };
         self.fail_as(gate, code, event).await
+    }
+
+    /// The refusal of a refund the chain refused (`sent`): the payer's doing (its voucher, its
+    /// own code), counted against it. A contract payer whose refund claimed charges is taken
+    /// to refuse that claim: its channel takes no more vouchers nor refunds that claim, and
+    /// its claim is tried again only later, not on every request.
+    async fn refund_failed(self, gate: &Gate, sent: &Sent) -> PaymentRefusal {
+        if matches!(sent, Sent::Reverts | Sent::Reverted) {
+            gate.limiter.failed(&self.signer, self.client);
+            let claimed = self.record.charged > self.record.total_claimed;
+            if claimed && self.checked.config.payerAuthorizer.is_zero() {
+                let now = now_secs();
+                channels::update(gate, &self.id, |r| {
+                    r.claim_refused_at = now;
+                    true
+                })
+                .await;
+            }
+        }
+        self.fail(gate, REFUND_FAILED).await
     }
 
     /// [`Self::fail`], counted as `event`.
