@@ -778,13 +778,14 @@ impl ChannelHold {
         self.fail_as(gate, code, event).await
     }
 
-    /// The refusal of a refund the chain refused (`sent`): the payer's doing (its voucher, its
-    /// own code), counted against it. A contract payer whose refund claimed charges is taken
-    /// to refuse that claim: its channel takes no more vouchers nor refunds that claim, and
-    /// its claim is tried again only later, not on every request.
+    /// The refusal of a refund the chain refused (`sent`), counted against the client (a
+    /// refund's voucher is the latest, public once claimed: anyone may send it). A contract
+    /// payer whose refund claimed charges is taken to refuse that claim: its channel takes no
+    /// more vouchers nor refunds that claim, and its claim is tried again only later, not on
+    /// every request.
     async fn refund_failed(self, gate: &Gate, sent: &Sent) -> PaymentRefusal {
         if matches!(sent, Sent::Reverts | Sent::Reverted) {
-            gate.limiter.failed(&self.signer, self.client);
+            gate.limiter.failed_client(self.client);
             let claimed = self.record.charged > self.record.total_claimed;
             if claimed && self.checked.config.payerAuthorizer.is_zero() {
                 let now = now_secs();
