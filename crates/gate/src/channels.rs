@@ -53,6 +53,13 @@ const ONE_CHANNEL_GAS: u64 = 500_000;
 /// refuse it on purpose, and each try costs gas.
 const CONTRACT_CLAIM_RETRY_SECONDS: u64 = 3600;
 
+/// How long a contract payer whose code refused a claim (or a refund's claim) is refused as
+/// payer of any channel: its code showed it accepts vouchers it then refuses to pay.
+const REFUSED_PAYER_TTL: Duration = Duration::from_secs(86_400);
+
+/// Contract payers remembered as refused at most (the oldest are forgotten beyond).
+const REFUSED_PAYERS: u64 = 100_000;
+
 /// Read-modify-write attempts on one channel record before giving up.
 const UPDATE_ATTEMPTS: usize = 8;
 
@@ -72,6 +79,8 @@ pub struct Channels {
     link: Link,
     /// Reads of the chain (a contract payer's signature checks).
     reads: crate::chain::ChainProbe,
+    /// Contract payers whose code refused a claim: they pay for no channel for a while.
+    refused_payers: moka::sync::Cache<Address, ()>,
     chain_id: u64,
     /// Woken whenever this process lets go of a channel, so that a request waiting for it
     /// goes on at once (other instances of a fleet are looked at again after a short wait).
@@ -183,6 +192,10 @@ impl Channels {
             authorizer,
             link,
             reads,
+            refused_payers: moka::sync::Cache::builder()
+                .max_capacity(REFUSED_PAYERS)
+                .time_to_live(REFUSED_PAYER_TTL)
+                .build(),
             released: tokio::sync::Notify::new(),
             memory: sole_writer.then(Default::default),
             changed: tokio::sync::Notify::new(),
@@ -438,6 +451,17 @@ impl Channels {
             .map_err(|e| FacilitatorError::Unreachable(e.to_string()))
     }
 
+    /// Remembers that contract payer `payer`'s code refused a claim on chain.
+    pub(crate) fn refuse_payer(&self, payer: Address) {
+        tracing::warn!(%payer, "a contract payer refused a claim; it pays for no channel for a day");
+        self.refused_payers.insert(payer, ());
+    }
+
+    /// Whether contract payer `payer`'s code refused a claim lately.
+    pub(crate) fn payer_refused(&self, payer: Address) -> bool {
+        self.refused_payers.contains_key(&payer)
+    }
+
     /// Done once this process lets go of some channel (from the moment it is made, even before
     /// it is awaited).
     pub(crate) fn released(&self) -> tokio::sync::futures::Notified<'_> {
@@ -489,7 +513,7 @@ impl Channels {
     pub(crate) async fn deposit(
         &self,
         config: &ChannelConfig,
-        (amount, payload): (u128, &hb402_x402::batch::BatchPayload),
+        (amount, payload, contract): (u128, &hb402_x402::batch::BatchPayload, bool),
         auth: &Erc3009DepositJson,
         signature: Vec<u8>,
     ) -> Sent {
@@ -511,7 +535,9 @@ impl Channels {
             };
             let offer = (config.receiver, config.token);
             let call = (amount, call.abi_encode().into());
-            return via.settle(offer, call, payload, Purpose::Deposit).await;
+            return via
+                .settle(offer, call, payload, (Purpose::Deposit, contract))
+                .await;
         }
         self.send(call.abi_encode(), Some(ONE_CHANNEL_GAS)).await
     }
@@ -559,7 +585,9 @@ impl Channels {
                 let offer = (first.config.receiver, first.config.token);
                 let payload = claim_payload(&call);
                 let call = (0, call.abi_encode().into());
-                via.settle(offer, call, payload, Purpose::Operator).await
+                let contract = rows.iter().any(|r| r.config.payerAuthorizer.is_zero());
+                via.settle(offer, call, payload, (Purpose::Operator, contract))
+                    .await
             }
             _ => {
                 // A contract payer's claim is sent alone (its code runs in it).
@@ -600,7 +628,10 @@ impl Channels {
             let payload = refund_payload(&refund, id, voucher, claim.as_ref());
             let offer = (config.receiver, config.token);
             let call = (0, input.into());
-            return via.settle(offer, call, payload, Purpose::Operator).await;
+            let contract = config.payerAuthorizer.is_zero();
+            return via
+                .settle(offer, call, payload, (Purpose::Operator, contract))
+                .await;
         }
         self.send(input, Some(ONE_CHANNEL_GAS)).await
     }
@@ -625,7 +656,7 @@ impl Channels {
                     "token": token,
                 });
                 let call = (0, call.into());
-                via.settle((receiver, token), call, payload, Purpose::Operator)
+                via.settle((receiver, token), call, payload, (Purpose::Operator, false))
                     .await
             }
             Link::Local(_) => self.send(call, None).await,
@@ -769,7 +800,7 @@ pub async fn claim_all(gate: &Gate) -> u128 {
         let now = now_secs();
         let rows: Vec<(String, ClaimRow)> = listed
             .into_iter()
-            .filter(|(id, record)| !done.contains(id) && claim_due(record, now))
+            .filter(|(id, record)| !done.contains(id) && claim_due(channels, record, now))
             .filter_map(|(id, record)| claim_row(channels, &record).map(|row| (id, row)))
             .collect();
         done.extend(rows.iter().map(|(id, _)| id.clone()));
@@ -785,6 +816,9 @@ pub async fn claim_all(gate: &Gate) -> u128 {
             .partition(|(_, row)| row.config.payerAuthorizer.is_zero());
         claimed += claim_together(gate, channels, &together).await;
         for row in &alone {
+            if channels.payer_refused(row.1.config.payer) {
+                continue;
+            }
             let one = std::slice::from_ref(row);
             claimed += claim_rows(gate, channels, one).await.unwrap_or(0);
         }
@@ -795,11 +829,16 @@ pub async fn claim_all(gate: &Gate) -> u128 {
 
 /// Whether a channel's claim is to be tried now (by a claim sweep or an idle refund): always,
 /// but for a contract payer's whose claim the chain refused, tried again only
-/// [`CONTRACT_CLAIM_RETRY_SECONDS`] later.
-fn claim_due(record: &ChannelRecord, now: u64) -> bool {
-    let contract = record.config.payer_authorizer.is_zero();
+/// [`CONTRACT_CLAIM_RETRY_SECONDS`] later, and none of a payer refused lately (its code
+/// refused one of its claims: the others would be refused too).
+fn claim_due(channels: &Channels, record: &ChannelRecord, now: u64) -> bool {
+    let config = &record.config;
+    if !config.payer_authorizer.is_zero() {
+        return true;
+    }
     let refused = record.claim_refused_at;
-    !contract || refused == 0 || now >= refused.saturating_add(CONTRACT_CLAIM_RETRY_SECONDS)
+    !channels.payer_refused(config.payer)
+        && (refused == 0 || now >= refused.saturating_add(CONTRACT_CLAIM_RETRY_SECONDS))
 }
 
 /// Claims `rows` in one transaction; if it cannot be made (a row the chain refuses), each row
@@ -833,7 +872,10 @@ async fn claim_rows(gate: &Gate, channels: &Channels, rows: &[(String, ClaimRow)
             gate.metrics.record_channel(ChannelEvent::ChainFailure);
             tracing::warn!(?other, vouchers = rows.len(), "claim transaction failed");
             // One channel's voucher alone, refused by the chain: it takes no more vouchers.
-            if let ([(id, _)], Sent::Reverts | Sent::Reverted) = (rows, &other) {
+            if let ([(id, row)], Sent::Reverts | Sent::Reverted) = (rows, &other) {
+                if row.config.payerAuthorizer.is_zero() {
+                    channels.refuse_payer(row.config.payer);
+                }
                 tracing::error!(channel = %id, "the chain refuses this channel's latest voucher; it takes no more");
                 let now = now_secs();
                 update(gate, id, |r| {
@@ -1060,7 +1102,7 @@ async fn refund_idle_channel(
         true => Some(claim_row(channels, &record)?),
         false => None,
     };
-    let claim_waits = claim.is_some() && !claim_due(&record, now_secs());
+    let claim_waits = claim.is_some() && !claim_due(channels, &record, now_secs());
     if !idle || remainder == 0 || record.withdraw_requested_at != 0 || claim_waits {
         // Not to be refunded now: the record as the chain has it (idle again from now).
         channels
@@ -1095,6 +1137,7 @@ async fn refund_idle_channel(
             // A contract payer's code refusing the claim in it: claimed again only later.
             let refused = matches!(other, Sent::Reverts | Sent::Reverted);
             if refused && newly_claimed > 0 && config.payerAuthorizer.is_zero() {
+                channels.refuse_payer(config.payer);
                 let now = now_secs();
                 update(gate, id, |r| {
                     r.claim_refused_at = now;

@@ -1395,11 +1395,20 @@ async fn a_hostile_contract_payer_costs_the_operator_a_bounded_gas() {
     let next = voucher(&h, &urls[2], &config, 2 * PRICE, &owner).await;
     refused(&h, &urls[2], &next, "claim_simulation_failed").await;
 
-    // Another channel of the wallet, honest for its deposit and a read, then burning all the
-    // gas it is given: its claim would need more than the cap, and is never sent.
+    // Its code refused a claim: the wallet pays for no other channel (even honest now).
     wallet_mode(&chain, wallet, &owner, 0).await;
-    let mut other = config.clone();
-    other.salt = B256::repeat_byte(1);
+    let mut another = config.clone();
+    another.salt = B256::repeat_byte(2);
+    let first = deposit(&another, 10 * PRICE, &owner, 6);
+    let header = payment(&h, &urls[2], &another, PRICE, &owner, first).await;
+    refused(&h, &urls[2], &header, "claim_simulation_failed").await;
+
+    // Another wallet's channel, honest for its deposit and a read, then burning all the gas it
+    // is given: its claim would need more than the cap, and is never sent.
+    let owner = ANVIL_ACCOUNTS[6];
+    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
+    let mut other = client_channel(&owner);
+    (other.payer, other.payerAuthorizer) = (wallet, Address::ZERO);
     let first = deposit(&other, 10 * PRICE, &owner, 5);
     let header = payment(&h, &urls[2], &other, PRICE, &owner, first).await;
     assert_eq!(pay_voucher(&h, &urls[2], &header).await.0, 200);
@@ -1416,6 +1425,46 @@ async fn a_hostile_contract_payer_costs_the_operator_a_bounded_gas() {
     .await;
     let sent = gas_used_by(&chain, operator, since).await;
     assert!(sent.is_empty(), "sent: {sent:?}");
+}
+
+/// Regression (from an attack): through a facilitator, hb402 ran a call the facilitator said
+/// reverts over its own RPC before believing it; a contract payer's code can tell the two
+/// apart (one call has a sender, the other not), and refused only the facilitator's claims:
+/// its channel was never marked, and read its whole deposit free. A contract payer's refusal
+/// now stands: the channel and the payer take no more vouchers.
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_facilitator_a_contract_payer_refusing_its_claims_is_stopped() {
+    let chain = LocalChain::start().await;
+    chain.install_batch_settlement().await;
+    let facilitator = Facilitator::start(&chain, FACILITATOR_ACCOUNT.private_key).await;
+    let batch = "min_deposit_reads = 10\nclaim_interval_seconds = 1\ncontract_payers = true\n";
+    let h = through(&chain, &facilitator, batch).await;
+    let urls: Vec<String> = items(&h, 2400, 3).await.into_iter().map(|i| i.0).collect();
+    let owner = ANVIL_ACCOUNTS[7];
+    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
+    let mut config = client_channel(&owner);
+    (config.payer, config.payerAuthorizer) = (wallet, Address::ZERO);
+    let first = deposit(&config, 10 * PRICE, &owner, 1);
+    let header = payment(&h, &urls[0], &config, PRICE, &owner, first).await;
+    assert_eq!(pay_voucher(&h, &urls[0], &header).await.0, 200);
+    wallet_mode(&chain, wallet, &owner, 4).await;
+    let id = format!("{:#x}", channel_id(&config, 84_532));
+    eventually("the claim is refused", || async {
+        h.admin("/admin/channels").await["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["channel_id"] == id && c["claim_refused_at"].as_u64().unwrap_or(0) > 0)
+    })
+    .await;
+    let next = voucher(&h, &urls[1], &config, 2 * PRICE, &owner).await;
+    refused(&h, &urls[1], &next, "claim_simulation_failed").await;
+    wallet_mode(&chain, wallet, &owner, 0).await;
+    let mut another = config.clone();
+    another.salt = B256::repeat_byte(2);
+    let first = deposit(&another, 10 * PRICE, &owner, 2);
+    let header = payment(&h, &urls[2], &another, PRICE, &owner, first).await;
+    refused(&h, &urls[2], &header, "claim_simulation_failed").await;
 }
 
 /// Regression (from an attack): a voucher is public once claimed (it is in the claim's

@@ -177,7 +177,15 @@ impl LocalChain {
                 json!([{"from": from, "to": USDC, "data": format!("0x{}", alloy_primitives::hex::encode(data))}]),
             )
             .await;
-        let receipt = self.rpc("eth_getTransactionReceipt", json!([tx])).await;
+        // (Mined at once by anvil, yet its receipt may take a moment to be served under load.)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let receipt = loop {
+            let receipt = self.rpc("eth_getTransactionReceipt", json!([tx])).await;
+            if !receipt.is_null() || Instant::now() > deadline {
+                break receipt;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(receipt["status"], "0x1", "USDC to the wallet: {receipt}");
         wallet
     }

@@ -112,13 +112,16 @@ impl ViaFacilitator {
     ///
     /// A facilitator tells a call that reverts from one it could not simulate (its RPC failed)
     /// by its message only: when it says the call reverts, hb402 runs the call itself over its
-    /// own RPC, and only if it reverts there too is it the payer's doing or the channel's.
+    /// own RPC, and only if it reverts there too is it the payer's doing or the channel's. Not
+    /// for a call that runs a contract payer's code (`contract`): that code can tell hb402's
+    /// call from the facilitator's (one has a sender, the other not), so the facilitator's
+    /// refusal stands.
     pub(crate) async fn settle(
         &self,
         (receiver, token): (Address, Address),
         (amount, call): (u128, Bytes),
         payload: Value,
-        purpose: Purpose,
+        (purpose, contract): (Purpose, bool),
     ) -> Sent {
         let requirements = self.requirements(receiver, token, amount);
         let request = VerifyRequest {
@@ -131,6 +134,7 @@ impl ViaFacilitator {
             payment_requirements: requirements,
         };
         match sent(self.facilitator.settle(&request).await, purpose) {
+            Sent::Reverts if contract => Sent::Reverts,
             Sent::Reverts => match self.reads.reverts(BATCH_SETTLEMENT, call).await {
                 Some(true) => Sent::Reverts,
                 reverts => {

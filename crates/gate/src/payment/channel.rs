@@ -356,6 +356,13 @@ async fn confirm_voucher(
     offered: &Offered,
     client: Option<IpAddr>,
 ) -> Result<(), PaymentRefusal> {
+    if let Some(first) = checks.first()
+        && channels.payer_refused(first.signer)
+    {
+        gate.limiter.failed_client(client);
+        let message = "this payer's code refused a claim lately; it pays for no channel for now";
+        return Err(refused(gate, offered, CLAIM_REFUSED, message));
+    }
     match confirm(gate, channels, checks, offered).await {
         Ok(()) => Ok(()),
         Err(Refused::Payers(code, message)) => {
@@ -613,7 +620,7 @@ impl ChannelHold {
         let sent = channels
             .deposit(
                 &self.checked.config,
-                (amount, &self.payload),
+                (amount, &self.payload, !self.checked.on_chain.is_empty()),
                 auth,
                 signature,
             )
@@ -788,6 +795,9 @@ impl ChannelHold {
             gate.limiter.failed_client(self.client);
             let claimed = self.record.charged > self.record.total_claimed;
             if claimed && self.checked.config.payerAuthorizer.is_zero() {
+                if let Some(channels) = &gate.channels {
+                    channels.refuse_payer(self.checked.config.payer);
+                }
                 let now = now_secs();
                 channels::update(gate, &self.id, |r| {
                     r.claim_refused_at = now;

@@ -10,7 +10,7 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 /// Its owner can make it misbehave, as a hostile payer's wallet would (`setMode`):
 /// 0 honest; 1 refuses every signature; 2 spends all but 60000 of the gas it is given, then
 /// answers honestly; 3 answers honestly to calls and simulations (gas price 0) and reverts in
-/// mined transactions.
+/// mined transactions; 4 refuses calls that have a sender (`tx.origin`), answers the others.
 contract OwnedWallet is IERC1271 {
     address public immutable owner;
     uint8 public mode;
@@ -33,6 +33,9 @@ contract OwnedWallet is IERC1271 {
         }
         if (mode == 3 && tx.gasprice > 0) {
             revert("refused once mined");
+        }
+        if (mode == 4 && tx.origin != address(0)) {
+            return 0xffffffff;
         }
         (address signer, ECDSA.RecoverError error,) = ECDSA.tryRecover(hash, signature);
         if (error == ECDSA.RecoverError.NoError && signer == owner) {
