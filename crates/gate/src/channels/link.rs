@@ -68,6 +68,10 @@ pub(crate) enum Purpose {
     Deposit,
     /// Anything hb402 asks for (claims, refunds, `settle`).
     Operator,
+    /// A call that runs a contract payer's code (its deposit, claim or refund): that code can
+    /// make the facilitator fail at any step, so every refusal of the facilitator's but its
+    /// own operational ones is the payer's.
+    Contract,
 }
 
 impl ViaFacilitator {
@@ -133,6 +137,7 @@ impl ViaFacilitator {
             }),
             payment_requirements: requirements,
         };
+        let purpose = if contract { Purpose::Contract } else { purpose };
         match sent(self.facilitator.settle(&request).await, purpose) {
             Sent::Reverts if contract => Sent::Reverts,
             Sent::Reverts => match self.reads.reverts(BATCH_SETTLEMENT, call).await {
@@ -181,12 +186,13 @@ pub(crate) fn sent(answer: Result<SettleResponse, FacilitatorError>, purpose: Pu
         SETTLEMENT_PENDING => Sent::Unknown,
         // Mined and reverted; or, with no transaction, not sent (the facilitator's gas, its
         // nonce, its RPC): nobody's doing but the facilitator's.
-        r if r.ends_with("_transaction_failed") => match answer.transaction.is_empty() {
-            true => Sent::Unsent,
-            false => Sent::Reverted,
+        r if r.ends_with("_transaction_failed") => match (answer.transaction.is_empty(), purpose) {
+            (false, _) => Sent::Reverted,
+            (true, Purpose::Contract) => Sent::Reverts,
+            (true, _) => Sent::Unsent,
         },
         r if r.ends_with("_simulation_failed") => Sent::Reverts,
-        r if purpose == Purpose::Deposit
+        r if purpose != Purpose::Operator
             && r.starts_with("invalid_batch_settlement_evm_")
             && !operational.contains(&r) =>
         {
@@ -259,7 +265,7 @@ mod tests {
     #[test]
     fn facilitator_answers_read_as_what_became_of_the_transaction() {
         let tx = format!("0x{}", "ab".repeat(32));
-        let cases: [(SettleResponse, Purpose, &str); 10] = [
+        let cases: [(SettleResponse, Purpose, &str); 13] = [
             (answer(true, None, &tx), Purpose::Operator, "Mined"),
             (answer(true, None, "0x12"), Purpose::Operator, "Unknown"),
             (
@@ -328,6 +334,34 @@ mod tests {
                     "",
                 ),
                 Purpose::Deposit,
+                "Unsent",
+            ),
+            // A contract payer's code can make the facilitator fail at any step.
+            (
+                answer(
+                    false,
+                    Some("invalid_batch_settlement_evm_claim_transaction_failed"),
+                    "",
+                ),
+                Purpose::Contract,
+                "Reverts",
+            ),
+            (
+                answer(
+                    false,
+                    Some("invalid_batch_settlement_evm_voucher_signature"),
+                    "",
+                ),
+                Purpose::Contract,
+                "Reverts",
+            ),
+            (
+                answer(
+                    false,
+                    Some("invalid_batch_settlement_evm_rpc_read_failed"),
+                    "",
+                ),
+                Purpose::Contract,
                 "Unsent",
             ),
         ];
