@@ -262,108 +262,42 @@ mod tests {
         }
     }
 
+    /// A refusal `invalid_batch_settlement_evm_<code>`, naming transaction `tx` (or none).
+    fn refusal(code: &str, tx: &str) -> SettleResponse {
+        answer(
+            false,
+            Some(&format!("invalid_batch_settlement_evm_{code}")),
+            tx,
+        )
+    }
+
     #[test]
     fn facilitator_answers_read_as_what_became_of_the_transaction() {
+        use Purpose::{Contract, Deposit, Operator};
         let tx = format!("0x{}", "ab".repeat(32));
-        let cases: [(SettleResponse, Purpose, &str); 13] = [
-            (answer(true, None, &tx), Purpose::Operator, "Mined"),
-            (answer(true, None, "0x12"), Purpose::Operator, "Unknown"),
+        let cases = [
+            (answer(true, None, &tx), Operator, "Mined"),
+            (answer(true, None, "0x12"), Operator, "Unknown"),
             (
                 answer(false, Some(SETTLEMENT_PENDING), &tx),
-                Purpose::Deposit,
+                Deposit,
                 "Unknown",
             ),
             (
-                answer(
-                    false,
-                    Some("invalid_batch_settlement_evm_claim_transaction_failed"),
-                    &tx,
-                ),
-                Purpose::Operator,
+                refusal("claim_transaction_failed", &tx),
+                Operator,
                 "Reverted",
             ),
-            (
-                answer(
-                    false,
-                    Some("invalid_batch_settlement_evm_claim_transaction_failed"),
-                    "",
-                ),
-                Purpose::Operator,
-                "Unsent",
-            ),
-            (
-                answer(
-                    false,
-                    Some("invalid_batch_settlement_evm_claim_simulation_failed"),
-                    "",
-                ),
-                Purpose::Operator,
-                "Reverts",
-            ),
-            (
-                answer(
-                    false,
-                    Some("invalid_batch_settlement_evm_voucher_signature"),
-                    "",
-                ),
-                Purpose::Deposit,
-                "Reverts",
-            ),
-            (
-                answer(
-                    false,
-                    Some("invalid_batch_settlement_evm_voucher_signature"),
-                    "",
-                ),
-                Purpose::Operator,
-                "Unsent",
-            ),
-            (
-                answer(
-                    false,
-                    Some("invalid_batch_settlement_evm_rpc_read_failed"),
-                    "",
-                ),
-                Purpose::Deposit,
-                "Unsent",
-            ),
-            (
-                answer(
-                    false,
-                    Some("invalid_batch_settlement_evm_deposit_transaction_failed"),
-                    "",
-                ),
-                Purpose::Deposit,
-                "Unsent",
-            ),
+            (refusal("claim_transaction_failed", ""), Operator, "Unsent"),
+            (refusal("claim_simulation_failed", ""), Operator, "Reverts"),
+            (refusal("voucher_signature", ""), Deposit, "Reverts"),
+            (refusal("voucher_signature", ""), Operator, "Unsent"),
+            (refusal("rpc_read_failed", ""), Deposit, "Unsent"),
+            (refusal("deposit_transaction_failed", ""), Deposit, "Unsent"),
             // A contract payer's code can make the facilitator fail at any step.
-            (
-                answer(
-                    false,
-                    Some("invalid_batch_settlement_evm_claim_transaction_failed"),
-                    "",
-                ),
-                Purpose::Contract,
-                "Reverts",
-            ),
-            (
-                answer(
-                    false,
-                    Some("invalid_batch_settlement_evm_voucher_signature"),
-                    "",
-                ),
-                Purpose::Contract,
-                "Reverts",
-            ),
-            (
-                answer(
-                    false,
-                    Some("invalid_batch_settlement_evm_rpc_read_failed"),
-                    "",
-                ),
-                Purpose::Contract,
-                "Unsent",
-            ),
+            (refusal("claim_transaction_failed", ""), Contract, "Reverts"),
+            (refusal("voucher_signature", ""), Contract, "Reverts"),
+            (refusal("rpc_read_failed", ""), Contract, "Unsent"),
         ];
         for (answer, purpose, want) in cases {
             let reason = answer.error_reason.clone();

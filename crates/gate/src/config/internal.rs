@@ -653,19 +653,11 @@ fn payments(
     })
 }
 
-/// Validates `[payments.batch]`: the chain channels live on (local settlement's, or with a
-/// facilitator `payments.chain_id`, read over `payments.rpc_url`), and a claim schedule that
-/// always claims before a withdrawal the payer starts can take the charged funds away.
-fn batch(
-    p: &super::file::PaymentsFile,
-    mode: &PaymentMode,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<BatchConfig>, ConfigError> {
-    let Some(b) = p.batch.as_ref().filter(|b| b.enabled) else {
-        return Ok(None);
-    };
-    let chain_id = match mode {
-        PaymentMode::Local { chain_id, .. } => *chain_id,
+/// The chain `[payments.batch]` channels live on: local settlement's; with a facilitator,
+/// `payments.chain_id`, read over `payments.rpc_url` (the facilitator sends the transactions).
+fn batch_chain(p: &super::file::PaymentsFile, mode: &PaymentMode) -> Result<u64, ConfigError> {
+    match mode {
+        PaymentMode::Local { chain_id, .. } => Ok(*chain_id),
         PaymentMode::Facilitator { .. } => {
             if p.rpc_url.is_none() {
                 return Err(invalid(
@@ -678,15 +670,27 @@ fn batch(
                     "payments.chain_id",
                     "batch-settlement channels with a facilitator need the chain id",
                 )
-            })?
+            })
         }
-        PaymentMode::Off => {
-            return Err(invalid(
-                "payments.batch",
-                "batch-settlement channels need payments.mode = \"local\" or \"facilitator\"",
-            ));
-        }
+        PaymentMode::Off => Err(invalid(
+            "payments.batch",
+            "batch-settlement channels need payments.mode = \"local\" or \"facilitator\"",
+        )),
+    }
+}
+
+/// Validates `[payments.batch]`: its chain ([`batch_chain`]), keys and bounds, and a claim
+/// schedule that always claims before a withdrawal the payer starts can take the charged
+/// funds away.
+fn batch(
+    p: &super::file::PaymentsFile,
+    mode: &PaymentMode,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<BatchConfig>, ConfigError> {
+    let Some(b) = p.batch.as_ref().filter(|b| b.enabled) else {
+        return Ok(None);
     };
+    let chain_id = batch_chain(p, mode)?;
     let key = b.receiver_authorizer_key.as_deref().ok_or_else(|| {
         invalid(
             "payments.batch.receiver_authorizer_key",
