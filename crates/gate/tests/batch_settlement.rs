@@ -101,20 +101,7 @@ async fn send_as(chain: &LocalChain, from: Address, data: Vec<u8>) {
 
 /// Sends a transaction to `to` from `from` and checks it succeeded.
 async fn send_to(chain: &LocalChain, from: Address, to: Address, data: Vec<u8>) {
-    let tx = chain
-        .rpc(
-            "eth_sendTransaction",
-            json!([{"from": from, "to": to, "data": format!("0x{}", hex::encode(data))}]),
-        )
-        .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let receipt = loop {
-        let receipt = chain.rpc("eth_getTransactionReceipt", json!([tx])).await;
-        if !receipt.is_null() || std::time::Instant::now() > deadline {
-            break receipt;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let receipt = chain.transact(from, to, &data).await;
     assert_eq!(receipt["status"], "0x1", "{receipt}");
 }
 
@@ -1239,9 +1226,7 @@ async fn a_contract_account_payment_is_refused_before_anything_moves() {
     let (chain, h) = stack(batch).await;
     let url = items(&h, 8000, 1).await.remove(0).0;
     let owner = ANVIL_ACCOUNTS[7];
-    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
-    let mut config = client_channel(&owner);
-    (config.payer, config.payerAuthorizer) = (wallet, Address::ZERO);
+    let (wallet, config) = contract_channel(&chain, &owner).await;
     let id = channel_id(&config, 84_532);
 
     let first = deposit(&config, 10 * PRICE, &owner, 9);
@@ -1249,6 +1234,25 @@ async fn a_contract_account_payment_is_refused_before_anything_moves() {
     refused(&h, &url, &header, "voucher_signature").await;
     assert_eq!(channel(&chain, id).await, (0, 0), "nothing deposited");
     assert_eq!(chain.usdc_balance(wallet).await, 100 * PRICE);
+}
+
+/// A contract account of `owner`'s (the test wallet, holding 0.1 USDC) and the channel it pays
+/// as payer, naming no payer authorizer.
+async fn contract_channel(chain: &LocalChain, owner: &AnvilAccount) -> (Address, ChannelConfig) {
+    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
+    let mut config = client_channel(owner);
+    (config.payer, config.payerAuthorizer) = (wallet, Address::ZERO);
+    (wallet, config)
+}
+
+/// Whether `/admin/channels` shows channel `config`'s claim as refused by the chain.
+async fn claim_refused(h: &Harness, config: &ChannelConfig) -> bool {
+    let id = format!("{:#x}", channel_id(config, 84_532));
+    h.admin("/admin/channels").await["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["channel_id"] == id && c["claim_refused_at"].as_u64().unwrap_or(0) > 0)
 }
 
 /// Makes the test wallet misbehave (`OwnedWallet.setMode`: 0 honest, 1 refuses, 2 burns the
@@ -1295,9 +1299,7 @@ async fn a_contract_account_pays_where_the_operator_takes_them() {
     let (chain, h) = stack(batch).await;
     let urls: Vec<String> = items(&h, 8100, 4).await.into_iter().map(|i| i.0).collect();
     let owner = ANVIL_ACCOUNTS[7];
-    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
-    let mut config = client_channel(&owner);
-    (config.payer, config.payerAuthorizer) = (wallet, Address::ZERO);
+    let (wallet, config) = contract_channel(&chain, &owner).await;
     let id = channel_id(&config, 84_532);
     let payee_before = chain.usdc_balance(PAYEE_ACCOUNT.address).await;
 
@@ -1335,9 +1337,7 @@ async fn a_hostile_contract_payer_costs_the_operator_a_bounded_gas() {
     let (chain, h) = stack(batch).await;
     let urls: Vec<String> = items(&h, 8200, 3).await.into_iter().map(|i| i.0).collect();
     let owner = ANVIL_ACCOUNTS[7];
-    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
-    let mut config = client_channel(&owner);
-    (config.payer, config.payerAuthorizer) = (wallet, Address::ZERO);
+    let (wallet, config) = contract_channel(&chain, &owner).await;
     let id = channel_id(&config, 84_532);
     let operator = hb402_testkit::OPERATOR_ACCOUNT.address;
 
@@ -1362,14 +1362,7 @@ async fn a_hostile_contract_payer_costs_the_operator_a_bounded_gas() {
     assert_eq!(pay_voucher(&h, &urls[1], &header).await.0, 200);
     let since = block_number(&chain).await;
     wallet_mode(&chain, wallet, &owner, 3).await;
-    eventually("the claim is refused", || async {
-        h.admin("/admin/channels").await["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["claim_refused_at"].as_u64().unwrap_or(0) > 0)
-    })
-    .await;
+    eventually("the claim is refused", || claim_refused(&h, &config)).await;
     // Neither the payer's refund (it would claim first) nor, once the channel is idle, its idle
     // refund is sent: the claim in them is refused.
     let refund = payment(
@@ -1406,23 +1399,13 @@ async fn a_hostile_contract_payer_costs_the_operator_a_bounded_gas() {
     // Another wallet's channel, honest for its deposit and a read, then burning all the gas it
     // is given: its claim would need more than the cap, and is never sent.
     let owner = ANVIL_ACCOUNTS[6];
-    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
-    let mut other = client_channel(&owner);
-    (other.payer, other.payerAuthorizer) = (wallet, Address::ZERO);
+    let (wallet, other) = contract_channel(&chain, &owner).await;
     let first = deposit(&other, 10 * PRICE, &owner, 5);
     let header = payment(&h, &urls[2], &other, PRICE, &owner, first).await;
     assert_eq!(pay_voucher(&h, &urls[2], &header).await.0, 200);
     let since = block_number(&chain).await;
     wallet_mode(&chain, wallet, &owner, 2).await;
-    let other_id = format!("{:#x}", channel_id(&other, 84_532));
-    eventually("the second claim is refused", || async {
-        h.admin("/admin/channels").await["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["channel_id"] == other_id && c["claim_refused_at"].as_u64().unwrap_or(0) > 0)
-    })
-    .await;
+    eventually("the second claim is refused", || claim_refused(&h, &other)).await;
     let sent = gas_used_by(&chain, operator, since).await;
     assert!(sent.is_empty(), "sent: {sent:?}");
 }
@@ -1441,22 +1424,12 @@ async fn through_a_facilitator_a_contract_payer_refusing_its_claims_is_stopped()
     let h = through(&chain, &facilitator, batch).await;
     let urls: Vec<String> = items(&h, 2400, 3).await.into_iter().map(|i| i.0).collect();
     let owner = ANVIL_ACCOUNTS[7];
-    let wallet = chain.smart_wallet(owner.address, 100 * PRICE).await;
-    let mut config = client_channel(&owner);
-    (config.payer, config.payerAuthorizer) = (wallet, Address::ZERO);
+    let (wallet, config) = contract_channel(&chain, &owner).await;
     let first = deposit(&config, 10 * PRICE, &owner, 1);
     let header = payment(&h, &urls[0], &config, PRICE, &owner, first).await;
     assert_eq!(pay_voucher(&h, &urls[0], &header).await.0, 200);
     wallet_mode(&chain, wallet, &owner, 4).await;
-    let id = format!("{:#x}", channel_id(&config, 84_532));
-    eventually("the claim is refused", || async {
-        h.admin("/admin/channels").await["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["channel_id"] == id && c["claim_refused_at"].as_u64().unwrap_or(0) > 0)
-    })
-    .await;
+    eventually("the claim is refused", || claim_refused(&h, &config)).await;
     let next = voucher(&h, &urls[1], &config, 2 * PRICE, &owner).await;
     refused(&h, &urls[1], &next, "claim_simulation_failed").await;
     wallet_mode(&chain, wallet, &owner, 0).await;

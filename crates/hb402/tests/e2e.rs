@@ -1025,22 +1025,10 @@ async fn a_restarted_gateway_reads_the_chain_before_trusting_a_record_it_left() 
         nonce,
         signature: signature.into(),
     };
-    let tx = chain
-        .rpc(
-            "eth_sendTransaction",
-            json!([{"from": ANVIL_ACCOUNTS[0].address, "to": BATCH_SETTLEMENT,
-                    "data": format!("0x{}", hex::encode(call.abi_encode()))}]),
-        )
+    let refund = call.abi_encode();
+    let receipt = chain
+        .transact(ANVIL_ACCOUNTS[0].address, BATCH_SETTLEMENT, &refund)
         .await;
-    // (Mined at once by anvil, yet its receipt may take a moment to be served under load.)
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let receipt = loop {
-        let receipt = chain.rpc("eth_getTransactionReceipt", json!([tx])).await;
-        if !receipt.is_null() || Instant::now() > deadline {
-            break receipt;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     assert_eq!(receipt["status"], "0x1", "{receipt}");
     gw.restart();
 

@@ -171,23 +171,30 @@ impl LocalChain {
         data.extend_from_slice(wallet.as_slice());
         data.extend_from_slice(&alloy_primitives::U256::from(usdc).to_be_bytes::<32>());
         let from = crate::accounts::ANVIL_ACCOUNTS[1].address;
+        let receipt = self.transact(from, USDC, &data).await;
+        assert_eq!(receipt["status"], "0x1", "USDC to the wallet: {receipt}");
+        wallet
+    }
+
+    /// Sends `data` to `to` from `from` (anvil's accounts are unlocked) and returns its receipt
+    /// (`null` if none was served within 30 s: anvil mines at once, yet under load the receipt
+    /// may take a moment).
+    pub async fn transact(&self, from: Address, to: Address, data: &[u8]) -> Value {
+        let data = format!("0x{}", alloy_primitives::hex::encode(data));
         let tx = self
             .rpc(
                 "eth_sendTransaction",
-                json!([{"from": from, "to": USDC, "data": format!("0x{}", alloy_primitives::hex::encode(data))}]),
+                json!([{"from": from, "to": to, "data": data}]),
             )
             .await;
-        // (Mined at once by anvil, yet its receipt may take a moment to be served under load.)
         let deadline = Instant::now() + Duration::from_secs(30);
-        let receipt = loop {
+        loop {
             let receipt = self.rpc("eth_getTransactionReceipt", json!([tx])).await;
             if !receipt.is_null() || Instant::now() > deadline {
-                break receipt;
+                return receipt;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert_eq!(receipt["status"], "0x1", "USDC to the wallet: {receipt}");
-        wallet
+        }
     }
 
     async fn wait_ready(&mut self) {
