@@ -77,7 +77,7 @@ pub struct Channels {
     pub(crate) config: BatchConfig,
     authorizer: PrivateKeySigner,
     link: Link,
-    /// Reads of the chain (a contract payer's signature checks).
+    /// Reads of the chain (channel state, a contract payer's signature checks), in both modes.
     reads: crate::chain::ChainProbe,
     /// Contract payers whose code refused a claim: they pay for no channel for a while.
     refused_payers: moka::sync::Cache<Address, ()>,
@@ -480,9 +480,10 @@ impl Channels {
 
     async fn read<C: SolCall>(&self, call: C) -> Result<C::Return, FacilitatorError> {
         let out = self
-            .link
+            .reads
             .view(BATCH_SETTLEMENT, call.abi_encode().into())
-            .await?;
+            .await
+            .map_err(|e| FacilitatorError::Unreachable(e.to_string()))?;
         C::abi_decode_returns(&out)
             .map_err(|e| FacilitatorError::Unreachable(format!("undecodable answer: {e}")))
     }

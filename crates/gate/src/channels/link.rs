@@ -34,20 +34,6 @@ impl std::fmt::Debug for Link {
     }
 }
 
-impl Link {
-    /// Calls `to` with `input` without a transaction.
-    pub(crate) async fn view(&self, to: Address, input: Bytes) -> Result<Bytes, FacilitatorError> {
-        match self {
-            Link::Local(local) => local.view(to, input).await,
-            Link::Facilitator(via) => via
-                .reads
-                .view(to, input)
-                .await
-                .map_err(|e| FacilitatorError::Unreachable(e.to_string())),
-        }
-    }
-}
-
 /// A facilitator that sends channel transactions, and the RPC channel state is read over.
 pub(crate) struct ViaFacilitator {
     reads: ChainProbe,

@@ -216,14 +216,6 @@ impl LocalSettlement {
         self.operator
     }
 
-    /// A read-only call of `to` (`eth_call` at the latest block).
-    pub(crate) async fn view(&self, to: Address, input: Bytes) -> Result<Bytes, FacilitatorError> {
-        let request = alloy::rpc::types::TransactionRequest::default()
-            .to(to)
-            .input(input.into());
-        self.rpc(self.provider.call(request)).await
-    }
-
     /// Sends a call of `to` in a transaction of its own (after a simulation: a call that
     /// reverts is not sent) and waits, bounded by `receipt_timeout`, for its receipt;
     /// `gas_cap`: the most gas it may be given (a call that needs more is not sent).
